@@ -1,0 +1,27 @@
+# The virtual env is rebuilt only when the pinned requirements or the package metadata change;
+# .venv/.installed is the stamp that records the last successful install.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test app bench lint
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -r requirements.txt && $(BIN)/pip install -e . --no-deps
+	touch $(STAMP)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+app: venv
+	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.headless true
+
+bench: venv
+	$(BIN)/python benchmarks/run_all.py
+
+lint: venv
+	$(BIN)/ruff check

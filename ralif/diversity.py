@@ -1,0 +1,161 @@
+"""Diversity steps that turn a ranked candidate set into a batch, and the distance helpers they share.
+
+Distances are computed as ‖a‖² + ‖b‖² − 2⟨a, b⟩ in chunks: nothing of size N×N is ever formed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ralif.compute import as_index, chunk_size, rows
+
+
+def min_sq_dist(points: torch.Tensor, refs: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """For each row of ``points``, the squared distance to its nearest row of ``refs`` (inf if none)."""
+    out = torch.full((points.shape[0],), float("inf"), dtype=points.dtype, device=points.device)
+    if refs.shape[0] == 0:
+        return out
+    pn = (points * points).sum(1)
+    step = chunk or max(1, int(2**25 // max(1, points.shape[0])))
+    for start in range(0, refs.shape[0], step):
+        r = refs[start : start + step]
+        d = pn[:, None] + (r * r).sum(1)[None, :] - 2.0 * points @ r.T
+        out = torch.minimum(out, d.min(1).values)
+    return out.clamp_(min=0)
+
+
+def labeled_sq_dist(
+    features: np.ndarray, cand: np.ndarray, labeled: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate features (float32) and each candidate's squared distance to the nearest labeled point."""
+    pts = rows(features, cand, device, torch.float32)
+    d2 = torch.full((len(cand),), float("inf"), device=device)
+    step = chunk_size(features.shape[1], itemsize=4)
+    for start in range(0, len(labeled), step):
+        ref = rows(features, labeled[start : start + step], device, torch.float32)
+        d2 = torch.minimum(d2, min_sq_dist(pts, ref))
+    return pts, d2
+
+
+def kmeanspp_seeding(
+    n: int, budget: int, rng: np.random.Generator, dist_to: Callable[[int], torch.Tensor],
+    d2: torch.Tensor | None = None, first: int | None = 0, device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """k-means++ seeding (D² sampling) over ``n`` points; returns their positions in pick order.
+
+    ``dist_to(c)`` gives every point's squared distance to point ``c`` (any geometry: features, or
+    BADGE's gradient embeddings). ``d2`` holds each point's squared distance to already-covered points
+    (e.g. the labeled set), so seeds avoid what is labeled already. ``first`` fixes the first seed (the
+    best-scored candidate); with ``first=None`` it is drawn by D² too (uniformly when nothing is covered).
+    """
+    if budget > n:
+        raise ValueError(f"cannot pick {budget} seeds from {n} points")
+    if d2 is None:
+        d2 = torch.full((n,), float("inf"), dtype=torch.float64, device=device)
+    d2 = d2.to(torch.float64).clone()
+    chosen = np.empty(budget, dtype=np.int64)
+    taken = torch.zeros(n, dtype=torch.bool, device=d2.device)
+    for i in range(budget):
+        if i == 0 and first is not None:
+            c = int(first)
+        else:
+            w = torch.where(taken, torch.zeros_like(d2), d2)
+            if torch.isinf(w).any():
+                w = torch.isinf(w).to(torch.float64)
+            if not float(w.sum()) > 0:
+                # Every remaining point coincides with a chosen one: any untaken point is as good.
+                w = (~taken).to(torch.float64)
+            # Inverse-CDF draw with the numpy generator keeps selections reproducible across devices.
+            cdf = torch.cumsum(w, 0).cpu().numpy()
+            c = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), n - 1)
+            while bool(taken[c]) or w[c] <= 0:  # only reachable through round-off at the cdf's edges
+                c = (c + 1) % n
+        chosen[i] = c
+        taken[c] = True
+        d2 = torch.minimum(d2, dist_to(c).to(torch.float64).clamp(min=0))
+    return chosen
+
+
+def euclidean_dist_to(pts: torch.Tensor) -> Callable[[int], torch.Tensor]:
+    pn = (pts * pts).sum(1)
+    return lambda c: pn + pn[c] - 2.0 * (pts @ pts[c])
+
+
+def mean_shift_pick(
+    pts: torch.Tensor, budget: int, rng: np.random.Generator, max_seeds: int = 2000, iters: int = 30
+) -> np.ndarray:
+    """Mean shift (Gaussian kernel, median k-NN bandwidth) over candidates; positions of one representative
+    per mode, modes taken by size, the candidate nearest each mode first, round-robin until ``budget``.
+
+    ``pts`` must be ordered best-scored first so that ties go to better scores.
+    """
+    n = pts.shape[0]
+    if budget >= n:
+        return np.arange(n)
+    x = pts.to(torch.float64)
+    seeds_idx = np.sort(rng.choice(n, min(n, max_seeds), replace=False))
+    modes = x[torch.as_tensor(seeds_idx, device=x.device)].clone()
+    # Bandwidth: median distance to the 10th neighbour on a sample, a scale that adapts to the data.
+    sample = x[torch.as_tensor(seeds_idx[: min(len(seeds_idx), 500)], device=x.device)]
+    d = torch.cdist(sample, x)
+    kth = min(10, n - 1)
+    h = float(torch.kthvalue(d, kth + 1, dim=1).values.median().clamp(min=1e-12))
+    for _ in range(iters):
+        w = torch.exp(-torch.cdist(modes, x).pow(2) / (2 * h * h))
+        new = (w @ x) / w.sum(1, keepdim=True).clamp(min=1e-300)
+        shift = (new - modes).norm(dim=1).max()
+        modes = new
+        if shift < 1e-3 * h:
+            break
+    # Merge modes closer than h/2: greedy in seed order.
+    keep: list[int] = []
+    md = torch.cdist(modes, modes)
+    alive = torch.ones(len(modes), dtype=torch.bool, device=x.device)
+    for i in range(len(modes)):
+        if alive[i]:
+            keep.append(i)
+            alive &= md[i] >= h / 2
+    centers = modes[keep]
+    assign = torch.cdist(x, centers).argmin(1).cpu().numpy()
+    dist_to_center = torch.cdist(x, centers).min(1).values.cpu().numpy()
+    sizes = np.bincount(assign, minlength=len(keep))
+    order_clusters = np.argsort(-sizes, kind="stable")
+    # Within a cluster, members ordered by distance to the mode (most representative first).
+    members = [np.flatnonzero(assign == c) for c in order_clusters]
+    members = [m[np.argsort(dist_to_center[m], kind="stable")] for m in members]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < budget:
+        for m in members:
+            if depth < len(m):
+                picked.append(int(m[depth]))
+                if len(picked) == budget:
+                    break
+        depth += 1
+    return np.asarray(picked, dtype=np.int64)
+
+
+def kcenter_greedy(
+    features: np.ndarray, unlabeled: np.ndarray, labeled: np.ndarray, budget: int,
+    rng: np.random.Generator, device: torch.device,
+) -> np.ndarray:
+    """Coreset (Sener & Savarese 2018): repeatedly take the pool point farthest from labeled ∪ chosen.
+
+    Distances to the nearest center are kept and updated incrementally: O(|U|·D) per pick, never |U|×|U|.
+    """
+    unlabeled, labeled = as_index(unlabeled), as_index(labeled)
+    pts, d2 = labeled_sq_dist(features, unlabeled, labeled, device)
+    pn = (pts * pts).sum(1)
+    chosen = np.empty(budget, dtype=np.int64)
+    for i in range(budget):
+        if i == 0 and len(labeled) == 0:
+            c = int(rng.integers(len(unlabeled)))
+        else:
+            c = int(torch.argmax(d2))
+        chosen[i] = c
+        d2 = torch.minimum(d2, (pn + pn[c] - 2.0 * pts @ pts[c]).clamp_(min=0))
+        d2[c] = -1.0  # never chosen twice, even when duplicates make every distance zero
+    return unlabeled[chosen]

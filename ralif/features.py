@@ -1,0 +1,76 @@
+"""Feature files for simulation: train/test feature matrices with their labels.
+
+Two layouts are read: plain keys ``x_train``, ``y_train``, ``x_test``, ``y_test`` (float features), and
+quantised embeddings ``emb_train_uint8`` / ``emb_test_uint8`` with ``quant_scale`` and
+``quant_zero_point`` (float = (u8 − zero_point)·scale), optionally with ``classes`` and ``paths_*``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class FeatureSplits:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _dequantize(u8: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((u8.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+
+
+def load_feature_splits(path: str | Path) -> FeatureSplits:
+    """Read a features .npz; every problem is reported as a ValueError naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"features file not found: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a damaged archive
+        raise ValueError(f"cannot read {path} as a .npz archive: {exc}") from exc
+    keys = set(data.files)
+    if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+        x_tr, x_te = data["x_train"].astype(np.float32), data["x_test"].astype(np.float32)
+    elif {"emb_train_uint8", "emb_test_uint8", "quant_scale", "quant_zero_point"} <= keys:
+        scale, zp = float(data["quant_scale"]), int(data["quant_zero_point"])
+        x_tr = _dequantize(data["emb_train_uint8"], scale, zp)
+        x_te = _dequantize(data["emb_test_uint8"], scale, zp)
+    else:
+        raise ValueError(
+            f"{path} has keys {sorted(keys)}; expected x_train, y_train, x_test, y_test "
+            "(or the quantised emb_train_uint8/emb_test_uint8 with quant_scale and quant_zero_point)"
+        )
+    y_tr = np.asarray(data["y_train"]).reshape(-1)
+    y_te = np.asarray(data["y_test"]).reshape(-1)
+    for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        if x.ndim != 2:
+            raise ValueError(f"x_{name} must be 2-D (samples × dimensions), got shape {x.shape}")
+        if len(x) != len(y):
+            raise ValueError(f"x_{name} has {len(x)} rows but y_{name} has {len(y)} labels")
+        if len(x) == 0:
+            raise ValueError(f"the {name} split is empty")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"y_{name} must hold integer class indices, got {y.dtype}")
+        if not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).any(1).sum())
+            raise ValueError(f"x_{name} has {bad} rows with NaN or inf values")
+    if x_tr.shape[1] != x_te.shape[1]:
+        raise ValueError(f"train features are {x_tr.shape[1]}-d but test features are {x_te.shape[1]}-d")
+    if min(y_tr.min(), y_te.min()) < 0:
+        raise ValueError("labels must be non-negative class indices")
+    k = int(max(y_tr.max(), y_te.max())) + 1
+    classes = [str(c) for c in data["classes"]] if "classes" in keys else [str(i) for i in range(k)]
+    if len(classes) < k:
+        raise ValueError(f"labels go up to {k - 1} but only {len(classes)} class names are given")
+    return FeatureSplits(x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64), classes)

@@ -1,0 +1,176 @@
+"""The linear softmax head: multinomial logistic regression with L2 on fixed features.
+
+The head sees standardised features plus a bias column, x̃ = [(φ(x) − μ)/σ; 1], and minimises
+mean cross-entropy + λ/2‖W‖² to convergence with full-batch L-BFGS. The objective is strictly convex,
+so the optimum (and every downstream selection) does not depend on initialisation or thread timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ralif.compute import SCORE_DTYPE, as_index, chunk_size, resolve_device, rows
+
+DEFAULT_L2 = 1e-2
+
+
+@dataclass
+class Standardizer:
+    """Per-dimension centring and scaling, fitted once on the whole pool (no labels needed)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray, max_rows: int = 200_000, seed: int = 0) -> Standardizer:
+        n = features.shape[0]
+        if n == 0:
+            raise ValueError("cannot standardise an empty feature matrix")
+        if n > max_rows:
+            # A sample is enough for first and second moments and keeps memory-mapped pools cheap.
+            idx = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+            sample = np.asarray(features[idx], dtype=np.float64)
+        else:
+            sample = np.asarray(features, dtype=np.float64)
+        if not np.isfinite(sample).all():
+            raise ValueError("features contain NaN or inf values; clean or re-extract them")
+        mean = sample.mean(0)
+        scale = sample.std(0)
+        scale[scale < 1e-12] = 1.0
+        return cls(mean=mean, scale=scale)
+
+    @classmethod
+    def identity(cls, dim: int) -> Standardizer:
+        return cls(mean=np.zeros(dim), scale=np.ones(dim))
+
+
+class LinearHead:
+    """Softmax head W ∈ R^{K×(D+1)} (last column = bias) over standardised features."""
+
+    def __init__(self, weight: torch.Tensor, standardizer: Standardizer, l2: float, device: torch.device):
+        self.weight = weight.to(device=device, dtype=SCORE_DTYPE)
+        self.standardizer = standardizer
+        self.l2 = float(l2)
+        self.device = device
+        self._mean = torch.as_tensor(standardizer.mean, dtype=SCORE_DTYPE, device=device)
+        self._scale = torch.as_tensor(standardizer.scale, dtype=SCORE_DTYPE, device=device)
+        self._mean32 = self._mean.to(torch.float32)
+        self._inv_scale32 = (1.0 / self._scale).to(torch.float32)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.weight.shape[1] - 1)
+
+    # -- design matrices -------------------------------------------------------------------------
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(SCORE_DTYPE) - self._mean) / self._scale
+
+    def design(self, features: np.ndarray, idx: np.ndarray | slice) -> torch.Tensor:
+        """x̃ rows for ``features[idx]``: standardised plus a bias column (float64; for the labeled set)."""
+        z = self.standardize(rows(features, idx, self.device, SCORE_DTYPE))
+        return torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], dim=1)
+
+    def chunks(self, features: np.ndarray, idx: np.ndarray | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Standardised float32 rows of ``features[idx]`` in bounded chunks, with their positions in idx.
+
+        Pool-sized products (N·K·D) run in float32 on standardised values, which are O(1) so nothing
+        cancels; their N×K results are promoted to float64 before any score arithmetic.
+        """
+        idx = np.arange(features.shape[0]) if idx is None else as_index(idx)
+        step = chunk_size(self.dim, itemsize=4)
+        for start in range(0, len(idx), step):
+            sl = idx[start : start + step]
+            z = rows(features, sl, self.device, torch.float32)
+            z.sub_(self._mean32).mul_(self._inv_scale32)
+            yield slice(start, start + len(sl)), z
+
+    def project(self, z: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        """z̃ Mᵀ for float32 standardised rows z and a K×(D+1) matrix M, returned in float64."""
+        m32 = matrix.to(torch.float32)
+        return (z @ m32[:, :-1].T).to(SCORE_DTYPE) + matrix[:, -1].to(SCORE_DTYPE)
+
+    # -- prediction ------------------------------------------------------------------------------
+    def predict_proba(self, features: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities (N×K float64) for ``features[idx]`` (all rows when idx is None)."""
+        return self.predict_proba_tensor(features, idx).cpu().numpy()
+
+    def predict_proba_tensor(self, features: np.ndarray, idx: np.ndarray | None = None) -> torch.Tensor:
+        n = features.shape[0] if idx is None else len(as_index(idx))
+        out = torch.empty(n, self.num_classes, dtype=SCORE_DTYPE, device=self.device)
+        for pos, z in self.chunks(features, idx):
+            out[pos] = torch.softmax(self.project(z, self.weight), dim=1)
+        return out
+
+    def predict(self, features: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        return self.predict_proba_tensor(features, idx).argmax(1).cpu().numpy()
+
+    @classmethod
+    def from_linear_layer(
+        cls, weight: np.ndarray, bias: np.ndarray, l2: float = DEFAULT_L2, device: str | torch.device | None = None
+    ) -> LinearHead:
+        """Wrap an existing final layer (e.g. a ResNet's fc) acting on raw penultimate features."""
+        dev = resolve_device(device)
+        w = np.concatenate([np.asarray(weight, np.float64), np.asarray(bias, np.float64)[:, None]], axis=1)
+        return cls(torch.from_numpy(w), Standardizer.identity(w.shape[1] - 1), l2, dev)
+
+
+def fit_head(
+    features: np.ndarray,
+    labeled: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    l2: float = DEFAULT_L2,
+    standardizer: Standardizer | None = None,
+    device: str | torch.device | None = None,
+    max_iter: int = 500,
+    tol: float = 1e-7,
+) -> LinearHead:
+    """Train the head on ``features[labeled]`` with integer ``labels`` in [0, num_classes).
+
+    Full-batch L-BFGS (strong Wolfe) in float64 from zero: deterministic; it stops when the largest
+    gradient entry is below ``tol`` or the objective stops changing at float64 resolution.
+    """
+    dev = resolve_device(device)
+    labeled = as_index(labeled)
+    y = np.asarray(labels).reshape(-1)
+    if len(labeled) == 0:
+        raise ValueError("cannot train the head without labeled samples")
+    if len(y) != len(labeled):
+        raise ValueError(f"{len(labeled)} labeled indices but {len(y)} labels")
+    if num_classes < 1:
+        raise ValueError("num_classes must be at least 1")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}); got range [{y.min()}, {y.max()}]")
+    if l2 <= 0:
+        raise ValueError("l2 must be positive (the influence engine needs a positive-definite Hessian)")
+    standardizer = standardizer or Standardizer.fit(features)
+    head = LinearHead(torch.zeros(num_classes, features.shape[1] + 1), standardizer, l2, dev)
+    x = head.design(features, labeled)
+    if not torch.isfinite(x).all():
+        raise ValueError("labeled features contain NaN or inf values")
+    target = torch.as_tensor(y, dtype=torch.long, device=dev)
+    w = torch.zeros(num_classes, x.shape[1], dtype=SCORE_DTYPE, device=dev, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-14,
+        history_size=20, line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ w.T, target) + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    head.weight = w.detach()
+    return head

@@ -1,0 +1,410 @@
+"""Image data: scanning folders, ImageFolder layouts and CSV manifests, validation, RGB loading.
+
+Every file is checked once when a collection is scanned (PIL ``verify()`` plus a real decode), so
+that bad files are reported by name and skipped instead of crashing a long feature extraction.
+Each image also gets the sha256 of its bytes, which identifies it in the feature cache and finds
+duplicates.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+SPLIT_NAMES = ("train", "val", "test")
+_HASH_CHUNK = 1 << 20
+_WHITE = (255, 255, 255)
+
+
+class ImageDecodeError(RuntimeError):
+    """An image that cannot be decoded; the message names the file."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot decode image {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+@dataclass
+class ImageList:
+    """An ordered collection of valid images with optional labels.
+
+    ``labels`` holds class indices into ``classes`` and -1 where the label is unknown. ``hashes``
+    are the sha256 hex digests of the file bytes, aligned with ``paths``. ``problems`` lists the
+    files that were skipped, with the reason; ``duplicates`` groups paths with identical bytes.
+    """
+
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    hashes: list[str]
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[list[str]] = field(default_factory=list)
+    root: str | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if not (len(self.paths) == len(self.labels) == len(self.hashes)):
+            raise ValueError(
+                f"paths ({len(self.paths)}), labels ({len(self.labels)}) and hashes "
+                f"({len(self.hashes)}) must have the same length"
+            )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageList:
+        """The images at ``indices`` (same classes; problems and duplicates are not carried)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        return ImageList(
+            paths=[self.paths[i] for i in idx],
+            labels=self.labels[idx],
+            classes=list(self.classes),
+            hashes=[self.hashes[i] for i in idx],
+            root=self.root,
+        )
+
+
+# A plain folder scan gives the same structure, with every label unknown.
+ImageScan = ImageList
+
+
+def hash_file(path: str | os.PathLike[str]) -> str:
+    """sha256 hex digest of a file's bytes, read in chunks so large files never sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_image_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _check_pixel_limit(im: Image.Image) -> None:
+    # PIL only warns between MAX_IMAGE_PIXELS and twice that; the warning is treated as an error
+    # here too, and checked by hand because warning filters are process-wide and not thread-safe.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and im.width * im.height > limit:
+        raise Image.DecompressionBombError(
+            f"{im.width}x{im.height} = {im.width * im.height} pixels exceeds the limit of "
+            f"{limit} pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+        )
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"decompression bomb guard: {exc}"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image (PIL cannot identify the format)"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    text = str(exc) or type(exc).__name__
+    if "truncated" in text.lower():
+        return f"truncated image: {text}"
+    return f"corrupt image: {text}"
+
+
+def _check_file(path: str, decode: bool) -> tuple[str | None, str | None]:
+    """(content hash, None) for a readable image, (None, reason) otherwise."""
+    try:
+        if os.path.islink(path) and not os.path.exists(path):
+            return None, "broken symbolic link"
+        if not os.path.isfile(path):
+            return None, "not a regular file"
+        if os.path.getsize(path) == 0:
+            return None, "empty file (0 bytes)"
+        with Image.open(path) as im:
+            _check_pixel_limit(im)
+            im.verify()
+        if decode:
+            # verify() does not read JPEG scan data, so truncation only shows in a real decode;
+            # draft() lets JPEG decode at 1/8 scale, which still reads every byte.
+            with Image.open(path) as im:
+                im.draft("RGB", (64, 64))
+                im.load()
+        return hash_file(path), None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning, MemoryError) as exc:
+        return None, _describe_error(exc)
+
+
+def _check_files(paths: Sequence[str], decode: bool = True,
+                 workers: int | None = None) -> list[tuple[str | None, str | None]]:
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1)
+    # Warning filters are global, so setting them here (before any worker starts) is seen by every
+    # worker thread; PIL's own DecompressionBombWarning then surfaces as an exception.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        if workers <= 1 or len(paths) < 2:
+            return [_check_file(p, decode) for p in paths]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda p: _check_file(p, decode), paths))
+
+
+def _find_duplicates(paths: Sequence[str], hashes: Sequence[str]) -> list[list[str]]:
+    groups: dict[str, list[str]] = {}
+    for p, h in zip(paths, hashes):
+        groups.setdefault(h, []).append(p)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+def _walk_images(root: str, recursive: bool) -> list[str]:
+    """Image paths under ``root`` in sorted order; hidden entries are skipped.
+
+    Symbolic links to folders are followed, but each real folder is visited once, so link loops
+    end instead of recursing forever.
+    """
+    found: list[str] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        if recursive:
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        else:
+            dirnames[:] = []
+        found.extend(os.path.join(dirpath, f) for f in filenames
+                     if not f.startswith(".") and is_image_file(f))
+    found.sort(key=lambda p: Path(os.path.relpath(p, root)).parts)
+    return found
+
+
+def _require_dir(root: str | os.PathLike[str]) -> str:
+    path = os.path.abspath(os.fspath(root))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"image folder not found: {path}")
+    if not os.path.isdir(path):
+        raise ValueError(f"not a folder: {path}")
+    return path
+
+
+def _build_list(paths: Sequence[str], labels: Sequence[int], classes: list[str], root: str | None,
+                problems: Iterable[tuple[str, str]] = (), decode: bool = True) -> ImageList:
+    checked = _check_files(paths, decode=decode)
+    keep = [i for i, (h, _) in enumerate(checked) if h is not None]
+    all_problems = list(problems) + [(p, r) for p, (_, r) in zip(paths, checked) if r is not None]
+    good_paths = [paths[i] for i in keep]
+    good_hashes = [checked[i][0] for i in keep]
+    return ImageList(
+        paths=good_paths,
+        labels=np.asarray([labels[i] for i in keep], dtype=np.int64),
+        classes=classes,
+        hashes=good_hashes,  # type: ignore[arg-type]
+        problems=all_problems,
+        duplicates=_find_duplicates(good_paths, good_hashes),  # type: ignore[arg-type]
+        root=root,
+    )
+
+
+def _no_images_error(where: str, problems: Sequence[tuple[str, str]]) -> ValueError:
+    exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+    msg = f"no readable images in {where} (looked for {exts})"
+    if problems:
+        first = "; ".join(f"{os.path.basename(p)}: {r}" for p, r in problems[:3])
+        msg += f"; {len(problems)} file(s) were skipped, e.g. {first}"
+    return ValueError(msg)
+
+
+def scan_images(root: str | os.PathLike[str], recursive: bool = True,
+                decode: bool = True) -> ImageScan:
+    """All readable images under ``root`` (labels unknown), in sorted path order.
+
+    Bad files are listed in ``problems`` and left out. ``decode=False`` skips the full decode
+    (faster, but truncated JPEGs then only fail at load time). Raises ``ValueError`` when the
+    folder holds no readable image.
+    """
+    path = _require_dir(root)
+    files = _walk_images(path, recursive)
+    scan = _build_list(files, [-1] * len(files), [], path, decode=decode)
+    if not scan.paths:
+        raise _no_images_error(path, scan.problems)
+    return scan
+
+
+def _split_dirs(root: str) -> dict[str, str]:
+    splits = {}
+    for entry in sorted(os.listdir(root)):
+        if entry.lower() in SPLIT_NAMES and os.path.isdir(os.path.join(root, entry)):
+            splits[entry.lower()] = os.path.join(root, entry)
+    return splits
+
+
+def _folder_entries(split_root: str) -> list[tuple[str, str | None]]:
+    """(path, class name or None) for every image; the class is the first folder level."""
+    entries = []
+    for p in _walk_images(split_root, recursive=True):
+        parts = Path(os.path.relpath(p, split_root)).parts
+        entries.append((p, parts[0] if len(parts) > 1 else None))
+    return entries
+
+
+def _sort_classes(names: Iterable[str]) -> list[str]:
+    unique = set(names)
+    # Numeric class names ("2", "10") sort by value so that label indices follow the numbers.
+    if unique and all(n.lstrip("-").isdigit() for n in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+def load_image_folder(root: str | os.PathLike[str], decode: bool = True) -> dict[str, ImageList]:
+    """An ImageFolder layout: ``root/<class>/...`` or ``root/{train,val,test}/<class>/...``.
+
+    Returns one ImageList per split (``"all"`` when there are no split folders). Class indices are
+    shared by every split. Images directly inside a split folder (in no class folder) get label -1.
+    """
+    path = _require_dir(root)
+    split_roots = _split_dirs(path) or {"all": path}
+    entries = {name: _folder_entries(sr) for name, sr in split_roots.items()}
+    classes = _sort_classes(c for es in entries.values() for _, c in es if c is not None)
+    index = {c: i for i, c in enumerate(classes)}
+    result = {}
+    for name, es in entries.items():
+        paths = [p for p, _ in es]
+        labels = [index[c] if c is not None else -1 for _, c in es]
+        result[name] = _build_list(paths, labels, classes, split_roots[name], decode=decode)
+    if not any(len(v) for v in result.values()):
+        raise _no_images_error(path, [pr for v in result.values() for pr in v.problems])
+    return result
+
+
+def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True) -> ImageList:
+    """Images listed in a CSV with a ``path`` column and an optional ``label`` column.
+
+    Relative paths are resolved against the CSV's folder. Empty labels are unknown (-1). Files that
+    are missing, unreadable or listed twice are reported in ``problems``; the CSV order is kept.
+    """
+    csv_file = os.path.abspath(os.fspath(csv_path))
+    if not os.path.isfile(csv_file):
+        raise FileNotFoundError(f"manifest not found: {csv_file}")
+    base = os.path.dirname(csv_file)
+    with open(csv_file, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = {(c or "").strip().lower(): c for c in (reader.fieldnames or [])}
+        if "path" not in columns:
+            raise ValueError(f"manifest {csv_file} has no 'path' column (columns: "
+                             f"{', '.join(c for c in columns if c) or 'none'})")
+        path_col, label_col = columns["path"], columns.get("label")
+        rows = [((r.get(path_col) or "").strip(), (r.get(label_col) or "").strip() if label_col else "")
+                for r in reader]
+    seen: set[str] = set()
+    paths: list[str] = []
+    names: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for rel, label in rows:
+        if not rel:
+            continue
+        full = os.path.normpath(os.path.join(base, os.path.expanduser(rel)))
+        if full in seen:
+            problems.append((full, "listed more than once in the manifest"))
+            continue
+        seen.add(full)
+        if not os.path.exists(full) and not os.path.islink(full):
+            problems.append((full, "file not found"))
+            continue
+        paths.append(full)
+        names.append(label)
+    classes = _sort_classes(n for n in names if n)
+    index = {c: i for i, c in enumerate(classes)}
+    images = _build_list(paths, [index[n] if n else -1 for n in names], classes, base,
+                         problems=problems, decode=decode)
+    if not images.paths:
+        raise _no_images_error(csv_file, images.problems)
+    return images
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    # Pillow's own conversion clips 16-bit values at 255 (almost all white); rescale instead.
+    arr = np.asarray(im).astype(np.float32)
+    if im.mode.startswith("I;16"):
+        arr = arr / 257.0
+    elif im.mode == "F":
+        arr = arr * 255.0 if arr.size and float(arr.max()) <= 1.0 else arr
+    elif arr.size and float(arr.max()) > 255.0:
+        # 32-bit integer images from 16-bit files carry the 0..65535 range.
+        arr = arr / 257.0
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB; transparency is composited over white."""
+    if im.mode == "RGB":
+        return im
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if im.mode.startswith("I") or im.mode == "F":
+        return _high_depth_to_l(im).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike[str], size: int | None = None, *,
+             min_side: int | None = None) -> Image.Image:
+    """Decode an image as RGB (first frame of animations, EXIF orientation applied).
+
+    ``size`` bounds the longest side (aspect kept). ``min_side`` only allows a cheaper reduced-scale
+    JPEG decode that keeps both sides at least that long, for a transform that resizes anyway.
+    Raises ``ImageDecodeError`` naming the file when it cannot be decoded.
+    """
+    name = os.fspath(path)
+    draft = size or min_side
+    try:
+        with Image.open(name) as im:
+            _check_pixel_limit(im)
+            if draft:
+                im.draft("RGB", (draft, draft))
+            im.load()
+            # exif_transpose returns a copy, so the result outlives the file handle.
+            rgb = to_rgb(ImageOps.exif_transpose(im))
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            MemoryError) as exc:
+        raise ImageDecodeError(name, _describe_error(exc)) from exc
+    if size is not None and max(rgb.size) > size:
+        rgb.thumbnail((size, size), Image.Resampling.BICUBIC)
+    return rgb
+
+
+def _to_tensor(im: Image.Image) -> torch.Tensor:
+    arr = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class ImageDataset(Dataset):
+    """``(transform(image), index)`` for each image of an ImageList.
+
+    The index travels with the tensor so batches can be matched back to the list whatever the
+    loader's order. ``min_side`` is passed to ``load_rgb`` for faster JPEG decoding. A file that
+    fails to decode raises ``ImageDecodeError`` naming it.
+    """
+
+    def __init__(self, images: ImageList,
+                 transform: Callable[[Image.Image], torch.Tensor] | None = None,
+                 min_side: int | None = None) -> None:
+        self.images = images
+        self.transform = transform or _to_tensor
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(load_rgb(self.images.paths[index], min_side=self.min_side)), index

@@ -1,0 +1,1 @@
+"""Image classifiers trained end to end on the labeled images."""

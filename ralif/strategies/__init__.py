@@ -1,0 +1,83 @@
+"""Query strategies and their registry.
+
+A strategy is named by a spec: ``ralif``, ``gradnorm(loss=expected)``,
+``ralif(rule=single,diversity=none)``. ``make_strategy(spec)`` builds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from ralif.strategies.base import Strategy, check_request
+from ralif.strategies.baselines import (
+    BadgeStrategy,
+    CoresetStrategy,
+    GradNormStrategy,
+    RandomStrategy,
+    UncertaintyStrategy,
+)
+from ralif.strategies.ralif import RalifStrategy
+
+REGISTRY: dict[str, type[Strategy]] = {
+    cls.name: cls
+    for cls in (RandomStrategy, UncertaintyStrategy, CoresetStrategy, BadgeStrategy, GradNormStrategy, RalifStrategy)
+}
+
+_SPEC = re.compile(r"^\s*([A-Za-z][\w-]*)\s*(?:\((.*)\))?\s*$")
+
+
+def _coerce(value: str, default):
+    v = value.strip()
+    if default is None and v.lower() in ("none", "null"):
+        return None
+    if isinstance(default, bool):
+        return v.lower() in ("1", "true", "yes")
+    if isinstance(default, int) and not isinstance(default, bool):
+        return int(v)
+    if isinstance(default, float) or default is None:
+        return float(v)
+    return v
+
+
+def make_strategy(spec: str) -> Strategy:
+    """Build a strategy from ``name`` or ``name(key=value,...)``."""
+    m = _SPEC.match(spec)
+    if not m:
+        raise ValueError(f"cannot parse strategy spec {spec!r}; expected name or name(key=value,...)")
+    name, args = m.group(1).lower(), m.group(2)
+    if name not in REGISTRY:
+        raise ValueError(f"unknown strategy {name!r}; available: {', '.join(REGISTRY)}")
+    cls = REGISTRY[name]
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for part in filter(None, (args or "").split(",")):
+        if "=" not in part:
+            raise ValueError(f"option {part!r} in {spec!r} must be key=value")
+        key, value = (s.strip() for s in part.split("=", 1))
+        if key not in defaults:
+            raise ValueError(f"strategy {name!r} has no option {key!r}; options: {', '.join(defaults) or 'none'}")
+        try:
+            kwargs[key] = _coerce(value, defaults[key])
+        except ValueError:
+            raise ValueError(f"option {key}={value!r} of strategy {name!r} is not a valid value") from None
+    return cls(**kwargs)
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma-separated list of specs, keeping commas inside parentheses."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+__all__ = ["REGISTRY", "Strategy", "check_request", "make_strategy", "split_specs"]

@@ -1,0 +1,88 @@
+"""The query-strategy interface shared by RALIF and every baseline.
+
+A strategy is one small class with one method: given the trained head, the feature matrix of the
+whole data set, the labeled and unlabeled indices, a batch size and a random generator, it returns
+indices into the whole data set. Scoring (a number per sample) is kept apart from ranking and
+diversity so each can be swapped and tested alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ralif.compute import as_index
+from ralif.head import LinearHead
+
+
+@dataclass
+class Strategy:
+    """Base class; subclasses are dataclasses whose fields are their options."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    needs_model: ClassVar[bool] = True
+    option_help: ClassVar[dict[str, str]] = {}
+    # Filled by select(): diagnostics of the last call (scores of the picks, solver iterations, ...).
+    last_info: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def select(
+        self, head: LinearHead | None, features: np.ndarray, labeled: np.ndarray, unlabeled: np.ndarray,
+        budget: int, rng: np.random.Generator,
+    ) -> np.ndarray:
+        labeled, unlabeled = check_request(features, labeled, unlabeled, budget)
+        if self.needs_model and head is None:
+            raise ValueError(f"strategy {self.name!r} needs a trained model; train the head first")
+        self.last_info = {}
+        if budget == len(unlabeled):
+            return np.sort(unlabeled)
+        picked = as_index(self._select(head, features, labeled, unlabeled, budget, rng))
+        _check_result(picked, unlabeled, budget, self.name)
+        return picked
+
+    def _select(
+        self, head: LinearHead | None, features: np.ndarray, labeled: np.ndarray, unlabeled: np.ndarray,
+        budget: int, rng: np.random.Generator,
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    def spec(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.options().items())
+        return f"{self.name}({opts})" if opts else self.name
+
+    @staticmethod
+    def device_of(head: LinearHead | None) -> torch.device:
+        return head.device if head is not None else torch.device("cpu")
+
+
+def check_request(
+    features: np.ndarray, labeled: np.ndarray, unlabeled: np.ndarray, budget: int
+) -> tuple[np.ndarray, np.ndarray]:
+    labeled, unlabeled = as_index(labeled), as_index(unlabeled)
+    n = features.shape[0]
+    if features.ndim != 2:
+        raise ValueError(f"features must be a 2-D array (samples × dimensions), got shape {features.shape}")
+    for what, idx in (("labeled", labeled), ("unlabeled", unlabeled)):
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"{what} indices out of range for {n} samples")
+        if np.unique(idx).size != idx.size:
+            raise ValueError(f"{what} indices contain duplicates")
+    if np.intersect1d(labeled, unlabeled).size:
+        raise ValueError("an index is both labeled and unlabeled")
+    if int(budget) != budget or budget < 1:
+        raise ValueError(f"batch size must be a positive integer, got {budget}")
+    if budget > len(unlabeled):
+        raise ValueError(f"batch size {budget} exceeds the {len(unlabeled)} unlabeled samples")
+    return labeled, unlabeled
+
+
+def _check_result(picked: np.ndarray, unlabeled: np.ndarray, budget: int, name: str) -> None:
+    # A strategy bug must never reach the user as a silently wrong batch.
+    if len(picked) != budget or np.unique(picked).size != budget or not np.isin(picked, unlabeled).all():
+        raise RuntimeError(f"strategy {name!r} returned an invalid batch")

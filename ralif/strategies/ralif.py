@@ -1,0 +1,79 @@
+"""RALIF (Xia & Henao, TMLR 2023): influence-ranked candidates, then a diversity step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ralif.compute import rows
+from ralif.diversity import euclidean_dist_to, kmeanspp_seeding, labeled_sq_dist, mean_shift_pick
+from ralif.influence import delta_pool_loss, pool_state, solve_influence
+from ralif.scoring import READINGS, RULES, ralif_scores
+from ralif.strategies.base import Strategy
+from ralif.strategies.baselines import top_k_lowest
+
+DIVERSITY = ("kmeanspp", "none", "meanshift")
+SOLVERS = ("auto", "cholesky", "cg")
+
+
+@dataclass
+class RalifStrategy(Strategy):
+    name = "ralif"
+    summary = "influence of labeling each sample on the pseudo-labeled pool loss, then a diverse batch"
+    option_help: ClassVar[dict[str, str]] = {
+        "rule": "single | expectation | truncated (Eqs. 7, 8, 9-10)",
+        "reading": "influence | paper | reference (see ralif.scoring)",
+        "tau": "truncation threshold for rule=truncated; default min(4/K, 0.5)",
+        "fraction": "share of the pool kept as candidates (lowest scores)",
+        "diversity": "kmeanspp | none | meanshift",
+        "solver": "auto | cholesky | cg",
+    }
+    rule: str = "truncated"
+    reading: str = "influence"
+    tau: float | None = None
+    fraction: float = 0.1
+    diversity: str = "kmeanspp"
+    solver: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"unknown rule {self.rule!r}; choose from {', '.join(RULES)}")
+        if self.reading not in READINGS:
+            raise ValueError(f"unknown reading {self.reading!r}; choose from {', '.join(READINGS)}")
+        if self.diversity not in DIVERSITY:
+            raise ValueError(f"unknown diversity {self.diversity!r}; choose from {', '.join(DIVERSITY)}")
+        if not 0 < float(self.fraction) <= 1:
+            raise ValueError("fraction must be in (0, 1]")
+        if self.tau is not None and not 0 <= float(self.tau) < 1:
+            raise ValueError("tau must be in [0, 1)")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
+
+    def scores(self, head, features, labeled, unlabeled) -> torch.Tensor:
+        """The per-sample RALIF score over ``unlabeled`` (lower = better; NaN = never a candidate)."""
+        state = pool_state(head, features, unlabeled)
+        sol = solve_influence(head, features, labeled, state.grad, method=self.solver)
+        delta = delta_pool_loss(head, features, unlabeled, state.probs, sol)
+        self.last_info.update(solver=sol.method, solver_iterations=sol.iterations, pool_loss=state.pool_loss)
+        return ralif_scores(
+            state.probs, delta, state.pool_loss, len(unlabeled), rule=self.rule, reading=self.reading, tau=self.tau
+        )
+
+    def _select(self, head, features, labeled, unlabeled, budget, rng):
+        scores = self.scores(head, features, labeled, unlabeled)
+        n_cand = min(len(unlabeled), max(budget, math.ceil(self.fraction * len(unlabeled))))
+        cand_pos = top_k_lowest(scores, n_cand, rng)  # best first
+        cand = unlabeled[cand_pos]
+        self.last_info["candidates"] = cand
+        if self.diversity == "none":
+            return cand[:budget]
+        if self.diversity == "meanshift":
+
+
+            pts = rows(features, cand, head.device, torch.float32)
+            return cand[mean_shift_pick(pts, budget, rng)]
+        pts, d2 = labeled_sq_dist(features, cand, labeled, head.device)
+        return cand[kmeanspp_seeding(len(cand), budget, rng, euclidean_dist_to(pts), d2=d2, first=0)]

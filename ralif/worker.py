@@ -1,0 +1,552 @@
+"""Long jobs (model training) in a separate process, observed through a JSON status file.
+
+The child process is started with the ``spawn`` method so it never inherits the parent's threads,
+locks or CUDA state (a web app's server threads, say).  It reports through a status file that it
+rewrites atomically::
+
+    {"job_id", "target", "state": queued|running|done|failed|cancelled, "phase", "message",
+     "progress": {...}, "result_path", "result", "error", "traceback", "pid",
+     "created_at", "started_at", "updated_at", "finished_at"}          (times: Unix seconds)
+
+A job function is a top-level function ``fn(job: JobContext, **kwargs)``.  It reports with
+``job.report(...)``, polls ``job.should_stop()`` (or calls ``job.check_cancelled()``) and
+returns a result path (or a JSON-able dict, or None).
+
+A worker that dies without writing a final state (killed, out of memory, crashed interpreter)
+is reported as failed by whoever reads the status next, so a job never stays "running" forever.
+Cancellation is cooperative first (an event plus a flag file next to the status file, so
+another process can cancel by path) and forced after a grace period.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FINAL_STATES",
+    "STATES",
+    "BackgroundJob",
+    "JobCancelled",
+    "JobContext",
+    "read_status",
+    "start_job",
+    "train_resnet_job",
+]
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+FINAL_STATES = frozenset({"done", "failed", "cancelled"})
+
+# Progress can arrive every batch; rewriting the file more often than this only costs fsyncs.
+_MIN_WRITE_INTERVAL_S = 0.25
+_TRACEBACK_TAIL_CHARS = 4000
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when cancellation was requested."""
+
+
+def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    """Readers see the old status or the new one, never a torn file."""
+    text = json.dumps(data, indent=1, default=_json_default)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays show up in progress dicts; paths in results.
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return repr(obj)
+
+
+def _cancel_flag(status_path: Path) -> Path:
+    return status_path.with_name(status_path.name + ".cancel")
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _process_start_time(pid: int) -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except Exception:  # noqa: BLE001 - psutil absent or the process already gone: no check then
+        return None
+
+
+def _pid_alive(pid: int, started: float | None) -> bool | None:
+    """Whether ``pid`` still runs the job's process; None when that cannot be told."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        # A recycled pid belongs to a process created later than the worker.
+        return started is None or abs(proc.create_time() - started) < 1.0
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return None
+
+
+def read_status(status_path: str | os.PathLike) -> dict[str, Any]:
+    """The job's status as last written, with ``cancel_requested``; see :class:`BackgroundJob`."""
+    path = Path(status_path)
+    status = json.loads(path.read_text(encoding="utf-8"))
+    status["cancel_requested"] = _cancel_flag(path).exists()
+    return status
+
+
+# --------------------------------------------------------------------------- child side
+
+
+class JobContext:
+    """What a job function gets to report progress and notice cancellation."""
+
+    def __init__(self, status_path: Path, cancel_event: Any, status: dict[str, Any]) -> None:
+        self._path = status_path
+        self._flag = _cancel_flag(status_path)
+        self._event = cancel_event
+        self._status = status
+        self._last_write = 0.0
+        self._dirty = False
+
+    @property
+    def status_path(self) -> Path:
+        return self._path
+
+    def should_stop(self) -> bool:
+        """True once cancellation was requested; cheap enough to call every batch."""
+        return bool(self._event is not None and self._event.is_set()) or self._flag.exists()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelled` if cancellation was requested."""
+        if self.should_stop():
+            raise JobCancelled("cancelled on request")
+
+    def report(
+        self,
+        progress: dict[str, Any] | None = None,
+        *,
+        phase: str | None = None,
+        message: str | None = None,
+        force: bool = False,
+    ) -> None:
+        """Set the status's progress dict to ``progress`` and write the status (rate-limited
+        unless ``force``).  A new ``phase`` is always written at once, so short phases show.
+        """
+        if progress is not None:
+            self._status["progress"] = dict(progress)
+        if phase is not None and phase != self._status.get("phase"):
+            self._status["phase"] = phase
+            force = True
+        if message is not None:
+            self._status["message"] = message
+        self._dirty = True
+        if force or time.monotonic() - self._last_write >= _MIN_WRITE_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        self._status["updated_at"] = time.time()
+        _atomic_write_json(self._path, self._status)
+        self._last_write = time.monotonic()
+        self._dirty = False
+
+    def _finish(self, state: str, **fields: Any) -> None:
+        now = time.time()
+        self._status.update(fields, state=state, updated_at=now, finished_at=now)
+        self._dirty = True
+        self.flush()
+
+
+def _resolve_target(target: str | Callable[..., Any]) -> Callable[..., Any]:
+    if callable(target):
+        return target
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        module_name, _, attr = target.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"job target {target!r} is not 'package.module:function'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"job target {target!r} is not callable")
+    return obj
+
+
+def _child_main(
+    target: str | Callable[..., Any], kwargs: dict[str, Any], status_path: str, cancel_event: Any
+) -> None:
+    import faulthandler
+    import sys
+
+    # A hard crash (segfault in a native library) then leaves a Python traceback on stderr.
+    faulthandler.enable()
+    path = Path(status_path)
+    try:
+        status = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        status = {"job_id": path.stem, "created_at": time.time()}
+    now = time.time()
+    status.update(
+        state="running",
+        phase="starting",
+        pid=os.getpid(),
+        pid_started_at=_process_start_time(os.getpid()),
+        started_at=now,
+        updated_at=now,
+    )
+    status.setdefault("progress", {})
+    job = JobContext(path, cancel_event, status)
+    job.report(force=True)
+    try:
+        result = _resolve_target(target)(job, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - every failure must end up in the status file
+        tail = traceback.format_exc()[-_TRACEBACK_TAIL_CHARS:]
+        # Ctrl-C in a terminal reaches the worker too: the user stopped it, it did not fail.
+        if isinstance(exc, (JobCancelled, KeyboardInterrupt)) or job.should_stop():
+            job._finish("cancelled", phase="cancelled", message=str(exc) or "cancelled")
+            sys.exit(0)
+        job._finish(
+            "failed",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=tail,
+            message=f"{type(exc).__name__}: {exc}",
+        )
+        sys.exit(1)
+    fields: dict[str, Any] = {"phase": "done"}
+    if isinstance(result, (str, os.PathLike)):
+        fields["result_path"] = os.fspath(result)
+    elif result is not None:
+        fields["result"] = result
+    job._finish("done", **fields)
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+class BackgroundJob:
+    """Handle on a job started by :func:`start_job` (or re-attached by status path)."""
+
+    def __init__(
+        self,
+        status_path: str | os.PathLike,
+        process: Any | None = None,
+        cancel_event: Any | None = None,
+    ) -> None:
+        self.status_path = Path(status_path)
+        self._process = process
+        self._event = cancel_event
+        self._lock = threading.Lock()
+
+    @classmethod
+    def attach(cls, status_path: str | os.PathLike) -> BackgroundJob:
+        """A handle on a job started elsewhere (another process, an earlier app run)."""
+        path = Path(status_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no job status file at {path}")
+        return cls(path)
+
+    @property
+    def pid(self) -> int | None:
+        if self._process is not None:
+            return self._process.pid
+        with contextlib.suppress(OSError, ValueError):
+            return read_status(self.status_path).get("pid")
+        return None
+
+    def is_alive(self) -> bool:
+        if self._process is not None:
+            return self._process.is_alive()
+        status = read_status(self.status_path)
+        pid = status.get("pid")
+        if status.get("state") in FINAL_STATES or pid is None:
+            return False
+        return bool(_pid_alive(int(pid), status.get("pid_started_at")))
+
+    def status(self) -> dict[str, Any]:
+        """The current status; a worker found dead without a final state is recorded as failed
+        (or cancelled, when a cancel had been requested)."""
+        with self._lock:
+            status = read_status(self.status_path)
+            if status.get("state") in FINAL_STATES:
+                return status
+            exitcode: int | None
+            if self._process is not None:
+                if self._process.is_alive():
+                    return status
+                exitcode = self._process.exitcode
+                # The child may have written its final state just before exiting.
+                status = read_status(self.status_path)
+                if status.get("state") in FINAL_STATES:
+                    return status
+            else:
+                pid = status.get("pid")
+                if pid is None or _pid_alive(int(pid), status.get("pid_started_at")) is not False:
+                    return status
+                exitcode = None
+            return self._record_death(status, exitcode)
+
+    def _record_death(self, status: dict[str, Any], exitcode: int | None) -> dict[str, Any]:
+        how = _describe_exit(exitcode)
+        now = time.time()
+        status.pop("cancel_requested", None)
+        if _cancel_flag(self.status_path).exists():
+            status.update(state="cancelled", phase="cancelled", message=f"stopped on request ({how})")
+        else:
+            if exitcode == 0:
+                reason = "worker process exited (exit code 0) without reporting a result"
+            else:
+                reason = f"worker process died ({how})"
+            status.update(state="failed", error=reason, message=reason)
+        status.update(exit_code=exitcode, updated_at=now, finished_at=now)
+        _atomic_write_json(self.status_path, status)
+        status["cancel_requested"] = _cancel_flag(self.status_path).exists()
+        return status
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the job ends or ``timeout`` seconds pass; returns the status either way."""
+        if self._process is not None:
+            self._process.join(timeout)
+            return self.status()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status.get("state") in FINAL_STATES:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                return status
+            time.sleep(0.1)
+
+    def cancel(self, grace_s: float = 10.0, wait: bool = True) -> dict[str, Any]:
+        """Ask the job to stop; terminate it, then kill it, if it has not within ``grace_s``.
+
+        With ``wait=False`` the escalation runs in a background thread and this returns at once.
+        """
+        if self.status().get("state") in FINAL_STATES:
+            return self.status()
+        _cancel_flag(self.status_path).touch()
+        if self._event is not None:
+            self._event.set()
+        if wait:
+            self._escalate(grace_s)
+        else:
+            threading.Thread(target=self._escalate, args=(grace_s,), daemon=True).start()
+        return self.status()
+
+    def _escalate(self, grace_s: float) -> None:
+        proc = self._process
+        if proc is not None:
+            proc.join(grace_s)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5.0)
+            self.status()
+            return
+        self._escalate_by_pid(grace_s)
+
+    def _escalate_by_pid(self, grace_s: float) -> None:
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if not self.is_alive():
+                self.status()
+                return
+            time.sleep(0.1)
+        status = read_status(self.status_path)
+        pid = status.get("pid")
+        if pid is not None and _pid_alive(int(pid), status.get("pid_started_at")):
+            import psutil
+
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(int(pid))
+                proc.terminate()
+                try:
+                    proc.wait(5.0)
+                except psutil.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5.0)
+        self.status()
+
+
+def _check_target(target: str | Callable[..., Any]) -> str | Callable[..., Any]:
+    if isinstance(target, str):
+        return target
+    if not callable(target):
+        raise TypeError("job target must be a function or 'package.module:function'")
+    try:
+        pickle.dumps(target)
+    except Exception as exc:  # pickle raises several types; all mean the same here
+        raise ValueError(
+            f"job function {getattr(target, '__qualname__', target)!r} cannot be sent to a "
+            "worker process; use a top-level function of an importable module"
+        ) from exc
+    return target
+
+
+def start_job(
+    fn: str | Callable[..., Any],
+    kwargs: dict[str, Any] | None,
+    status_path: str | os.PathLike,
+    *,
+    job_id: str | None = None,
+) -> BackgroundJob:
+    """Run ``fn(job, **kwargs)`` in a new process; progress goes to ``status_path`` (JSON).
+
+    ``fn`` is a top-level function or its name as ``"package.module:function"``; ``kwargs``
+    must pickle.  A status file left by an earlier job at the same path is replaced.
+    """
+    target = _check_target(fn)
+    path = Path(status_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        _cancel_flag(path).unlink()
+    name = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+    now = time.time()
+    status: dict[str, Any] = {
+        "job_id": job_id or uuid.uuid4().hex[:12],
+        "target": name,
+        "state": "queued",
+        "phase": "queued",
+        "message": None,
+        "progress": {},
+        "result_path": None,
+        "result": None,
+        "error": None,
+        "traceback": None,
+        "pid": None,
+        "exit_code": None,
+        "created_at": now,
+        "started_at": None,
+        "updated_at": now,
+        "finished_at": None,
+    }
+    _atomic_write_json(path, status)
+    ctx = multiprocessing.get_context("spawn")
+    event = ctx.Event()
+    # Not a daemon: training may start DataLoader worker processes of its own.
+    process = ctx.Process(
+        target=_child_main,
+        args=(target, dict(kwargs or {}), str(path), event),
+        name=f"ralif-job-{status['job_id']}",
+    )
+    try:
+        process.start()
+    except Exception as exc:
+        status.update(
+            state="failed",
+            error=f"could not start the worker process: {type(exc).__name__}: {exc}",
+            finished_at=time.time(),
+        )
+        _atomic_write_json(path, status)
+        raise
+    return BackgroundJob(path, process, event)
+
+
+# --------------------------------------------------------------------------- training job
+
+
+def train_resnet_job(
+    job: JobContext,
+    *,
+    images: Any,
+    labels: Any,
+    num_classes: int,
+    output_path: str,
+    class_names: list[str] | None = None,
+    config: dict[str, Any] | Any | None = None,
+    device: str | None = None,
+    progress_every: int = 0,
+    threads: int | None = None,
+) -> str:
+    """Train a ResNet18 and save it to ``output_path``; returns that path.
+
+    ``images``: a list of image paths, an NxHxWx3 uint8 array, or the path of a ``.npy`` file
+    holding one (cheaper than sending a large array to the worker).  ``config``: a
+    ``TrainConfig`` or a dict of its fields.  ``threads`` caps torch's CPU threads, leaving
+    cores to the rest of the application.
+    """
+    import numpy as np
+    import torch
+
+    from ralif.models.resnet import TrainConfig, TrainingCancelled, train_resnet
+
+    if threads:
+        torch.set_num_threads(int(threads))
+
+    job.report(phase="loading images")
+    if isinstance(images, (str, os.PathLike)) and os.fspath(images).endswith(".npy"):
+        images = np.load(os.fspath(images), mmap_mode="r", allow_pickle=False)
+    if config is None:
+        cfg = TrainConfig()
+    elif isinstance(config, dict):
+        cfg = TrainConfig.from_dict(config)
+    else:
+        cfg = config
+
+    def on_progress(p: dict[str, Any]) -> None:
+        epochs = max(1, int(p.get("epochs", 1)))
+        done = p["epoch"] - 1 + (p["batch"] / p["batches"] if "batch" in p else 1.0)
+        job.report({**p, "fraction": min(1.0, done / epochs)}, phase="training",
+                   force="batch" not in p)
+
+    job.report({"epoch": 0, "epochs": int(cfg.epochs), "fraction": 0.0}, phase="training")
+    try:
+        model = train_resnet(
+            images,
+            labels,
+            num_classes,
+            cfg,
+            device=device,
+            progress=on_progress,
+            should_stop=job.should_stop,
+            class_names=class_names,
+            progress_every=progress_every,
+        )
+    except TrainingCancelled as exc:
+        raise JobCancelled(str(exc)) from exc
+    job.report(phase="saving")
+    path = model.save(output_path)
+    return str(path)

@@ -1,0 +1,288 @@
+"""Every registered query strategy against one shared template, plus spec parsing and RALIF's batch steps."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ralif.head import fit_head
+from ralif.strategies import REGISTRY, check_request, make_strategy, split_specs
+from ralif.strategies.baselines import top_k_lowest
+from ralif.strategies.ralif import RalifStrategy
+
+SPECS = [
+    "random",
+    "uncertainty",
+    "coreset",
+    "badge",
+    "gradnorm",
+    "gradnorm(loss=expected)",
+    "ralif",
+    "ralif(rule=single)",
+    "ralif(rule=expectation)",
+    "ralif(reading=paper)",
+    "ralif(reading=reference)",
+    "ralif(diversity=none)",
+    "ralif(diversity=meanshift)",
+    "ralif(solver=cg)",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Small float64 problems on shared cores: one BLAS thread is faster than oversubscribed ones.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def blobs(n, d, k, seed, spread=3.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=spread, size=(k, d))
+    y = np.arange(n) % k
+    rng.shuffle(y)
+    return (centers[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def data():
+    """300 samples, D=8, K=4 Gaussian blobs; 30 labeled."""
+    x, y = blobs(300, 8, 4, seed=0)
+    perm = np.random.default_rng(1).permutation(300)
+    labeled, unlabeled = np.sort(perm[:30]), np.sort(perm[30:])
+    head = fit_head(x, labeled, y[labeled], 4, device="cpu")
+    return x, y, labeled, unlabeled, head
+
+
+@pytest.fixture(scope="module")
+def many_classes():
+    """1000 samples, D=16, K=100 (10 per class); 200 labeled, two of every class."""
+    x, y = blobs(1000, 16, 100, seed=2)
+    labeled = np.sort(np.concatenate([np.flatnonzero(y == c)[:2] for c in range(100)]))
+    unlabeled = np.setdiff1d(np.arange(1000), labeled)
+    head = fit_head(x, labeled, y[labeled], 100, device="cpu")
+    return x, labeled, unlabeled, head
+
+
+def select(spec, head, x, labeled, unlabeled, budget, seed=0):
+    return make_strategy(spec).select(head, x, labeled, unlabeled, budget, np.random.default_rng(seed))
+
+
+def assert_valid_batch(picked, labeled, unlabeled, budget):
+    assert isinstance(picked, np.ndarray) and np.issubdtype(picked.dtype, np.integer)
+    assert picked.shape == (budget,)
+    assert np.unique(picked).size == budget
+    assert np.isin(picked, unlabeled).all()
+    assert not np.isin(picked, labeled).any()
+
+
+def test_every_registered_strategy_is_covered():
+    assert {s.split("(")[0] for s in SPECS} == set(REGISTRY)
+
+
+# -- the shared template -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_batch_is_valid_and_reproducible(spec, data):
+    x, _, labeled, unlabeled, head = data
+    picked = select(spec, head, x, labeled, unlabeled, 10, seed=7)
+    assert_valid_batch(picked, labeled, unlabeled, 10)
+    # Two fresh generators with the same seed (and a fresh strategy) give the same batch.
+    np.testing.assert_array_equal(select(spec, head, x, labeled, unlabeled, 10, seed=7), picked)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_batch_of_one(spec, data):
+    x, _, labeled, unlabeled, head = data
+    picked = select(spec, head, x, labeled, unlabeled, 1)
+    assert_valid_batch(picked, labeled, unlabeled, 1)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_batch_equal_to_pool_returns_whole_pool(spec, data):
+    x, _, labeled, unlabeled, head = data
+    pool = unlabeled[::9]
+    picked = select(spec, head, x, labeled, pool, len(pool))
+    np.testing.assert_array_equal(np.sort(picked), np.sort(pool))
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_single_class_in_labels(spec, data):
+    x, _, labeled, unlabeled, _ = data
+    head = fit_head(x, labeled, np.zeros(len(labeled), dtype=np.int64), 4, device="cpu")
+    assert (head.predict(x, unlabeled) == 0).all()
+    picked = select(spec, head, x, labeled, unlabeled, 12)
+    assert_valid_batch(picked, labeled, unlabeled, 12)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_hundred_classes(spec, many_classes):
+    x, labeled, unlabeled, head = many_classes
+    assert head.num_classes == 100
+    picked = select(spec, head, x, labeled, unlabeled, 25)
+    assert_valid_batch(picked, labeled, unlabeled, 25)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_memory_mapped_features(spec, data, tmp_path):
+    x, _, labeled, unlabeled, head = data
+    mm = np.memmap(tmp_path / "features.f32", dtype=np.float32, mode="w+", shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    mm = np.memmap(tmp_path / "features.f32", dtype=np.float32, mode="r", shape=x.shape)
+    np.testing.assert_array_equal(
+        select(spec, head, mm, labeled, unlabeled, 10, seed=3), select(spec, head, x, labeled, unlabeled, 10, seed=3)
+    )
+
+
+def test_head_fitted_on_memmap_is_identical(data, tmp_path):
+    x, y, labeled, _, head = data
+    path = tmp_path / "features.npy"
+    np.save(path, x)
+    mm = np.load(path, mmap_mode="r")
+    assert torch.equal(fit_head(mm, labeled, y[labeled], 4, device="cpu").weight, head.weight)
+
+
+# -- spec parsing and request checks ---------------------------------------------------------------
+
+
+def test_specs_round_trip():
+    for spec in SPECS:
+        strategy = make_strategy(spec)
+        assert make_strategy(strategy.spec()) == strategy
+    s = make_strategy(" ralif( rule = single , fraction=0.25, tau=none ) ")
+    assert (s.rule, s.fraction, s.tau) == ("single", 0.25, None)
+    assert make_strategy("ralif(tau=0.3)").tau == 0.3
+    assert make_strategy("RALIF").name == "ralif"
+    assert split_specs("random, ralif(rule=single,diversity=none),gradnorm") == [
+        "random", "ralif(rule=single,diversity=none)", "gradnorm",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("nosuch", "unknown strategy 'nosuch'; available: random"),
+        ("ralif(color=red)", "strategy 'ralif' has no option 'color'; options: rule"),
+        ("random(seed=1)", "strategy 'random' has no option 'seed'"),
+        ("ralif(rule)", "must be key=value"),
+        ("ralif(", "cannot parse strategy spec"),
+        ("ralif(rule=mean)", "unknown rule 'mean'; choose from single, expectation, truncated"),
+        ("ralif(reading=book)", "unknown reading 'book'"),
+        ("ralif(diversity=dpp)", "unknown diversity 'dpp'"),
+        ("ralif(fraction=0)", r"fraction must be in \(0, 1\]"),
+        ("ralif(fraction=1.5)", r"fraction must be in \(0, 1\]"),
+        ("ralif(tau=1.2)", r"tau must be in \[0, 1\)"),
+    ],
+)
+def test_make_strategy_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        make_strategy(spec)
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("gradnorm(loss=bogus)", "loss"),
+        ("ralif(solver=lu)", "solver"),
+        ("ralif(fraction=abc)", "fraction"),
+    ],
+)
+def test_make_strategy_rejects_bad_values_up_front(spec, match):
+    with pytest.raises(ValueError, match=match):
+        make_strategy(spec)
+
+
+def test_check_request_errors(data):
+    x, _, labeled, unlabeled, head = data
+    ok_l, ok_u = check_request(x, labeled.tolist(), unlabeled, 5)
+    np.testing.assert_array_equal(ok_l, labeled)
+    np.testing.assert_array_equal(ok_u, unlabeled)
+    cases = [
+        (labeled, unlabeled, len(unlabeled) + 1, f"batch size {len(unlabeled) + 1} exceeds the {len(unlabeled)}"),
+        (labeled, unlabeled, 0, "batch size must be a positive integer, got 0"),
+        (labeled, unlabeled, -3, "positive integer"),
+        (labeled, unlabeled, 2.5, "positive integer"),
+        (labeled, np.append(unlabeled, labeled[0]), 5, "both labeled and unlabeled"),
+        (labeled, np.append(unlabeled, unlabeled[0]), 5, "unlabeled indices contain duplicates"),
+        (labeled, np.append(unlabeled, 300), 5, "unlabeled indices out of range for 300 samples"),
+        (np.append(labeled, -1), unlabeled, 5, "labeled indices out of range"),
+    ]
+    for lab, unl, budget, match in cases:
+        with pytest.raises(ValueError, match=match):
+            check_request(x, lab, unl, budget)
+        # Every strategy goes through the same check before doing any work.
+        with pytest.raises(ValueError, match=match):
+            make_strategy("ralif").select(head, x, lab, unl, budget, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="2-D"):
+        check_request(x[:, 0], labeled, unlabeled, 5)
+    with pytest.raises(ValueError, match="integers"):
+        check_request(x, labeled.astype(float), unlabeled, 5)
+
+
+def test_model_requirement(data):
+    x, _, labeled, unlabeled, _ = data
+    with pytest.raises(ValueError, match="needs a trained model"):
+        select("uncertainty", None, x, labeled, unlabeled, 5)
+    for spec in ("random", "coreset"):
+        assert_valid_batch(select(spec, None, x, labeled, unlabeled, 5), labeled, unlabeled, 5)
+
+
+def test_top_k_lowest_nan_last_and_seeded_ties():
+    s = torch.tensor([float("nan"), 1.0, 0.0, float("nan"), 2.0], dtype=torch.float64)
+    np.testing.assert_array_equal(top_k_lowest(s, 3, np.random.default_rng(0)), [2, 1, 4])
+    assert set(top_k_lowest(s, 5, np.random.default_rng(0))[3:]) == {0, 3}
+    ties = torch.zeros(50, dtype=torch.float64)
+    a = top_k_lowest(ties, 10, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, top_k_lowest(ties, 10, np.random.default_rng(5)))
+    assert not np.array_equal(a, np.arange(10))  # ties are broken at random, not by position
+
+
+# -- RALIF's candidate set and diversity step --------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["ralif(diversity=none)", "ralif(diversity=none,rule=single,solver=cg)"])
+def test_no_diversity_takes_the_best_scores(spec, data):
+    x, _, labeled, unlabeled, head = data
+    strategy = make_strategy(spec)
+    scores = strategy.scores(head, x, labeled, unlabeled).numpy()
+    order = np.argsort(scores, kind="stable")
+    assert np.unique(scores[order[:11]]).size == 11  # no ties at the top: the expected batch is unique
+    picked = strategy.select(head, x, labeled, unlabeled, 10, np.random.default_rng(0))
+    np.testing.assert_array_equal(picked, unlabeled[order[:10]])
+
+
+@pytest.mark.parametrize(("fraction", "budget"), [(0.1, 10), (0.25, 10), (0.1, 40)])
+@pytest.mark.parametrize("diversity", ["kmeanspp", "meanshift"])
+def test_batch_comes_from_the_candidate_set(fraction, budget, diversity, data):
+    x, _, labeled, unlabeled, head = data
+    strategy = RalifStrategy(fraction=fraction, diversity=diversity)
+    picked = strategy.select(head, x, labeled, unlabeled, budget, np.random.default_rng(0))
+    cand = strategy.last_info["candidates"]
+    n_cand = max(budget, math.ceil(fraction * len(unlabeled)))  # 27, 68, then the budget itself
+    assert len(cand) == n_cand and np.unique(cand).size == n_cand
+    assert_valid_batch(picked, labeled, unlabeled, budget)
+    assert np.isin(picked, cand).all()
+    # The candidates are the lowest scores, best first.
+    scores = RalifStrategy().scores(head, x, labeled, unlabeled).numpy()
+    pos = np.searchsorted(unlabeled, cand)
+    assert np.all(np.diff(scores[pos]) >= 0)
+    assert scores[pos].max() <= np.sort(scores)[n_cand - 1]
+    if diversity == "kmeanspp":
+        assert picked[0] == cand[0]  # k-means++ starts from the best-scored candidate
+    assert strategy.last_info["solver"] == "cholesky"
+
+
+def test_kmeanspp_batch_is_more_spread_than_top_scores(data):
+    x, _, labeled, unlabeled, head = data
+    div = RalifStrategy(fraction=0.5).select(head, x, labeled, unlabeled, 10, np.random.default_rng(0))
+    top = RalifStrategy(fraction=0.5, diversity="none").select(head, x, labeled, unlabeled, 10, np.random.default_rng(0))
+
+    def min_pairwise(idx):
+        d = np.linalg.norm(x[idx][:, None] - x[idx][None], axis=-1)
+        return d[np.triu_indices(len(idx), 1)].min()
+
+    assert min_pairwise(div) > min_pairwise(top)
