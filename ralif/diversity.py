@@ -159,3 +159,65 @@ def kcenter_greedy(
         d2 = torch.minimum(d2, (pn + pn[c] - 2.0 * pts @ pts[c]).clamp_(min=0))
         d2[c] = -1.0  # never chosen twice, even when duplicates make every distance zero
     return unlabeled[chosen]
+
+
+def kmeans_representatives(
+    pts: torch.Tensor, budget: int, rng: np.random.Generator, covered_d2: torch.Tensor | None = None,
+    iters: int = 10,
+) -> np.ndarray:
+    """Lloyd k-means with ``budget`` free clusters over ``pts``; returns, per cluster, the position of
+    the point nearest its centroid (a typical member, not an outlier), largest clusters first.
+
+    ``covered_d2`` (each point's squared distance to the nearest labeled point) makes it labeled-aware:
+    labeled points act as fixed centers, so a point nearer to a labeled point than to every free
+    center is covered and neither moves a center nor is picked, and seeding starts away from them.
+    """
+    n = pts.shape[0]
+    if budget >= n:
+        return np.arange(n)
+    x = pts.to(torch.float32)
+    xn = (x * x).sum(1)
+    cov = None if covered_d2 is None else covered_d2.to(device=x.device, dtype=torch.float32)
+    seeds = kmeanspp_seeding(n, budget, rng, euclidean_dist_to(x), d2=cov, first=None, device=x.device)
+    centers = x[torch.as_tensor(seeds, device=x.device)].clone()
+
+    def nearest() -> tuple[torch.Tensor, torch.Tensor]:
+        step = max(1, 2**24 // max(1, budget))
+        assign = torch.empty(n, dtype=torch.long, device=x.device)
+        dist = torch.empty(n, dtype=torch.float32, device=x.device)
+        cn = (centers * centers).sum(1)
+        for s in range(0, n, step):
+            d = xn[s : s + step, None] + cn[None, :] - 2.0 * x[s : s + step] @ centers.T
+            dist[s : s + step], assign[s : s + step] = d.min(1)
+        return assign, dist
+
+    def free_members(assign: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(dist, dtype=torch.bool) if cov is None else dist <= cov
+
+    for _ in range(iters):
+        assign, dist = nearest()
+        keep = free_members(assign, dist)
+        a, xs = assign[keep], x[keep]
+        counts = torch.bincount(a, minlength=budget)
+        sums = torch.zeros_like(centers).index_add_(0, a, xs)
+        new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None].to(x.dtype), centers)
+        moved = (new - centers).abs().max()
+        centers = new
+        if moved == 0:
+            break
+    assign, dist = nearest()
+    keep = free_members(assign, dist).cpu().numpy()
+    a, dd = assign.cpu().numpy(), dist.cpu().numpy()
+    # Representative of each cluster: its free member nearest the centroid; lexsort by (cluster, distance).
+    cand = np.flatnonzero(keep)
+    order = cand[np.lexsort((dd[cand], a[cand]))]
+    first = order[np.r_[True, a[order][1:] != a[order][:-1]]] if len(order) else order
+    sizes = np.bincount(a[keep], minlength=budget)[a[first]]
+    picked = first[np.argsort(-sizes, kind="stable")]
+    if len(picked) < budget:
+        # Empty clusters: fill with the points least covered by anything chosen or labeled.
+        far = dd if cov is None else np.minimum(dd, cov.cpu().numpy())
+        rest = np.argsort(-far, kind="stable")
+        rest = rest[~np.isin(rest, picked)]
+        picked = np.concatenate([picked, rest[: budget - len(picked)]])
+    return picked.astype(np.int64)

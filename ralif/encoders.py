@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ralif.compute import resolve_device
 from ralif.images import ImageDataset, ImageList, hash_file
 
 RANDOM_INIT_SEED = 0
@@ -28,10 +29,6 @@ _NETWORK_TIMEOUT_S = 3.0
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _RANDOM_WORDS = ("none", "random")
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _sha256_prefix(path: str, n: int = 16) -> str:
@@ -222,7 +219,7 @@ class OpenClipEncoder(Encoder):
         self.dim = int(getattr(self.model, "output_dim", 0) or
                        open_clip.get_model_config(model_name)["embed_dim"])
         self.id = f"open_clip:{model_name}:{weights_id}" + ("" if normalize else ":raw")
-        self.to(device or default_device())
+        self.to(device or resolve_device())
 
     @staticmethod
     def _resolve_tag(model_name: str, tag: str, cfg: dict, cache_dir: str | None) -> str:
@@ -331,7 +328,7 @@ class TorchvisionResNet18Encoder(Encoder):
         self.transform = _imagenet_transform(self.image_size)
         self.decode_size = _resize_side(self.image_size)
         self.id = f"torchvision:resnet18:{weights_id}:{self.image_size}px"
-        self.to(device or default_device())
+        self.to(device or resolve_device())
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:

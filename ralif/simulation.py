@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ralif.compute import configure_threads, resolve_device
+from ralif.compute import configure_threads
 from ralif.features import FeatureSplits
-from ralif.head import DEFAULT_L2, Standardizer, fit_head
+from ralif.head import DEFAULT_L2
+from ralif.learners import Learner, LinearProbeLearner
 from ralif.strategies import make_strategy
 
 
@@ -52,32 +53,31 @@ def initial_labeled_set(n: int, size: int, seed: int) -> np.ndarray:
 
 
 def run_one(
-    data: FeatureSplits, spec: str, initial: np.ndarray, cfg: SimulationConfig, seed: int,
-    standardizer: Standardizer, on_cycle: Callable[[], None] | None = None,
+    learner: Learner, y_train: np.ndarray, spec: str, initial: np.ndarray, cfg: SimulationConfig, seed: int,
+    on_cycle: Callable[[], None] | None = None,
 ) -> RunRecord:
     strategy = make_strategy(spec)
-    device = resolve_device(cfg.device)
-    n, k = len(data.x_train), data.num_classes
+    n = len(y_train)
     labeled = initial.copy()
     mask = np.zeros(n, dtype=bool)
     mask[labeled] = True
-    # Selection randomness depends on (seed, cycle) only, so strategies never share a stream.
     acc, sel_s, fit_s, selected = [], [], [], []
     correct = np.zeros(0, dtype=bool)
     for cycle in range(cfg.cycles + 1):
         t0 = time.perf_counter()
-        head = fit_head(data.x_train, labeled, data.y_train[labeled], k, l2=cfg.l2,
-                        standardizer=standardizer, device=device)
+        learner.fit(labeled, y_train[labeled], seed)
         fit_s.append(time.perf_counter() - t0)
-        correct = head.predict(data.x_test) == data.y_test
+        correct = learner.test_correct()
         acc.append(float(correct.mean()))
         if on_cycle:
             on_cycle()
         if cycle == cfg.cycles:
             break
+        # Selection randomness depends on (seed, cycle) only, so strategies never share a stream.
         rng = np.random.default_rng([seed, cycle])
+        head, features = learner.selection_inputs()
         t0 = time.perf_counter()
-        batch = strategy.select(head, data.x_train, labeled, np.flatnonzero(~mask), cfg.budget, rng)
+        batch = strategy.select(head, features, labeled, np.flatnonzero(~mask), cfg.budget, rng)
         sel_s.append(time.perf_counter() - t0)
         selected.append(batch)
         mask[batch] = True
@@ -86,21 +86,32 @@ def run_one(
 
 
 def simulate(
-    data: FeatureSplits, cfg: SimulationConfig, progress: Callable[[int, int, str], None] | None = None
+    data: FeatureSplits | Learner, cfg: SimulationConfig, progress: Callable[[int, int, str], None] | None = None,
+    y_train: np.ndarray | None = None,
 ) -> dict:
-    """Run every strategy on every seed; returns the results dict of ``ralif.report.build_results``."""
+    """Run every strategy on every seed; returns the results dict of ``ralif.report.build_results``.
+
+    ``data`` is a features file's splits (a linear probe is trained on them) or any learner, in which
+    case ``y_train`` gives the oracle's labels for the pool.
+    """
     from ralif.report import build_results
 
     configure_threads()
+    if isinstance(data, FeatureSplits):
+        learner: Learner = LinearProbeLearner(data, l2=cfg.l2, device=cfg.device)
+        y_train = data.y_train
+    else:
+        learner = data
+        if y_train is None:
+            raise ValueError("y_train (the oracle's labels) is required with a learner")
     specs = list(dict.fromkeys(["random", *cfg.strategies]))
     for spec in specs:
         make_strategy(spec)  # fail on a bad spec before hours of work
-    n = len(data.x_train)
+    n = len(y_train)
     if cfg.initial + cfg.budget * cfg.cycles > n:
         raise ValueError(
             f"initial {cfg.initial} + {cfg.cycles} cycles × {cfg.budget} exceeds the pool of {n} samples"
         )
-    standardizer = Standardizer.fit(data.x_train)
     total = len(specs) * len(cfg.seeds) * (cfg.cycles + 1)
     done = 0
     accuracy: dict[str, list] = {s: [] for s in specs}
@@ -117,7 +128,7 @@ def simulate(
                 if progress:
                     progress(done, total, f"{spec} seed {seed}")
 
-            rec = run_one(data, spec, init, cfg, seed, standardizer, on_cycle=tick)
+            rec = run_one(learner, y_train, spec, init, cfg, seed, on_cycle=tick)
             accuracy[spec].append(rec.accuracy)
             seconds[spec].append(rec.select_seconds)
             correct[spec].append(rec.correct_last)

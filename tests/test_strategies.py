@@ -25,6 +25,9 @@ SPECS = [
     "ralif(reading=reference)",
     "ralif(diversity=none)",
     "ralif(diversity=meanshift)",
+    "ralif(diversity=kmeanspp)",
+    "ralif(diversity=kmeanspp,space=raw)",
+    "ralif(diversity=kmeans,space=raw)",
     "ralif(solver=cg)",
 ]
 
@@ -278,7 +281,8 @@ def test_batch_comes_from_the_candidate_set(fraction, budget, diversity, data):
 
 def test_kmeanspp_batch_is_more_spread_than_top_scores(data):
     x, _, labeled, unlabeled, head = data
-    div = RalifStrategy(fraction=0.5).select(head, x, labeled, unlabeled, 10, np.random.default_rng(0))
+    div = RalifStrategy(fraction=0.5, diversity="kmeanspp", space="raw").select(
+        head, x, labeled, unlabeled, 10, np.random.default_rng(0))
     top = RalifStrategy(fraction=0.5, diversity="none").select(head, x, labeled, unlabeled, 10, np.random.default_rng(0))
 
     def min_pairwise(idx):

@@ -16,6 +16,17 @@ HELP = "simulate active learning with true labels as the oracle and compare stra
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--features", type=Path, help=".npz with x_train, y_train, x_test, y_test")
+    src.add_argument("--images", type=Path, help="ImageFolder with train/<class>/... and test/<class>/...")
+    parser.add_argument("--model", choices=["clip-linear", "resnet18"], default="clip-linear",
+                        help="with --images: a frozen encoder + linear head, or ResNet18 trained end to end")
+    parser.add_argument("--encoder", default="clip:ViT-B-16:openai",
+                        help="with --model clip-linear: encoder spec (see `ralif embed --help`)")
+    parser.add_argument("--cache", type=Path, default=None, help="feature cache folder (default ./.ralif-cache)")
+    parser.add_argument("--resnet-variant", choices=["cifar", "imagenet"], default="cifar",
+                        help="with --model resnet18: CIFAR stem at 32 px from scratch, or the 224-px network")
+    parser.add_argument("--epochs", type=int, default=None, help="with --model resnet18: epochs per cycle")
+    parser.add_argument("--resnet-weights", default="auto",
+                        help="with --resnet-variant imagenet: auto (ImageNet weights), none, or a file")
     parser.add_argument("--strategies", default="random,ralif",
                         help="comma-separated specs, e.g. random,uncertainty,coreset,badge,gradnorm,ralif")
     parser.add_argument("--initial", type=int, default=100, help="initial labeled set size (default 100)")
@@ -31,19 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ralif.features import load_feature_splits
     from ralif.report import write_results
     from ralif.simulation import SimulationConfig, simulate
 
     for name in ("initial", "budget", "cycles", "seeds"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be at least 1")
-    data = load_feature_splits(args.features)
+    learner, y_train, extra = _data_source(args)
     cfg = SimulationConfig(
         strategies=split_specs(args.strategies), initial=args.initial, budget=args.budget,
-        cycles=args.cycles, seeds=list(range(args.seeds)), l2=args.l2, device=args.device,
-        extra={"features": args.features.name, "pool": len(data.x_train), "dim": int(data.x_train.shape[1]),
-               "classes": data.num_classes, "test": len(data.x_test)},
+        cycles=args.cycles, seeds=list(range(args.seeds)), l2=args.l2, device=args.device, extra=extra,
     )
     bar = tqdm(total=1, disable=args.quiet, unit="fit", dynamic_ncols=True)
 
@@ -52,10 +60,67 @@ def run(args: argparse.Namespace) -> int:
         bar.set_description(what)
         bar.update(done - bar.n)
 
-    results = simulate(data, cfg, progress=progress)
+    results = simulate(learner, cfg, progress=progress, y_train=y_train)
     bar.close()
     paths = write_results(args.out, results)
     print(paths["md"].read_text())
     summary = {name: round(s["auca_ratio_mean"], 4) for name, s in results["strategies"].items()}
     print(json.dumps({"auca_ratio_mean": summary, "out": str(args.out)}))
     return 0
+
+
+def _data_source(args: argparse.Namespace):
+    """(learner or feature splits, oracle labels, config notes) for --features or --images."""
+    import numpy as np
+
+    from ralif.features import FeatureSplits, load_feature_splits
+
+    if args.features is not None:
+        data = load_feature_splits(args.features)
+        extra = {"features": args.features.name, "pool": len(data.x_train), "dim": int(data.x_train.shape[1]),
+                 "classes": data.num_classes, "test": len(data.x_test)}
+        return data, data.y_train, extra
+
+    from ralif.images import load_image_folder
+
+    splits = load_image_folder(args.images)
+    if "train" not in splits or "test" not in splits:
+        raise ValueError(f"{args.images} needs train/ and test/ folders (ImageFolder layout) for a simulation")
+    train, test = splits["train"], splits["test"]
+    for name, lst in (("train", train), ("test", test)):
+        if len(lst) == 0:
+            raise ValueError(f"no readable images in {args.images / name}")
+        if (lst.labels < 0).any():
+            raise ValueError(f"{(lst.labels < 0).sum()} {name} images are not inside a class folder")
+        if lst.problems:
+            shown = "; ".join(f"{p}: {r}" for p, r in lst.problems[:3])
+            print(f"skipped {len(lst.problems)} unreadable {name} files ({shown})")
+    classes = train.classes
+    extra = {"images": args.images.name, "model": args.model, "pool": len(train), "test": len(test),
+             "classes": len(classes)}
+    if args.model == "clip-linear":
+        from ralif.encoders import build_encoder
+        from ralif.feature_cache import cached_features
+
+        encoder = build_encoder(args.encoder, device=args.device)
+        x_tr = cached_features(encoder, train, args.cache, device=args.device)
+        x_te = cached_features(encoder, test, args.cache, device=args.device)
+        extra.update(encoder=encoder.id, dim=int(x_tr.shape[1]))
+        data = FeatureSplits(x_tr, train.labels, x_te, test.labels, list(classes))
+        return data, data.y_train, extra
+
+    from ralif.learners import ResNetLearner, load_uint8_images
+    from ralif.models.resnet import TrainConfig
+
+    weights = None if str(args.resnet_weights).lower() == "none" else args.resnet_weights
+    cfg = TrainConfig(variant=args.resnet_variant, epochs=args.epochs,
+                      weights=weights if args.resnet_variant == "imagenet" else None)
+    if args.resnet_variant == "cifar":
+        # Small images are decoded once and kept in memory; 224-px images stay on disk.
+        tr_imgs = load_uint8_images(train.paths, cfg.image_size)
+        te_imgs = load_uint8_images(test.paths, cfg.image_size)
+    else:
+        tr_imgs, te_imgs = list(train.paths), list(test.paths)
+    learner = ResNetLearner(tr_imgs, te_imgs, test.labels, len(classes), cfg, device=args.device)
+    extra.update(resnet_variant=args.resnet_variant, epochs=cfg.epochs)
+    return learner, np.asarray(train.labels), extra

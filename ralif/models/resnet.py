@@ -29,12 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+from ralif.compute import resolve_device
+from ralif.images import load_rgb, to_rgb
 
 __all__ = [
     "FEATURE_DIM",
@@ -44,7 +47,6 @@ __all__ = [
     "TrainingCancelled",
     "build_resnet18",
     "imagenet_weights_path",
-    "resolve_device",
     "train_resnet",
 ]
 
@@ -132,13 +134,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {unknown}")
         return cls(**data)
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, or CUDA when present and the CPU otherwise."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # --------------------------------------------------------------------------- network
@@ -231,32 +226,8 @@ def _penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- images
 
 
-def _pil_to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # Pillow's own conversion of wide integer/float modes clips at 255, turning most
-        # 16-bit scans white; rescale the actual range instead.
-        a = np.asarray(im, dtype=np.float32)
-        if im.mode.startswith("I;16"):
-            a = a / 257.0
-        else:
-            lo, hi = float(a.min()), float(a.max())
-            a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # Transparent pixels carry arbitrary colour values; show them on white as a viewer would.
-        rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, rgba)
-    return im.convert("RGB") if im.mode != "RGB" else im
-
-
 def _load_image(path: str | os.PathLike) -> torch.Tensor:
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        rgb = _pil_to_rgb(im)
-        arr = np.asarray(rgb, dtype=np.uint8)
+    arr = np.asarray(load_rgb(path), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -275,7 +246,7 @@ def _to_uint8_chw(img: Any) -> torch.Tensor:
     if isinstance(img, (str, os.PathLike)):
         return _load_image(img)
     if isinstance(img, Image.Image):
-        arr = np.asarray(_pil_to_rgb(img), dtype=np.uint8)
+        arr = np.asarray(to_rgb(img), dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
     if isinstance(img, np.ndarray):
         a = _array_to_uint8(img)

@@ -6,17 +6,25 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ralif.compute import rows
-from ralif.diversity import euclidean_dist_to, kmeanspp_seeding, labeled_sq_dist, mean_shift_pick
+from ralif.diversity import (
+    euclidean_dist_to,
+    kmeans_representatives,
+    kmeanspp_seeding,
+    labeled_sq_dist,
+    mean_shift_pick,
+)
 from ralif.influence import delta_pool_loss, pool_state, solve_influence
 from ralif.scoring import READINGS, RULES, ralif_scores
 from ralif.strategies.base import Strategy
 from ralif.strategies.baselines import top_k_lowest
 
-DIVERSITY = ("kmeanspp", "none", "meanshift")
+DIVERSITY = ("kmeans", "kmeanspp", "none", "meanshift")
 SOLVERS = ("auto", "cholesky", "cg")
+SPACES = ("raw", "standardized")
 
 
 @dataclass
@@ -28,15 +36,17 @@ class RalifStrategy(Strategy):
         "reading": "influence | paper | reference (see ralif.scoring)",
         "tau": "truncation threshold for rule=truncated; default min(4/K, 0.5)",
         "fraction": "share of the pool kept as candidates (lowest scores)",
-        "diversity": "kmeanspp | none | meanshift",
+        "diversity": "kmeans (labeled-aware representatives) | kmeanspp (the paper) | none | meanshift",
         "solver": "auto | cholesky | cg",
+        "space": "feature space of the diversity step: standardized (the head's input) | raw",
     }
     rule: str = "truncated"
     reading: str = "influence"
     tau: float | None = None
     fraction: float = 0.1
-    diversity: str = "kmeanspp"
+    diversity: str = "kmeans"
     solver: str = "auto"
+    space: str = "standardized"
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -49,6 +59,8 @@ class RalifStrategy(Strategy):
             raise ValueError("fraction must be in (0, 1]")
         if self.tau is not None and not 0 <= float(self.tau) < 1:
             raise ValueError("tau must be in [0, 1)")
+        if self.space not in SPACES:
+            raise ValueError(f"unknown space {self.space!r}; choose from {', '.join(SPACES)}")
         if self.solver not in SOLVERS:
             raise ValueError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
 
@@ -70,10 +82,26 @@ class RalifStrategy(Strategy):
         self.last_info["candidates"] = cand
         if self.diversity == "none":
             return cand[:budget]
+        if self.space == "standardized":
+            features = _StandardizedView(features, head)
         if self.diversity == "meanshift":
 
 
             pts = rows(features, cand, head.device, torch.float32)
             return cand[mean_shift_pick(pts, budget, rng)]
         pts, d2 = labeled_sq_dist(features, cand, labeled, head.device)
+        if self.diversity == "kmeans":
+            return cand[kmeans_representatives(pts, budget, rng, covered_d2=d2)]
         return cand[kmeanspp_seeding(len(cand), budget, rng, euclidean_dist_to(pts), d2=d2, first=0)]
+
+
+class _StandardizedView:
+    """Rows of ``features`` as the head sees them ((x − μ)/σ), computed on access, never copied whole."""
+
+    def __init__(self, features, head):
+        self.features, self.head = features, head
+        self.shape = features.shape
+
+    def __getitem__(self, idx):
+        st = self.head.standardizer
+        return ((np.asarray(self.features[idx], dtype=np.float64) - st.mean) / st.scale).astype(np.float32)

@@ -1,0 +1,109 @@
+"""What a simulation cycle trains, and what the selection engine gets from it.
+
+A learner is trained on the labeled set, reports which test samples it gets right, and hands the
+strategy a linear head plus the features that head acts on:
+- ``LinearProbeLearner``: a frozen encoder's features (or any features file) + the linear head.
+- ``ResNetLearner``: ResNet18 trained end to end; its penultimate features and final layer feed the
+  same closed-form influence engine (the paper's choice for CNNs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Protocol
+
+import numpy as np
+
+from ralif.compute import resolve_device
+from ralif.features import FeatureSplits
+from ralif.head import DEFAULT_L2, LinearHead, Standardizer, fit_head
+
+
+class Learner(Protocol):
+    num_classes: int
+
+    def fit(self, labeled: np.ndarray, labels: np.ndarray, seed: int) -> None: ...
+
+    def test_correct(self) -> np.ndarray: ...
+
+    def selection_inputs(self) -> tuple[LinearHead, np.ndarray]: ...
+
+
+class LinearProbeLearner:
+    """Linear softmax head on fixed features (standardised with pool statistics fitted once)."""
+
+    def __init__(self, data: FeatureSplits, l2: float = DEFAULT_L2, device: str | None = None):
+        self.data = data
+        self.l2 = l2
+        self.device = resolve_device(device)
+        self.num_classes = data.num_classes
+        self.standardizer = Standardizer.fit(data.x_train)
+        self.head: LinearHead | None = None
+
+    def fit(self, labeled: np.ndarray, labels: np.ndarray, seed: int) -> None:
+        self.head = fit_head(self.data.x_train, labeled, labels, self.num_classes, l2=self.l2,
+                             standardizer=self.standardizer, device=self.device)
+
+    def test_correct(self) -> np.ndarray:
+        return self.head.predict(self.data.x_test) == self.data.y_test
+
+    def selection_inputs(self) -> tuple[LinearHead, np.ndarray]:
+        return self.head, self.data.x_train
+
+
+class ResNetLearner:
+    """ResNet18 retrained from its initial weights every cycle on the labeled images."""
+
+    def __init__(
+        self, train_images, test_images, y_test: np.ndarray, num_classes: int, config=None,
+        device: str | None = None, progress: Callable[[dict], None] | None = None,
+    ):
+        from ralif.models.resnet import TrainConfig
+
+        self.train_images, self.test_images = train_images, test_images
+        self.y_test = np.asarray(y_test)
+        self.num_classes = num_classes
+        self.config = config or TrainConfig()
+        self.device = device
+        self.progress = progress
+        self.model = None
+        self._features: np.ndarray | None = None
+        self._head: LinearHead | None = None
+
+    def _take(self, idx: np.ndarray):
+        imgs = self.train_images
+        return imgs[idx] if isinstance(imgs, np.ndarray) else [imgs[i] for i in idx]
+
+    def fit(self, labeled: np.ndarray, labels: np.ndarray, seed: int) -> None:
+        from ralif.models.resnet import train_resnet
+
+        cfg = replace(self.config, seed=int(seed))
+        self.model = train_resnet(self._take(labeled), labels, self.num_classes, cfg, device=self.device,
+                                  progress=self.progress)
+        feats, _ = self.model.features_and_proba(self.train_images)
+        w, b = self.model.final_layer()
+        # SGD weight decay wd on the mean loss is the L2 term (wd/2)‖W‖²: the same λ for the Hessian.
+        self._head = LinearHead.from_linear_layer(w, b, l2=float(cfg.weight_decay), device=self.device)
+        self._features = feats
+
+    def test_correct(self) -> np.ndarray:
+        return self.model.predict(self.test_images) == self.y_test
+
+    def selection_inputs(self) -> tuple[LinearHead, np.ndarray]:
+        return self._head, self._features
+
+
+def load_uint8_images(paths: list[str], size: int) -> np.ndarray:
+    """Decode images once into an N×size×size×3 uint8 array (resized, any mode → RGB)."""
+    from PIL import Image
+
+    from ralif.images import load_rgb
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        im = load_rgb(p)
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.Resampling.BICUBIC)
+        out[i] = np.asarray(im, dtype=np.uint8)
+    return out

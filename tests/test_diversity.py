@@ -1,0 +1,81 @@
+"""Diversity steps: k-means representatives, k-means++ seeding, k-center greedy, mean shift."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ralif.diversity import (
+    euclidean_dist_to,
+    kcenter_greedy,
+    kmeans_representatives,
+    kmeanspp_seeding,
+    mean_shift_pick,
+    min_sq_dist,
+)
+
+
+def blobs(k: int, per: int, d: int = 5, spread: float = 0.05, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, d)) * 10
+    x = np.concatenate([c + spread * rng.standard_normal((per, d)) for c in centers]).astype(np.float32)
+    return torch.from_numpy(x), np.repeat(np.arange(k), per), centers
+
+
+def test_kmeans_representatives_take_one_typical_point_per_blob():
+    x, blob, _ = blobs(6, 40)
+    picked = kmeans_representatives(x, 6, np.random.default_rng(0))
+    assert len(picked) == 6 and len(set(picked.tolist())) == 6
+    assert sorted(blob[picked].tolist()) == list(range(6))
+    # Each pick is among the points nearest its blob's mean (typical, not an outlier).
+    for p in picked:
+        members = np.flatnonzero(blob == blob[p])
+        d = ((x[members] - x[members].mean(0)) ** 2).sum(1).numpy()
+        assert d[members.tolist().index(p)] <= np.quantile(d, 0.25)
+
+
+def test_kmeans_representatives_skip_regions_already_labeled():
+    x, blob, _ = blobs(4, 30)
+    labeled = x[blob == 0][:3]
+    covered = min_sq_dist(x, labeled)
+    picked = kmeans_representatives(x, 3, np.random.default_rng(1), covered_d2=covered)
+    assert 0 not in set(blob[picked].tolist())
+    assert sorted(blob[picked].tolist()) == [1, 2, 3]
+
+
+def test_kmeans_representatives_fill_empty_clusters_and_handle_duplicates():
+    x = torch.zeros(10, 3)  # every point identical: clusters collapse, the batch must still be full
+    picked = kmeans_representatives(x, 4, np.random.default_rng(0))
+    assert len(set(picked.tolist())) == 4
+    assert sorted(kmeans_representatives(x, 10, np.random.default_rng(0)).tolist()) == list(range(10))
+
+
+def test_kmeans_representatives_reproducible():
+    x, _, _ = blobs(5, 20, spread=2.0)
+    a = kmeans_representatives(x, 7, np.random.default_rng(3))
+    b = kmeans_representatives(x, 7, np.random.default_rng(3))
+    assert a.tolist() == b.tolist()
+
+
+def test_kmeanspp_seeding_respects_covered_distance_and_first_seed():
+    x, blob, _ = blobs(3, 20)
+    covered = torch.where(torch.as_tensor(blob == 0), 0.0, float("inf"))
+    seeds = kmeanspp_seeding(len(x), 2, np.random.default_rng(0), euclidean_dist_to(x), d2=covered, first=None)
+    assert 0 not in set(blob[seeds].tolist()) and len(set(blob[seeds].tolist())) == 2
+    seeds = kmeanspp_seeding(len(x), 3, np.random.default_rng(0), euclidean_dist_to(x), first=5)
+    assert seeds[0] == 5 and sorted(blob[seeds].tolist()) == [0, 1, 2]
+
+
+def test_kcenter_greedy_starts_from_the_labeled_set():
+    x, blob, _ = blobs(3, 20)
+    feats = x.numpy()
+    labeled = np.flatnonzero(blob == 0)[:2]
+    unlabeled = np.setdiff1d(np.arange(len(x)), labeled)
+    picked = kcenter_greedy(feats, unlabeled, labeled, 2, np.random.default_rng(0), torch.device("cpu"))
+    assert sorted(blob[picked].tolist()) == [1, 2]
+
+
+def test_mean_shift_pick_one_per_mode_first():
+    x, blob, _ = blobs(3, 30, spread=0.1)
+    picked = mean_shift_pick(x, 3, np.random.default_rng(0))
+    assert sorted(blob[picked].tolist()) == [0, 1, 2]
