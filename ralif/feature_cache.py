@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ralif.atomic import atomic_write
 from ralif.encoders import Encoder, PrecomputedEmbeddings, iter_feature_batches, terminal_progress
 from ralif.images import ImageList
 
@@ -49,33 +50,6 @@ def safe_dirname(encoder_id: str) -> str:
     """A folder name for an encoder id; the hash suffix keeps ids that sanitise alike apart."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", encoder_id).strip("._-")[:80] or "encoder"
     return f"{readable}-{hashlib.sha256(encoder_id.encode()).hexdigest()[:10]}"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open folders; the rename itself is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _hex_to_keys(hashes: Sequence[str]) -> np.ndarray:
@@ -124,7 +98,7 @@ class FeatureCache:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = {"encoder_id": self.encoder_id, "dim": self.dim, "format": _FORMAT}
-        _atomic_write(self.dir / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        atomic_write(self.dir / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
         self._meta_checked = True
 
     def _load_shard(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -229,9 +203,9 @@ class FeatureCache:
     def _write_shard(self, hashes: Sequence[str], feats: np.ndarray) -> None:
         name = f"{int(time.time() * 1e6):016x}-{secrets.token_hex(4)}"
         arr = np.ascontiguousarray(feats, dtype=np.float32)
-        _atomic_write(self.dir / (name + ".npy"), lambda f: np.save(f, arr, allow_pickle=False))
+        atomic_write(self.dir / (name + ".npy"), lambda f: np.save(f, arr, allow_pickle=False))
         keys = _hex_to_keys(hashes)
-        _atomic_write(self.dir / (name + _KEYS_SUFFIX), lambda f: np.save(f, keys, allow_pickle=False))
+        atomic_write(self.dir / (name + _KEYS_SUFFIX), lambda f: np.save(f, keys, allow_pickle=False))
         shard_id = len(self._shards)
         self._shards.append(name)
         self._arrays.append(arr)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ralif.atomic import atomic_write_via_path
 from ralif.evaluation import auca_ratio, cycles_below, paired_permutation_test
 
 __all__ = ["RANDOM", "build_results", "write_results"]
@@ -135,21 +135,6 @@ def build_results(
             "p_value": None if p_value is None else float(p_value),
         }
     return {"config": _plain(dict(config)), "strategies": strategies}
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    # Outputs are written next to their destination and renamed into place, so a reader polling
-    # the directory (e.g. the app) never sees a half-written file and a crash leaves the old one.
-    # The temporary name is created by the writer itself (not mkstemp) so the final file gets the
-    # usual umask-based permissions instead of owner-only ones.
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        write(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _seed_labels(config: Mapping[str, Any], n_seeds: int) -> list:
@@ -337,4 +322,4 @@ def write_results(out_dir: str | os.PathLike, results: dict) -> dict[str, Path]:
         "html": ("curves.html", lambda p: _write_html(p, results)),
         "png": ("curves.png", lambda p: _write_png(p, results)),
     }
-    return {key: _atomic_write(out / filename, write) for key, (filename, write) in writers.items()}
+    return {key: atomic_write_via_path(out / filename, write) for key, (filename, write) in writers.items()}

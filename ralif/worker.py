@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import tempfile
 import threading
 import time
 import traceback
@@ -35,6 +34,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ralif.atomic import atomic_write_json
 
 __all__ = [
     "FINAL_STATES",
@@ -57,22 +58,6 @@ _TRACEBACK_TAIL_CHARS = 4000
 
 class JobCancelled(Exception):
     """Raised inside a job when cancellation was requested."""
-
-
-def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    """Readers see the old status or the new one, never a torn file."""
-    text = json.dumps(data, indent=1, default=_json_default)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _json_default(obj: Any) -> Any:
@@ -187,7 +172,7 @@ class JobContext:
         if not self._dirty:
             return
         self._status["updated_at"] = time.time()
-        _atomic_write_json(self._path, self._status)
+        atomic_write_json(self._path, self._status, indent=1, default=_json_default)
         self._last_write = time.monotonic()
         self._dirty = False
 
@@ -340,7 +325,7 @@ class BackgroundJob:
                 reason = f"worker process died ({how})"
             status.update(state="failed", error=reason, message=reason)
         status.update(exit_code=exitcode, updated_at=now, finished_at=now)
-        _atomic_write_json(self.status_path, status)
+        atomic_write_json(self.status_path, status, indent=1, default=_json_default)
         status["cancel_requested"] = _cancel_flag(self.status_path).exists()
         return status
 
@@ -463,7 +448,7 @@ def start_job(
         "updated_at": now,
         "finished_at": None,
     }
-    _atomic_write_json(path, status)
+    atomic_write_json(path, status, indent=1, default=_json_default)
     ctx = multiprocessing.get_context("spawn")
     event = ctx.Event()
     # Not a daemon: training may start DataLoader worker processes of its own.
@@ -480,7 +465,7 @@ def start_job(
             error=f"could not start the worker process: {type(exc).__name__}: {exc}",
             finished_at=time.time(),
         )
-        _atomic_write_json(path, status)
+        atomic_write_json(path, status, indent=1, default=_json_default)
         raise
     return BackgroundJob(path, process, event)
 

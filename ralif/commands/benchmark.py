@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", default="ralif", help="strategy spec (see `ralif strategies`)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", default=None,
+                        help="time on a real features .npz (its training split) instead of synthetic features; "
+                             "--pool then takes the first N rows")
     parser.add_argument("--naive", type=int, default=0, metavar="S",
                         help="also time per-(sample, class) autograd influence on S pool samples and report "
                              "the speedup of the closed form")
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = selection_benchmark(
         pool=args.pool, dim=args.dim, classes=args.classes, budget=args.budget, labeled=args.labeled,
-        strategy=args.strategy, device=args.device, seed=args.seed, naive=args.naive,
+        strategy=args.strategy, device=args.device, seed=args.seed, naive=args.naive, features=args.features,
     )
     print(json.dumps(result, indent=2))
     return 0

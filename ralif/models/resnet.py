@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from ralif.atomic import atomic_write_bytes
 from ralif.compute import resolve_device
 from ralif.images import load_rgb, to_rgb
 
@@ -558,11 +558,11 @@ class TrainedResNet:
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         meta = self._metadata()
         blob = st_save(state, metadata={"format": "pt", "ralif": json.dumps(meta)})
-        _atomic_write(path, blob)
+        atomic_write_bytes(path, blob)
         meta["weights_file"] = path.name
         meta["weights_sha256"] = hashlib.sha256(blob).hexdigest()
         meta["saved_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        _atomic_write(sidecar, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
+        atomic_write_bytes(sidecar, (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
         return path
 
     @classmethod
@@ -617,27 +617,6 @@ class TrainedResNet:
 
 def _sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a torn write, even across a crash."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError, AttributeError):
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 # --------------------------------------------------------------------------- training

@@ -1,0 +1,189 @@
+"""Exports of a project's labels and model.
+
+Every export is written under a temporary name and moved into place with ``os.replace``, so a
+reader (or a crash) never sees a half-written file or folder. ImageFolder exports turn class
+names into safe folder names: nothing a user typed as a class name can reach outside the export
+folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ralif.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from ralif.project.session import Project
+
+EXPORT_MODES = ("copy", "symlink")
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+_MAX_NAME = 100
+
+
+def safe_folder_name(name: str, fallback: str) -> str:
+    """A folder name for ``name`` that is one path component on every common file system:
+    no separators, no ``.``/``..``, no characters Windows forbids, no reserved device names."""
+    cleaned = _UNSAFE.sub("_", name).strip().strip(".").strip()
+    if cleaned.split(".")[0].lower() in _RESERVED:
+        cleaned = f"{cleaned}_"
+    cleaned = cleaned[:_MAX_NAME].rstrip(". ")
+    return cleaned or fallback
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def _iso(t: float | None) -> str:
+    return "" if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def _default_dest(project: Project, stem: str, suffix: str = "") -> Path:
+    return project.folder / "exports" / f"{stem}-{_timestamp()}{suffix}"
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def label_rows(project: Project, include_unsure: bool = False) -> list[dict[str, Any]]:
+    """Labeled images (and skipped ones with ``include_unsure``) in image order."""
+    states = ("labeled", "unsure") if include_unsure else ("labeled",)
+    rows = project.store.query(
+        "SELECT i.id, i.path, i.split, c.name, l.state, l.round, l.created_at, l.source FROM labels l"
+        " JOIN images i ON i.id = l.image_id LEFT JOIN classes c ON c.id = l.class_id"
+        f" WHERE l.state IN ({','.join('?' * len(states))}) ORDER BY i.id", states)
+    return [{"image_id": r[0], "path": r[1], "split": r[2], "label": r[3] if r[4] == "labeled" else "",
+             "state": r[4], "round": r[5], "time": _iso(r[6]), "source": r[7]} for r in rows]
+
+
+def export_labels_csv(project: Project, dest: str | os.PathLike[str] | None = None,
+                      include_unsure: bool = False) -> Path:
+    """CSV with ``path, label, round, time, source, split, image_id`` (time in UTC, ISO 8601)."""
+    path = Path(dest) if dest is not None else _default_dest(project, "labels", ".csv")
+    buf = io.StringIO()
+    fields = ["path", "label", "round", "time", "source", "split", "image_id"]
+    if include_unsure:
+        fields.insert(2, "state")
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(label_rows(project, include_unsure))
+    return _atomic_text(path, buf.getvalue())
+
+
+def export_labels_json(project: Project, dest: str | os.PathLike[str] | None = None,
+                       include_unsure: bool = False) -> Path:
+    """JSON: project name, class names in order, and one record per label."""
+    path = Path(dest) if dest is not None else _default_dest(project, "labels", ".json")
+    doc = {"project": project.name, "exported_at": _iso(time.time()),
+           "classes": [c.name for c in project.classes()], "labels": label_rows(project, include_unsure)}
+    return _atomic_text(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return os.path.commonpath([os.path.realpath(path), os.path.realpath(root)]) == os.path.realpath(root)
+    except ValueError:
+        return False
+
+
+def _replace_dir(tmp: Path, dest: Path, overwrite: bool) -> None:
+    if dest.exists():
+        if not overwrite:
+            raise FileExistsError(f"{dest} exists; choose another destination or pass overwrite=True")
+        old = dest.with_name(f".{dest.name}.old-{secrets.token_hex(4)}")
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+
+
+def export_imagefolder(project: Project, dest: str | os.PathLike[str] | None = None, mode: str = "copy",
+                       split_folders: bool = False, overwrite: bool = False) -> Path:
+    """An ImageFolder tree ``dest/<class>/<file>`` (``dest/<pool|test>/<class>/...`` with
+    ``split_folders``) of every labeled image, as copies or symbolic links.
+
+    Class folder names are sanitised (see :func:`safe_folder_name`); names that sanitise alike
+    get the class id appended. File names that collide get the image id appended.
+    """
+    if mode not in EXPORT_MODES:
+        raise ValueError(f"mode must be one of {', '.join(EXPORT_MODES)}, not {mode!r}")
+    dest = Path(dest) if dest is not None else _default_dest(project, "imagefolder")
+    dest = dest.expanduser().absolute()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    rows = project.store.query(
+        "SELECT i.id, i.path, i.split, l.class_id, c.name FROM labels l JOIN images i ON i.id = l.image_id"
+        " JOIN classes c ON c.id = l.class_id WHERE l.state = 'labeled' ORDER BY i.id")
+    folders: dict[int, str] = {}
+    taken: set[str] = set()
+    for c in project.classes():
+        base = safe_folder_name(c.name, f"class-{c.id}")
+        # Case-insensitive file systems would merge "Cat" and "cat".
+        name = base if base.lower() not in taken else f"{base}-{c.id}"
+        taken.add(name.lower())
+        folders[c.id] = name
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        used: set[str] = set()
+        for image_id, src, split, class_id, _ in rows:
+            sub = Path(split) / folders[class_id] if split_folders else Path(folders[class_id])
+            fname = os.path.basename(src)
+            key = f"{sub}/{fname}".lower()
+            if key in used:
+                stem, ext = os.path.splitext(fname)
+                fname = f"{stem}-{image_id}{ext}"
+                key = f"{sub}/{fname}".lower()
+            used.add(key)
+            target = tmp / sub / fname
+            if target.parent == tmp or not _inside(target.parent, tmp):
+                raise ValueError(f"refusing to write {target}: outside the export folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if mode == "symlink":
+                os.symlink(os.path.abspath(src), target)
+            else:
+                shutil.copy2(src, target)
+        _replace_dir(tmp, dest, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def export_model(project: Project, dest: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Path:
+    """A folder with the current model's weights and JSON (class names, encoder id), loadable with
+    :func:`ralif.project.rounds.load_model` and ``ralif predict --model``."""
+    from ralif.project.session import ProjectError
+
+    weights = project.current_model_path()
+    if weights is None:
+        raise ProjectError("no model has been trained yet: label images of at least two classes and run a round")
+    sidecar = weights.with_suffix(".json")
+    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    dest = Path(dest) if dest is not None else _default_dest(project, f"model-round-{meta.get('round', 0):04d}")
+    dest = dest.expanduser().absolute()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        shutil.copy2(weights, tmp / weights.name)
+        shutil.copy2(sidecar, tmp / sidecar.name)
+        _replace_dir(tmp, dest, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
