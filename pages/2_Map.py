@@ -1,0 +1,212 @@
+"""Map page: the pool laid out by UMAP, what is labeled and what the rounds picked, lasso labeling.
+
+The layout comes from :mod:`ralif.projection` (computed once, in the background); this page only
+reads it, draws it and turns a selection into a bulk label. Hovering a point shows its id, label
+and the model's guess; the image itself is shown beside the chart for the clicked or lassoed
+points (plotly hover labels cannot hold images, and sending thumbnails inside every point would
+also send them back with every selection event).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from ralif import projection as proj
+from ralif.project import Project, ProjectError
+from ralif.ui.state import require_project
+from ralif.worker import FINAL_STATES
+
+st.set_page_config(page_title="Map · ralif", layout="wide")
+project = require_project()
+
+COLOR_LABELS = {"labels": "Labels", "truth": "True class", "predicted": "Model's class",
+                "entropy": "Model's uncertainty (entropy)"}
+THUMBS = 12
+
+
+# -- cached reads: keyed by what makes them change, so a page run does no repeated work ------------
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _projection(path: str, mtime: float) -> proj.Projection:
+    # A resource (not data): the arrays are read-only and can be large; no copy per page run.
+    return proj.read_projection(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _map_data(_project: Project, path: str, mtime: float, history: int, picks: tuple[int, int]) -> proj.MapData:
+    return proj.map_data(_project, _projection(path, mtime))
+
+
+@st.cache_resource(show_spinner="Predicting every pool image with the current model…", max_entries=2)
+def _predictions(_project: Project, model_path: str, mtime: float) -> proj.PoolPredictions | None:
+    return proj.pool_predictions(_project)
+
+
+def _change_marks(p: Project) -> tuple[int, tuple[int, int]]:
+    """Cheap markers of label and selection changes (the history only grows)."""
+    history = p.store.query_one("SELECT COALESCE(MAX(id), 0) FROM label_history")[0]
+    picks = p.store.query_one("SELECT COUNT(*), COALESCE(MAX(round), 0) FROM selections")
+    return int(history), (int(picks[0]), int(picks[1]))
+
+
+# -- while the layout is being computed -----------------------------------------------------------
+def _computing(p: Project) -> None:
+    st.caption("The map is computed once for this project's features, in the background. The other pages "
+               "stay usable meanwhile; this one updates when the map is ready.")
+    status = proj.projection_status(p)
+    state = None if status is None else status.get("state")
+    started_key = f"map-started::{p.folder}"
+    if status is None or (state == "done" and not st.session_state.get(started_key)):
+        proj.start_projection(p)
+        st.session_state[started_key] = True
+    elif state in ("failed", "cancelled"):
+        st.error(f"Computing the map {state}: {status.get('error') or status.get('message') or ''}")
+        missing = "not extracted yet" in str(status.get("error"))
+        if st.button("Extract the features and compute the map" if missing else "Try again", type="primary"):
+            proj.start_projection(p, extract=missing)
+            st.rerun()
+        return
+    elif state == "done":
+        st.error("The map computation finished but no map for this project's encoder was written.")
+        if st.button("Compute it again"):
+            proj.start_projection(p, force=True)
+            st.rerun()
+        return
+    _watch(p)
+
+
+@st.fragment(run_every=1.0)
+def _watch(p: Project) -> None:
+    status = proj.projection_status(p) or {}
+    if status.get("state") in FINAL_STATES:
+        st.rerun()
+    fraction = float((status.get("progress") or {}).get("fraction") or 0.0)
+    phase = status.get("phase") or "starting"
+    st.progress(min(1.0, fraction), text=f"Computing the map: {phase}. {status.get('message') or ''}")
+
+
+# -- the selection panel --------------------------------------------------------------------------
+def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection, ids: np.ndarray,
+                     predictions: proj.PoolPredictions | None) -> None:
+    classes = p.classes()
+    if not len(ids):
+        st.markdown("**Pick points on the map**")
+        st.caption("Click a point to see its image. Draw a lasso or a box (tool bar above the map, top "
+                   "right) to label many images at once. Double-click empties the selection.")
+        st.caption("Grey: unlabeled · colours: labeled by class · ★ the batch to label now · ○ the picks of "
+                   "the round chosen with the slider.")
+        return
+    rows = projection.rows_of(ids)
+    state = np.where(rows >= 0, data.state[np.maximum(rows, 0)], proj.UNLABELED)
+    unlabeled = ids[state == proj.UNLABELED]
+    st.markdown(f"**{len(ids):,} selected** · {len(unlabeled):,} unlabeled · "
+                f"{int((state == proj.LABELED).sum()):,} labeled · {int((state == proj.UNSURE).sum()):,} skipped")
+    shown = [p.image(int(i)) for i in ids[:THUMBS]]
+    width = 200 if len(ids) == 1 else 72
+    captions = [f"{r.image_id}: {r.label.class_name or r.label.state}" for r in shown]
+    st.image([r.path for r in shown], caption=captions, width=width)
+    if len(ids) > THUMBS:
+        st.caption(f"showing {THUMBS} of {len(ids):,}")
+    if not classes:
+        st.info("This project has no classes yet: add them on the Classes page first.")
+        return
+    options: list[int | None] = [c.id for c in classes] + [None]
+    names = {c.id: c.name for c in classes}
+    default = 0
+    if predictions is not None:
+        # Suggest the class the model gives most of the selection; the user decides.
+        at = proj.align_ids(predictions.image_ids, ids)
+        guesses = predictions.class_ids[at[at >= 0]]
+        if len(guesses):
+            values, counts = np.unique(guesses, return_counts=True)
+            best = int(values[counts.argmax()])
+            default = options.index(best) if best in options else 0
+    gen = st.session_state.get("map_gen", 0)
+    choice = st.selectbox("Label as", options, index=default, key=f"map-class-{gen}",
+                          format_func=lambda c: "Unsure (skip)" if c is None else names[c])
+    only_new = st.checkbox("Only images without a label", value=True, key=f"map-only-new-{gen}",
+                           help="Leave labeled and skipped images in the selection as they are.")
+    target = unlabeled if only_new else ids
+    what = "Unsure" if choice is None else names[choice]
+    if st.button(f"Label {len(target):,} as {what}", type="primary", disabled=not len(target),
+                 key=f"map-apply-{gen}"):
+        try:
+            result = p.bulk_label(target.tolist(), choice, source="map")
+        except ProjectError as exc:
+            st.error(str(exc))
+            return
+        st.session_state["map_flash"] = (f"Labeled {result.changed:,} images as {what}"
+                                         + (f" ({result.unchanged:,} already were)" if result.unchanged else ""))
+        # A new chart key empties the selection, so the next lasso starts fresh.
+        st.session_state["map_gen"] = gen + 1
+        st.rerun()
+
+
+# -- the page -------------------------------------------------------------------------------------
+st.title("Map")
+path = proj.find_projection_file(project)
+if path is None:
+    _computing(project)
+    st.stop()
+
+status = proj.projection_status(project)
+if status is not None and status.get("state") not in FINAL_STATES:
+    _watch(project)
+projection = _projection(str(path), path.stat().st_mtime)
+history, picks = _change_marks(project)
+data = _map_data(project, str(path), path.stat().st_mtime, history, picks)
+model_path = project.current_model_path()
+predictions = None
+if model_path is not None and model_path.is_file():
+    try:
+        predictions = _predictions(project, str(model_path), model_path.stat().st_mtime)
+    except (ProjectError, ValueError, OSError) as exc:
+        st.warning(f"The current model's predictions are not available: {exc}")
+
+if flash := st.session_state.pop("map_flash", None):
+    st.success(flash)
+stale = proj.projection_staleness(project, projection, data.missing)
+if stale:
+    st.warning(f"The map is out of date: {stale}.")
+
+modes = ["labels"] + (["truth"] if data.has_truth else []) + (["predicted", "entropy"] if predictions else [])
+pending_round = project.pending_round()
+earlier = sorted(r for r in data.selections if r != pending_round)
+c1, c2 = st.columns([2, 3])
+with c1:
+    color_by = st.radio("Colour by", modes, format_func=COLOR_LABELS.get, horizontal=True, key="map_color")
+with c2:
+    if earlier:
+        highlight = st.select_slider("Show the images picked in round", options=["none", *earlier],
+                                     value=earlier[-1], key="map_round")
+    else:
+        highlight = "none"
+        st.caption("Earlier rounds' picks can be shown here once a batch has been submitted.")
+
+classes = project.classes()
+fig = proj.map_figure(data, [c.id for c in classes], [c.name for c in classes], color_by=color_by or "labels",
+                      predictions=predictions, pending_round=pending_round,
+                      highlight_round=None if highlight == "none" else int(highlight),
+                      seed=int(projection.params.get("seed", 0)))
+left, right = st.columns([3, 1.15], gap="medium")
+with left:
+    event = st.plotly_chart(fig, key=f"map-chart-{st.session_state.get('map_gen', 0)}", on_select="rerun",
+                            selection_mode=("points", "box", "lasso"),
+                            config={"displaylogo": False, "scrollZoom": True})
+with right:
+    _selection_panel(project, data, projection, proj.selected_image_ids(event.selection if event else None),
+                     predictions)
+
+drawn = sum(len(t.x) for t in fig.data)
+with st.expander("About this map"):
+    st.caption(f"{len(projection.image_ids):,} images mapped, {drawn:,} points drawn (every labeled and picked "
+               f"image plus a fixed sample of the rest). UMAP with {projection.params.get('n_neighbors')} "
+               f"neighbours, min_dist {projection.params.get('min_dist')}, {projection.params.get('metric')} "
+               f"metric, fitted on {projection.params.get('fit_points', 0):,} points, seed "
+               f"{projection.params.get('seed')}; features {projection.encoder_id}.")
+    if predictions is not None:
+        st.caption(f"Model colours and hover guesses: the model of round {predictions.round}.")
+    if st.button("Recompute the map", help="Fits the layout again; points will move."):
+        # The current map stays on screen until the new one replaces it.
+        proj.start_projection(project, force=True)
+        st.rerun()

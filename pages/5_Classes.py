@@ -1,0 +1,124 @@
+"""Classes (add, rename, merge, delete; labels follow) and the project's settings."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ralif.project import ProjectError
+from ralif.strategies import REGISTRY
+from ralif.ui import common
+from ralif.ui.state import require_project
+
+common.setup_page("Classes")
+project = require_project()
+common.sidebar(project)
+st.title(f"Classes and settings · {project.name}")
+common.show_flash()
+
+
+def _done(text: str) -> None:
+    common.flash("success", text)
+    st.rerun()
+
+
+classes = project.classes()
+by_id = {c.id: c for c in classes}
+keys = "1234567890"
+
+st.subheader("Classes")
+st.caption("The number keys of the Label page follow this order. Renaming keeps every label; merging moves "
+           "the labels of one class to another; deleting a class makes its images unlabeled again "
+           "(the label history keeps the old answers).")
+if classes:
+    st.dataframe([{"key": keys[i] if i < len(keys) else "", "class": c.name, "labeled images": c.count}
+                  for i, c in enumerate(classes)], hide_index=True, width="stretch")
+else:
+    st.info("No classes yet: add the first one below.")
+
+
+def _label(cid: int) -> str:
+    c = by_id[cid]
+    return f"{c.name} ({c.count:,} labeled)"
+
+
+left, right = st.columns(2)
+with left, st.form("add_class", clear_on_submit=True):
+    st.markdown("**Add a class**")
+    new_name = st.text_input("Name", key="add_name")
+    if st.form_submit_button("Add"):
+        try:
+            project.add_class(new_name)
+        except ProjectError as exc:
+            st.error(str(exc))
+        else:
+            _done(f"Added class {new_name.strip()!r}.")
+
+with right, st.form("rename_class"):
+    st.markdown("**Rename a class**")
+    target = st.selectbox("Class", list(by_id), format_func=_label, key="rename_which")
+    renamed = st.text_input("New name", key="rename_to")
+    if st.form_submit_button("Rename", disabled=not classes):
+        try:
+            old = by_id[target].name
+            project.rename_class(int(target), renamed)
+        except (ProjectError, KeyError, TypeError) as exc:
+            st.error(str(exc))
+        else:
+            _done(f"Renamed {old!r} to {renamed.strip()!r}; its labels keep the class.")
+
+with left, st.form("merge_class"):
+    st.markdown("**Merge two classes**")
+    source = st.selectbox("Move every label of", list(by_id), format_func=_label, key="merge_from")
+    into = st.selectbox("into", list(by_id), format_func=_label, key="merge_into",
+                        index=1 if len(by_id) > 1 else 0)
+    if st.form_submit_button("Merge", disabled=len(classes) < 2):
+        try:
+            moved = project.merge_classes(int(source), int(into))
+        except (ProjectError, TypeError) as exc:
+            st.error(str(exc))
+        else:
+            _done(f"Merged {by_id[source].name!r} into {by_id[into].name!r}: {moved:,} label(s) moved.")
+
+with right, st.form("delete_class"):
+    st.markdown("**Delete a class**")
+    doomed = st.selectbox("Class", list(by_id), format_func=_label, key="delete_which")
+    sure = st.checkbox("Its labeled images become unlabeled", key="delete_sure")
+    if st.form_submit_button("Delete", disabled=not classes):
+        if not sure:
+            st.warning("Tick the box to confirm.")
+        else:
+            try:
+                cleared = project.delete_class(int(doomed))
+            except (ProjectError, TypeError) as exc:
+                st.error(str(exc))
+            else:
+                _done(f"Deleted {by_id[doomed].name!r}; {cleared:,} image(s) are unlabeled again.")
+
+# ------------------------------------------------------------------------- settings
+st.subheader("Settings")
+settings = project.settings
+st.caption(f"Model: **{project.model_kind}** · encoder `{project.encoder_spec}`. "
+           "Changes apply from the next round on.")
+current = project.strategy
+names = list(REGISTRY)
+base = current.split("(")[0].strip().lower()
+with st.form("settings"):
+    c1, c2 = st.columns(2)
+    strategy = c1.selectbox("Selection strategy", names, index=names.index(base) if base in names else 0,
+                            key="set_strategy")
+    spec = c1.text_input("Strategy options (full spec, optional)", value=current if "(" in current else "",
+                         placeholder="ralif(rule=single)", key="set_spec",
+                         help="Overrides the choice above; `python -m ralif strategies` lists the options.")
+    batch_size = c2.number_input("Batch size", min_value=1, max_value=1000, value=int(project.batch_size),
+                                 step=1, key="set_batch")
+    oracle = c2.toggle("Simulated oracle", value=bool(settings.get("simulated_oracle")), key="set_oracle",
+                       help="For demos and simulations on data whose true labels are known (hidden) in the "
+                            "project: the Label page offers to answer a batch with them.")
+    if st.form_submit_button("Save settings", type="primary"):
+        try:
+            project.update_settings(strategy=spec.strip() or strategy, batch_size=int(batch_size),
+                                    simulated_oracle=bool(oracle))
+        except (ProjectError, ValueError) as exc:
+            st.error(f"Settings not saved: {exc}")
+        else:
+            _done("Settings saved; they apply from the next round on.")

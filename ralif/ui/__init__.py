@@ -1,0 +1,1 @@
+"""Helpers shared by the Streamlit pages; the pages stay thin and call the library."""

@@ -1,0 +1,71 @@
+"""Pieces every page uses: page setup, the sidebar, one-shot messages, the progress line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+import ralif
+from ralif.project import Progress, Project
+
+_FLASH_KEY = "ralif_flash"
+# The home page as the navigation knows it (set by app.py on every run), for links back to it.
+_HOME: Any = None
+
+
+def setup_page(title: str) -> None:
+    st.set_page_config(page_title=f"{title} · ralif", page_icon="🏷️", layout="wide")
+
+
+def flash(kind: str, text: str) -> None:
+    """A message to show on the next page run (after an action that reruns the page)."""
+    if text:
+        st.session_state.setdefault(_FLASH_KEY, []).append((kind, text))
+
+
+def show_flash() -> None:
+    for kind, text in st.session_state.pop(_FLASH_KEY, []):
+        show(kind, text)
+
+
+def show(kind: str, text: str) -> None:
+    if not text:
+        return
+    {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(text)
+
+
+def sidebar(project: Project | None) -> None:
+    with st.sidebar:
+        if project is not None:
+            st.markdown(f"**{project.name}**")
+            prog = project.progress()
+            st.caption(f"{prog.labeled:,} of {prog.pool:,} labeled · round {prog.round}")
+            st.caption(f"`{project.folder}`")
+        st.caption(f"ralif {ralif.__version__}")
+
+
+def progress_line(prog: Progress) -> str:
+    """Labeled / pool, skipped, round and the batch's state as one Markdown line."""
+    parts = [f"**{prog.labeled:,}** of {prog.pool:,} images labeled"]
+    if prog.unsure:
+        parts.append(f"{prog.unsure:,} skipped")
+    parts.append(f"round **{prog.round}**")
+    if prog.pending:
+        parts.append(f"batch: {prog.pending_done} of {prog.pending} answered")
+    return " · ".join(parts)
+
+
+def class_counts_line(prog: Progress) -> str:
+    if not prog.per_class:
+        return "No classes yet: add them on the Classes page."
+    return " · ".join(f"{name} {n:,}" for name, n in prog.per_class.items())
+
+
+def set_home(page: Any) -> None:
+    global _HOME
+    _HOME = page
+
+
+def home_link(label: str = "Go to projects") -> None:
+    st.page_link(_HOME if _HOME is not None else "app.py", label=label, icon=":material/home:")

@@ -1,0 +1,89 @@
+"""The "relabel earlier images" panel: this tab's recent answers, and a browser over all images.
+
+It uses the same grid component as the batch (keys work once a picture in it is clicked), so a
+label changed here is written and versioned exactly like one given in the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from ralif.project import ImageRow, Project, ProjectError
+from ralif.ui.grid import Applied, TabMemory, label_grid, row_items
+
+PAGE_SIZE = 24
+_VIEW_KEY = "ralif_earlier_view"
+_PAGES_KEY = "ralif_earlier_pages"      # keyset paging: the after_id of every page shown so far
+
+
+def _which_options(project: Project) -> dict[str, str | int]:
+    options: dict[str, str | int] = {"Labeled": "labeled", "Skipped": "unsure", "Unlabeled": "unlabeled",
+                                     "All": "all"}
+    for c in project.classes():
+        options[f"Class: {c.name} ({c.count:,})"] = c.id
+    return options
+
+
+def _rows_recent(project: Project, memory: TabMemory) -> list[ImageRow]:
+    rows = []
+    for image_id in memory.recent:
+        try:
+            rows.append(project.image(image_id))
+        except ProjectError:
+            continue
+    return rows
+
+
+def _rows_browse(project: Project) -> tuple[list[ImageRow], bool]:
+    options = _which_options(project)
+    cols = st.columns([3, 2, 2, 2])
+    label = cols[0].selectbox("Show", list(options), key="earlier_which")
+    which = options[label]
+    split = cols[1].selectbox("Split", ["pool", "test"], key="earlier_split",
+                              help="The held-out test images can be labeled too; they score the model.")
+    jump = cols[2].number_input("Go to image id", min_value=0, step=1, value=0, key="earlier_jump",
+                                help="0 shows the list; an image id shows that image.")
+    name_filter = cols[3].text_input("File name contains", key="earlier_name",
+                                     help="Filters the images of the current page.")
+    if jump:
+        try:
+            return [project.image(int(jump))], False
+        except ProjectError as exc:
+            st.warning(str(exc))
+            return [], False
+    state_key = (str(project.folder), str(which), split)
+    pages: list[int] = st.session_state.get(_PAGES_KEY, {}).get(state_key, [0])
+    rows = project.images_page(which, split=split, after_id=pages[-1], limit=PAGE_SIZE + 1)
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    nav = st.columns([1, 1, 6])
+    if nav[0].button("← Previous", key="earlier_prev", disabled=len(pages) < 2):
+        st.session_state.setdefault(_PAGES_KEY, {})[state_key] = pages[:-1]
+        st.rerun()
+    if nav[1].button("Next →", key="earlier_next", disabled=not more):
+        st.session_state.setdefault(_PAGES_KEY, {})[state_key] = pages + [rows[-1].image_id]
+        st.rerun()
+    nav[2].caption(f"Page {len(pages)} · images {rows[0].image_id if rows else '-'} to "
+                   f"{rows[-1].image_id if rows else '-'}")
+    if name_filter:
+        rows = [r for r in rows if name_filter.lower() in r.path.lower()]
+    return rows, more
+
+
+def panel(project: Project, memory: TabMemory, applied: Applied, expanded: bool) -> None:
+    with st.expander("Relabel earlier images", expanded=expanded):
+        view = st.segmented_control("View", ["Recent (this tab)", "Browse all"], key=_VIEW_KEY,
+                                    default="Recent (this tab)", label_visibility="collapsed")
+        if view == "Browse all":
+            rows, _ = _rows_browse(project)
+            empty = "No images match."
+        else:
+            rows = _rows_recent(project, memory)
+            empty = ("Images you label in this tab are listed here, newest first, so a slip can be "
+                     "fixed at once. Use 'Browse all' for older ones.")
+        items: list[dict[str, Any]] = row_items(rows, 128)
+        label_grid(key="browse_grid", items=items, classes=project.classes(), mode="browse",
+                   batch_id=f"{view}", acked=applied.acked, memory=memory, project=project,
+                   focus_hint=applied.focus_hint, image_px=128, empty=empty)

@@ -1,0 +1,231 @@
+"""The keyboard labeling grid: a custom component plus the code that turns its events into labels.
+
+The component (``components/label_grid/index.html``) draws the images, keeps the focus and the
+selection, and sends every action as an event with a unique id. Events are applied here, at the
+top of a page run and before anything is drawn, through the :class:`~ralif.project.Project` API;
+each label is committed (durable) before the next event is looked at. Applied event ids are
+remembered per tab, so an event that arrives again (the component resends until it is
+acknowledged) is applied once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import streamlit.components.v1 as components
+
+from ralif.project import BatchItem, ClassInfo, ImageRow, LabelState, Project, ProjectError
+from ralif.ui.thumbs import thumbnail
+
+_COMPONENT = components.declare_component(
+    "ralif_label_grid", path=str(Path(__file__).resolve().parent / "components" / "label_grid"))
+
+MEMORY_KEY = "ralif_tab_memory"
+# Enough to recognise any event a component can still resend; older ids are forgotten.
+_PROCESSED_LIMIT = 5000
+RECENT_LIMIT = 24
+
+
+@dataclass
+class TabMemory:
+    """What one browser tab remembers about one project between page runs."""
+
+    processed: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # Label version this tab itself last wrote, per image: an event typed before the grid saw
+    # that write still carries the older version and must not be taken for another tab's change.
+    own_versions: dict[int, int] = field(default_factory=dict)
+    recent: list[int] = field(default_factory=list)           # image ids, newest first
+    notices: dict[str, dict[str, str]] = field(default_factory=dict)
+    notice_count: int = 0
+
+    def remember(self, event_id: str) -> None:
+        self.processed[event_id] = None
+        while len(self.processed) > _PROCESSED_LIMIT:
+            self.processed.popitem(last=False)
+
+    def touch(self, image_id: int) -> None:
+        if image_id in self.recent:
+            self.recent.remove(image_id)
+        self.recent.insert(0, image_id)
+        del self.recent[RECENT_LIMIT:]
+
+    def notice(self, grid_key: str, text: str, kind: str = "") -> None:
+        self.notice_count += 1
+        self.notices[grid_key] = {"id": str(self.notice_count), "text": text, "kind": kind}
+
+
+def tab_memory(project: Project) -> TabMemory:
+    """This tab's memory for ``project`` (kept in ``st.session_state``, one entry per project)."""
+    per_project = st.session_state.setdefault(MEMORY_KEY, {})
+    return per_project.setdefault(str(project.folder), TabMemory())
+
+
+@dataclass
+class Applied:
+    """What applying a component's events did."""
+
+    acked: list[str] = field(default_factory=list)
+    changed: bool = False
+    submit: int | None = None                                       # round of a submit request
+    focus_hint: dict[str, Any] | None = None
+    messages: list[tuple[str, str]] = field(default_factory=list)   # (kind, text) for the page
+
+
+def _class_name(project: Project, class_id: int | None) -> str:
+    if class_id is None:
+        return "skipped"
+    names = {c.id: c.name for c in project.classes()}
+    return names.get(class_id, f"class {class_id}")
+
+
+def _describe(state: LabelState) -> str:
+    if state.state == "labeled":
+        return repr(state.class_name)
+    return "skipped" if state.state == "unsure" else "no label"
+
+
+def apply_events(project: Project, value: Any, memory: TabMemory, grid_key: str) -> Applied:
+    """Apply the not yet applied events in a component value (``{"outbox": [...]}``) in order."""
+    out = Applied()
+    events = value.get("outbox") if isinstance(value, dict) else None
+    if not isinstance(events, list):
+        return out
+    for ev in events:
+        if not isinstance(ev, dict) or not isinstance(ev.get("id"), str):
+            continue
+        eid = ev["id"]
+        out.acked.append(eid)
+        if eid in memory.processed:
+            continue
+        try:
+            _apply_one(project, ev, memory, grid_key, out)
+        except (ProjectError, KeyError, TypeError, ValueError) as exc:
+            # A refused event (a class deleted in another tab, say) is reported, not retried forever.
+            memory.notice(grid_key, f"Not saved: {exc}", "error")
+            out.messages.append(("error", f"An action was not saved: {exc}"))
+        memory.remember(eid)
+    return out
+
+
+def _apply_one(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key: str, out: Applied) -> None:
+    kind = ev.get("type")
+    if kind in ("label", "clear"):
+        image_id = int(ev["image_id"])
+        seen = int(ev.get("version") or 0)
+        expected = max(seen, memory.own_versions.get(image_id, 0))
+        replay = bool(ev.get("replay"))
+        policy = "reject" if replay else "overwrite"
+        if kind == "label":
+            cid = ev.get("class_id")
+            res = project.label(image_id, None if cid is None else int(cid), expected_version=expected,
+                                on_conflict=policy)
+        else:
+            res = project.unlabel(image_id, expected_version=expected, on_conflict=policy)
+        if res.written:
+            memory.own_versions[image_id] = res.version
+            out.changed = True
+        memory.touch(image_id)
+        if res.conflict and not replay:
+            now = "removed" if kind == "clear" else _class_name(project, res.class_id)
+            text = (f"Image {image_id} had been changed elsewhere (another tab or person) to "
+                    f"{_describe(res.previous)}; your answer ({now}) replaced it. Undo (u) restores it.")
+            memory.notice(grid_key, text, "warn")
+            out.messages.append(("warning", text))
+    elif kind == "bulk":
+        ids = [int(i) for i in ev["image_ids"]]
+        cid = ev.get("class_id")
+        res = project.bulk_label(ids, None if cid is None else int(cid))
+        for i in ids:
+            memory.own_versions[i] = project.label_of(i).version
+        for i in reversed(ids):
+            memory.touch(i)
+        out.changed = out.changed or res.changed > 0
+    elif kind == "undo":
+        res = project.undo_last()
+        if res is None:
+            memory.notice(grid_key, "Nothing left to undo in this tab.", "warn")
+            return
+        for i in res.restored:
+            memory.own_versions[i] = project.label_of(i).version
+        out.changed = True
+        n = len(res.restored)
+        text = f"Undone: {res.kind} of {n} image{'s' if n != 1 else ''}."
+        if res.conflicts:
+            text += (f" {len(res.conflicts)} image(s) were changed elsewhere since and were left as they are: "
+                     f"{', '.join(map(str, res.conflicts[:10]))}.")
+        memory.notice(grid_key, text, "warn" if res.conflicts else "")
+        if res.restored:
+            out.focus_hint = {"event": ev["id"], "image_id": res.restored[0]}
+    elif kind == "submit":
+        out.submit = int(ev.get("round") or 0)
+    else:
+        raise ValueError(f"unknown action {kind!r}")
+
+
+def apply_pending(project: Project, grid_key: str, memory: TabMemory) -> Applied:
+    """Apply what the grid ``grid_key`` sent since the last page run (its value in session state)."""
+    return apply_events(project, st.session_state.get(grid_key), memory, grid_key)
+
+
+# ----------------------------------------------------------------------------- what the grid shows
+
+_COLD = re.compile(r"k-means\+\+ pick (\d+) of (\d+) over .*\(cold start: ([^)]*)\)")
+_OF = re.compile(r"(\d[\d,]*) of (\d[\d,]*)")
+
+
+def short_reason(reason: str) -> str:
+    """The selection reason in a few words for a tile; the full text goes in its tooltip."""
+    head = reason.split(";")[0].strip()
+    m = _COLD.search(head)
+    if m:
+        return f"diverse pick {m.group(1)}/{m.group(2)}, cold start ({m.group(3)})"
+    head = head.replace(" candidates", "")
+    return " · ".join(_OF.sub(r"\1/\2", part.strip()) for part in head.split(","))
+
+
+def _label_fields(label: LabelState) -> dict[str, Any]:
+    return {"state": label.state, "class_id": label.class_id, "class_name": label.class_name,
+            "version": label.version}
+
+
+def batch_items(batch: Sequence[BatchItem], px: int) -> list[dict[str, Any]]:
+    items = []
+    for b in batch:
+        items.append({
+            "id": b.image_id, "src": thumbnail(b.path, px), "title": f"#{b.rank}",
+            "subtitle": Path(b.path).name, "alt": f"image {b.rank} of the batch",
+            "predicted": b.predicted_class, "predicted_class_id": b.predicted_class_id,
+            "confidence": b.confidence, "no_prediction": "no model yet",
+            "why": short_reason(b.reason), "why_full": b.reason, "tooltip": b.path, "rank": b.rank,
+            **_label_fields(b.label)})
+    return items
+
+
+def row_items(rows: Sequence[ImageRow], px: int) -> list[dict[str, Any]]:
+    return [{"id": r.image_id, "src": thumbnail(r.path, px), "title": f"image {r.image_id}",
+             "subtitle": "", "alt": Path(r.path).name, "predicted": None, "predicted_class_id": None,
+             "confidence": None, "no_prediction": Path(r.path).name, "why": "", "why_full": "",
+             "tooltip": r.path, "rank": 0, **_label_fields(r.label)} for r in rows]
+
+
+def class_args(classes: Sequence[ClassInfo]) -> list[dict[str, Any]]:
+    return [{"id": c.id, "name": c.name, "count": c.count} for c in classes]
+
+
+def label_grid(*, key: str, items: list[dict[str, Any]], classes: Sequence[ClassInfo], mode: str,
+               batch_id: Any, acked: list[str], memory: TabMemory, project: Project,
+               focus_hint: dict[str, Any] | None = None, capture_page_keys: bool = False,
+               image_px: int = 160, empty: str = "") -> Any:
+    """Draw the grid; returns its value (the events are applied by :func:`apply_pending`)."""
+    return _COMPONENT(
+        key=key, default=None, items=items, classes=class_args(classes), mode=mode, batch_id=batch_id,
+        acked=acked, notice=memory.notices.get(key), focus_hint=focus_hint,
+        capture_page_keys=capture_page_keys, image_px=image_px, empty=empty,
+        # Unsent actions are kept per tab and project, so a reload resends them to the right place.
+        store_key=f"ralif-outbox:{project.folder}:{key}")

@@ -1,0 +1,55 @@
+"""Which project a browser tab has open, kept in ``st.session_state`` and shared by every page."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import streamlit as st
+
+from ralif.project import Project
+
+PROJECT_KEY = "ralif_project_dir"
+CLIENT_KEY = "ralif_client_id"
+
+
+def projects_root() -> Path:
+    """Where new projects are created: $RALIF_PROJECTS, else ./ralif-projects."""
+    return Path(os.environ.get("RALIF_PROJECTS") or "ralif-projects").resolve()
+
+
+def client_id() -> str:
+    """A per-tab id: two tabs on one project are two clients, so undo and conflicts stay per tab."""
+    if CLIENT_KEY not in st.session_state:
+        st.session_state[CLIENT_KEY] = f"tab-{uuid.uuid4().hex[:8]}"
+    return st.session_state[CLIENT_KEY]
+
+
+def set_project(folder: str | os.PathLike) -> None:
+    st.session_state[PROJECT_KEY] = str(Path(folder).resolve())
+
+
+@st.cache_resource(show_spinner=False)
+def _open(folder: str, client: str) -> Project:
+    return Project.open(folder, client=client)
+
+
+def current_project() -> Project | None:
+    """The open project of this tab (one connection per tab, cached), or None."""
+    folder = st.session_state.get(PROJECT_KEY)
+    if not folder:
+        return None
+    return _open(folder, client_id())
+
+
+def require_project() -> Project:
+    """For pages that need a project: a clear message and a stop when none is open."""
+    project = current_project()
+    if project is None:
+        st.info("No project is open. Open or create one on the home page.")
+        from ralif.ui.common import home_link
+
+        home_link()
+        st.stop()
+    return project
