@@ -23,9 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-# Run from a checkout, the package sits one level up from this script.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ralif.models.resnet import TrainConfig, resolve_device, train_resnet
+from ralif.compute import resolve_device
+from ralif.models.resnet import TrainConfig, train_resnet
 
 
 def load_images(root: Path, n: int, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -14,14 +14,16 @@ import streamlit as st
 
 from ralif import projection as proj
 from ralif.project import Project, ProjectError
+from ralif.ui import common
 from ralif.ui.state import require_project
 from ralif.worker import FINAL_STATES
 
-st.set_page_config(page_title="Map · ralif", layout="wide")
+common.setup_page("Map")
 project = require_project()
+common.sidebar(project)
 
 COLOR_LABELS = {"labels": "Labels", "truth": "True class", "predicted": "Model's class",
-                "entropy": "Model's uncertainty (entropy)"}
+                "entropy": "Uncertainty"}
 THUMBS = 12
 
 
@@ -32,9 +34,16 @@ def _projection(path: str, mtime: float) -> proj.Projection:
     return proj.read_projection(path)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _truth(_project: Project, path: str, mtime: float, classes: tuple[int, int]) -> np.ndarray:
+    return proj.pool_truth(_project, _projection(path, mtime))
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _map_data(_project: Project, path: str, mtime: float, history: int, picks: tuple[int, int]) -> proj.MapData:
-    return proj.map_data(_project, _projection(path, mtime))
+def _map_data(_project: Project, path: str, mtime: float, history: int, picks: tuple[int, int],
+              classes: tuple[int, int]) -> proj.MapData:
+    truth = _truth(_project, path, mtime, classes)
+    return proj.map_data(_project, _projection(path, mtime), truth)
 
 
 @st.cache_resource(show_spinner="Predicting every pool image with the current model…", max_entries=2)
@@ -42,11 +51,13 @@ def _predictions(_project: Project, model_path: str, mtime: float) -> proj.PoolP
     return proj.pool_predictions(_project)
 
 
-def _change_marks(p: Project) -> tuple[int, tuple[int, int]]:
-    """Cheap markers of label and selection changes (the history only grows)."""
+def _change_marks(p: Project) -> tuple[int, tuple[int, int], tuple[int, int]]:
+    """Cheap markers of label, selection and class changes (history and classes only grow; a
+    merge, the one change of true labels, deletes a class)."""
     history = p.store.query_one("SELECT COALESCE(MAX(id), 0) FROM label_history")[0]
     picks = p.store.query_one("SELECT COUNT(*), COALESCE(MAX(round), 0) FROM selections")
-    return int(history), (int(picks[0]), int(picks[1]))
+    classes = p.store.query_one("SELECT COUNT(*), COALESCE(SUM(deleted), 0) FROM classes")
+    return int(history), (int(picks[0]), int(picks[1])), (int(classes[0]), int(classes[1]))
 
 
 # -- while the layout is being computed -----------------------------------------------------------
@@ -56,7 +67,8 @@ def _computing(p: Project) -> None:
     status = proj.projection_status(p)
     state = None if status is None else status.get("state")
     started_key = f"map-started::{p.folder}"
-    if status is None or (state == "done" and not st.session_state.get(started_key)):
+    if status is None or (state in FINAL_STATES and not st.session_state.get(started_key)):
+        # Once per tab on its own: an earlier failure (features not extracted then) may be gone now.
         proj.start_projection(p)
         st.session_state[started_key] = True
     elif state in ("failed", "cancelled"):
@@ -82,28 +94,36 @@ def _watch(p: Project) -> None:
         st.rerun()
     fraction = float((status.get("progress") or {}).get("fraction") or 0.0)
     phase = status.get("phase") or "starting"
-    st.progress(min(1.0, fraction), text=f"Computing the map: {phase}. {status.get('message') or ''}")
+    st.progress(min(1.0, fraction), text=f"Computing the map ({phase}): {status.get('message') or '…'}")
 
 
 # -- the selection panel --------------------------------------------------------------------------
 def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection, ids: np.ndarray,
-                     predictions: proj.PoolPredictions | None) -> None:
+                     predictions: proj.PoolPredictions | None, color_by: str) -> None:
     classes = p.classes()
     if not len(ids):
         st.markdown("**Pick points on the map**")
-        st.caption("Click a point to see its image. Draw a lasso or a box (tool bar above the map, top "
-                   "right) to label many images at once. Double-click empties the selection.")
-        st.caption("Grey: unlabeled · colours: labeled by class · ★ the batch to label now · ○ the picks of "
-                   "the round chosen with the slider.")
+        st.caption("Click a point to see its image. Drag on the map to draw a lasso around many images and "
+                   "label them at once (box selection, zoom and pan are in the tool bar that appears over "
+                   "the map). Double-click empties the selection.")
+        legend = {"labels": "Grey: unlabeled · colours: labeled, by class",
+                  "truth": "Colours: the true class (the simulated oracle's answers, hidden from the model)",
+                  "predicted": "Colours: the class the current model predicts",
+                  "entropy": "Colour: the current model's uncertainty (bright: unsure)"}[color_by]
+        st.caption(f"{legend} · ★ the batch to label now · ○ the picks of the round chosen with the slider.")
         return
     rows = projection.rows_of(ids)
     state = np.where(rows >= 0, data.state[np.maximum(rows, 0)], proj.UNLABELED)
     unlabeled = ids[state == proj.UNLABELED]
     st.markdown(f"**{len(ids):,} selected** · {len(unlabeled):,} unlabeled · "
                 f"{int((state == proj.LABELED).sum()):,} labeled · {int((state == proj.UNSURE).sum()):,} skipped")
-    shown = [p.image(int(i)) for i in ids[:THUMBS]]
+    # Spread over the selection: ids follow import order (often folder by folder), so the first
+    # few would all come from one corner of the dataset.
+    sample = ids[np.unique(np.linspace(0, len(ids) - 1, min(THUMBS, len(ids))).astype(np.int64))]
+    shown = [p.image(int(i)) for i in sample]
     width = 200 if len(ids) == 1 else 72
-    captions = [f"{r.image_id}: {r.label.class_name or r.label.state}" for r in shown]
+    captions = [f"{r.image_id} · {r.label.class_name}" if r.label.class_name else f"{r.image_id} · {r.label.state}"
+                if r.label.state != "unlabeled" else str(r.image_id) for r in shown]
     st.image([r.path for r in shown], caption=captions, width=width)
     if len(ids) > THUMBS:
         st.caption(f"showing {THUMBS} of {len(ids):,}")
@@ -135,8 +155,8 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
         except ProjectError as exc:
             st.error(str(exc))
             return
-        st.session_state["map_flash"] = (f"Labeled {result.changed:,} images as {what}"
-                                         + (f" ({result.unchanged:,} already were)" if result.unchanged else ""))
+        common.flash("success", f"Labeled {result.changed:,} images as {what}"
+                     + (f" ({result.unchanged:,} already were)" if result.unchanged else ""))
         # A new chart key empties the selection, so the next lasso starts fresh.
         st.session_state["map_gen"] = gen + 1
         st.rerun()
@@ -153,8 +173,8 @@ status = proj.projection_status(project)
 if status is not None and status.get("state") not in FINAL_STATES:
     _watch(project)
 projection = _projection(str(path), path.stat().st_mtime)
-history, picks = _change_marks(project)
-data = _map_data(project, str(path), path.stat().st_mtime, history, picks)
+history, picks, class_marks = _change_marks(project)
+data = _map_data(project, str(path), path.stat().st_mtime, history, picks, class_marks)
 model_path = project.current_model_path()
 predictions = None
 if model_path is not None and model_path.is_file():
@@ -163,8 +183,7 @@ if model_path is not None and model_path.is_file():
     except (ProjectError, ValueError, OSError) as exc:
         st.warning(f"The current model's predictions are not available: {exc}")
 
-if flash := st.session_state.pop("map_flash", None):
-    st.success(flash)
+common.show_flash()
 stale = proj.projection_staleness(project, projection, data.missing)
 if stale:
     st.warning(f"The map is out of date: {stale}.")
@@ -174,7 +193,8 @@ pending_round = project.pending_round()
 earlier = sorted(r for r in data.selections if r != pending_round)
 c1, c2 = st.columns([2, 3])
 with c1:
-    color_by = st.radio("Colour by", modes, format_func=COLOR_LABELS.get, horizontal=True, key="map_color")
+    color_by = st.radio("Colour by", modes, format_func=COLOR_LABELS.get, horizontal=True, key="map_color",
+                        help="Uncertainty: the entropy of the current model's prediction (the paper's Figure 2).")
 with c2:
     if earlier:
         highlight = st.select_slider("Show the images picked in round", options=["none", *earlier],
@@ -184,7 +204,8 @@ with c2:
         st.caption("Earlier rounds' picks can be shown here once a batch has been submitted.")
 
 classes = project.classes()
-fig = proj.map_figure(data, [c.id for c in classes], [c.name for c in classes], color_by=color_by or "labels",
+color_by = color_by or "labels"
+fig = proj.map_figure(data, [c.id for c in classes], [c.name for c in classes], color_by=color_by,
                       predictions=predictions, pending_round=pending_round,
                       highlight_round=None if highlight == "none" else int(highlight),
                       seed=int(projection.params.get("seed", 0)))
@@ -195,7 +216,7 @@ with left:
                             config={"displaylogo": False, "scrollZoom": True})
 with right:
     _selection_panel(project, data, projection, proj.selected_image_ids(event.selection if event else None),
-                     predictions)
+                     predictions, color_by)
 
 drawn = sum(len(t.x) for t in fig.data)
 with st.expander("About this map"):

@@ -20,11 +20,13 @@ import streamlit as st
 from ralif import projection as proj
 from ralif.evaluation import auca, auca_ratio
 from ralif.project import Project
+from ralif.ui import common
 from ralif.ui.state import require_project
 from ralif.worker import FINAL_STATES
 
-st.set_page_config(page_title="Progress · ralif", layout="wide")
+common.setup_page("Progress")
 project = require_project()
+common.sidebar(project)
 st.title("Progress")
 
 progress = project.progress()
@@ -91,7 +93,8 @@ else:
     if reference is not None:
         rand = np.asarray(reference["accuracy"], dtype=float)
         fig.add_trace(go.Scatter(x=counts + counts[::-1], y=np.r_[rand.max(0), rand.min(0)[::-1]], fill="toself",
-                                 fillcolor="rgba(127,127,127,0.18)", line={"width": 0}, hoverinfo="skip",
+                                 mode="lines", fillcolor="rgba(127,127,127,0.18)", line={"width": 0},
+                                 hoverinfo="skip",
                                  name=f"Random, range over {len(rand)} seeds"))
         fig.add_trace(go.Scatter(x=counts, y=rand.mean(0), mode="lines+markers", name="Random (mean)",
                                  line={"color": "#7f7f7f", "dash": "dash"}))
@@ -139,7 +142,8 @@ with right:
         # Minutes of labeling next to seconds of computing: a log axis keeps both readable.
         spread = max(labeling + compute) / max(min((v for v in labeling + compute if v > 0), default=1.0), 1e-3)
         fig.update_layout(barmode="group")
-        fig.update_yaxes(type="log" if spread > 50 else "linear")
+        if spread > 50:
+            fig.update_yaxes(type="log", dtick=1)
         st.plotly_chart(_layout(fig, "round", "seconds", 320), key="progress-time")
     else:
         st.info("No finished round yet.")

@@ -25,79 +25,78 @@ classes = project.classes()
 by_id = {c.id: c for c in classes}
 keys = "1234567890"
 
-st.subheader("Classes")
-st.caption("The number keys of the Label page follow this order. Renaming keeps every label; merging moves "
-           "the labels of one class to another; deleting a class makes its images unlabeled again "
-           "(the label history keeps the old answers).")
-if classes:
-    st.dataframe([{"key": keys[i] if i < len(keys) else "", "class": c.name, "labeled images": c.count}
-                  for i, c in enumerate(classes)], hide_index=True, width="stretch")
-else:
-    st.info("No classes yet: add the first one below.")
-
-
 def _label(cid: int) -> str:
     c = by_id[cid]
     return f"{c.name} ({c.count:,} labeled)"
 
 
-left, right = st.columns(2)
-with left, st.form("add_class", clear_on_submit=True):
-    st.markdown("**Add a class**")
-    new_name = st.text_input("Name", key="add_name")
-    if st.form_submit_button("Add"):
-        try:
-            project.add_class(new_name)
-        except ProjectError as exc:
-            st.error(str(exc))
-        else:
-            _done(f"Added class {new_name.strip()!r}.")
+table, actions = st.columns([2, 3], gap="large")
+with table:
+    st.subheader("Classes")
+    if classes:
+        st.dataframe([{"key": keys[i] if i < len(keys) else "", "class": c.name, "labeled": c.count}
+                      for i, c in enumerate(classes)], hide_index=True, width="stretch")
+    else:
+        st.info("No classes yet: add the first one.")
+    st.caption("The number keys of the Label page follow this order.")
 
-with right, st.form("rename_class"):
-    st.markdown("**Rename a class**")
-    target = st.selectbox("Class", list(by_id), format_func=_label, key="rename_which")
-    renamed = st.text_input("New name", key="rename_to")
-    if st.form_submit_button("Rename", disabled=not classes):
-        try:
-            old = by_id[target].name
-            project.rename_class(int(target), renamed)
-        except (ProjectError, KeyError, TypeError) as exc:
-            st.error(str(exc))
-        else:
-            _done(f"Renamed {old!r} to {renamed.strip()!r}; its labels keep the class.")
-
-with left, st.form("merge_class"):
-    st.markdown("**Merge two classes**")
-    source = st.selectbox("Move every label of", list(by_id), format_func=_label, key="merge_from")
-    into = st.selectbox("into", list(by_id), format_func=_label, key="merge_into",
-                        index=1 if len(by_id) > 1 else 0)
-    if st.form_submit_button("Merge", disabled=len(classes) < 2):
-        try:
-            moved = project.merge_classes(int(source), int(into))
-        except (ProjectError, TypeError) as exc:
-            st.error(str(exc))
-        else:
-            _done(f"Merged {by_id[source].name!r} into {by_id[into].name!r}: {moved:,} label(s) moved.")
-
-with right, st.form("delete_class"):
-    st.markdown("**Delete a class**")
-    doomed = st.selectbox("Class", list(by_id), format_func=_label, key="delete_which")
-    sure = st.checkbox("Its labeled images become unlabeled", key="delete_sure")
-    if st.form_submit_button("Delete", disabled=not classes):
-        if not sure:
-            st.warning("Tick the box to confirm.")
-        else:
+with actions:
+    st.subheader("Change classes")
+    st.caption("Labels follow every change: a renamed class keeps its labels, a merge moves them, a deleted "
+               "class leaves its images unlabeled. The label history keeps the old answers.")
+    add_tab, rename_tab, merge_tab, delete_tab = st.tabs(["Add", "Rename", "Merge", "Delete"])
+    with add_tab, st.form("add_class", clear_on_submit=True, border=False):
+        new_name = st.text_input("New class name", key="add_name")
+        if st.form_submit_button("Add class"):
             try:
-                cleared = project.delete_class(int(doomed))
+                project.add_class(new_name)
+            except ProjectError as exc:
+                st.error(str(exc))
+            else:
+                _done(f"Added class {new_name.strip()!r}.")
+
+    with rename_tab, st.form("rename_class", border=False):
+        target = st.selectbox("Class", list(by_id), format_func=_label, key="rename_which")
+        renamed = st.text_input("New name", key="rename_to")
+        if st.form_submit_button("Rename", disabled=not classes):
+            try:
+                old = by_id[target].name
+                project.rename_class(int(target), renamed)
+            except (ProjectError, KeyError, TypeError) as exc:
+                st.error(str(exc))
+            else:
+                _done(f"Renamed {old!r} to {renamed.strip()!r}; its labels keep the class.")
+
+    with merge_tab, st.form("merge_class", border=False):
+        source = st.selectbox("Move every label of", list(by_id), format_func=_label, key="merge_from")
+        into = st.selectbox("into", list(by_id), format_func=_label, key="merge_into",
+                            index=1 if len(by_id) > 1 else 0)
+        if st.form_submit_button("Merge", disabled=len(classes) < 2):
+            try:
+                moved = project.merge_classes(int(source), int(into))
             except (ProjectError, TypeError) as exc:
                 st.error(str(exc))
             else:
-                _done(f"Deleted {by_id[doomed].name!r}; {cleared:,} image(s) are unlabeled again.")
+                _done(f"Merged {by_id[source].name!r} into {by_id[into].name!r}: {moved:,} label(s) moved.")
+
+    with delete_tab, st.form("delete_class", border=False):
+        doomed = st.selectbox("Class", list(by_id), format_func=_label, key="delete_which")
+        sure = st.checkbox("Its labeled images become unlabeled", key="delete_sure")
+        if st.form_submit_button("Delete", disabled=not classes):
+            if not sure:
+                st.warning("Tick the box to confirm.")
+            else:
+                try:
+                    cleared = project.delete_class(int(doomed))
+                except (ProjectError, TypeError) as exc:
+                    st.error(str(exc))
+                else:
+                    _done(f"Deleted {by_id[doomed].name!r}; {cleared:,} image(s) are unlabeled again.")
 
 # ------------------------------------------------------------------------- settings
 st.subheader("Settings")
 settings = project.settings
-st.caption(f"Model: **{project.model_kind}** · encoder `{project.encoder_spec}`. "
+st.caption(f"Model: **{project.model_kind}** · features: `{common.encoder_label(project.encoder_spec)}`. "
            "Changes apply from the next round on.")
 current = project.strategy
 names = list(REGISTRY)

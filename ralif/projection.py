@@ -55,6 +55,10 @@ _MIN_UMAP_POINTS = 8
 # Points drawn in the browser (labeled and selected points always come on top of these).
 DEFAULT_MAX_POINTS = 30_000
 
+# Handles of the workers this process started, by status path.
+# A worker that has not reported by then never will (the status file still says queued).
+_WORKER_START_TIMEOUT_S = 120.0
+
 ProgressFn = Callable[[str, float, str], None]      # (phase, fraction 0..1, message)
 StopFn = Callable[[], bool]
 
@@ -325,26 +329,30 @@ def _status_path(project: Project, name: str) -> Path:
 
 
 def _job_status(project: Project, name: str) -> dict[str, Any] | None:
-    from ralif.worker import BackgroundJob
+    from ralif.worker import job_for
 
     path = _status_path(project, name)
     if not path.is_file():
         return None
     try:
         # Through a handle, so a worker that died without a final state is reported as failed.
-        return BackgroundJob.attach(path).status()
+        status = job_for(path).status()
     except (OSError, ValueError):
         return None
+    if status.get("state") == "queued" and status.get("pid") is None and \
+            time.time() - float(status.get("created_at") or 0) > _WORKER_START_TIMEOUT_S:
+        status.update(state="failed", error="the background worker never started")
+    return status
 
 
 def _start_once(project: Project, name: str, target: str, kwargs: dict[str, Any]) -> BackgroundJob:
     """Start ``target`` in a worker unless a job of that name is still running for the project."""
-    from ralif.worker import FINAL_STATES, BackgroundJob, start_job
+    from ralif.worker import FINAL_STATES, job_for, start_job
 
     path = _status_path(project, name)
     status = _job_status(project, name)
     if status is not None and status.get("state") not in FINAL_STATES:
-        return BackgroundJob.attach(path)
+        return job_for(path)
     return start_job(target, kwargs, path, job_id=name)
 
 
@@ -444,26 +452,37 @@ class MapData:
         return bool((self.true_class_id >= 0).any())
 
 
-def map_data(project: Project, projection: Projection) -> MapData:
-    """Label state, class and true class of every projected pool image, and each round's picks,
-    in two queries (a million-image pool stays a fraction of a second)."""
+def pool_truth(project: Project, projection: Projection) -> np.ndarray:
+    """Hidden true class id of every projected image (-1 where unknown). Changes only when
+    classes are merged, so callers may keep it longer than the labels."""
     with project.store.read() as conn:
-        rows = conn.execute(
-            "SELECT i.id, COALESCE(i.true_class_id, -1), COALESCE(l.class_id, -1),"
-            " CASE l.state WHEN 'labeled' THEN 1 WHEN 'unsure' THEN 2 ELSE 0 END"
-            " FROM images i LEFT JOIN labels l ON l.image_id = i.id WHERE i.split = 'pool' ORDER BY i.id"
-        ).fetchall()
+        rows = conn.execute("SELECT id, true_class_id FROM images WHERE split = 'pool'"
+                            " AND true_class_id IS NOT NULL").fetchall()
+    table = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    truth = np.full(len(projection.image_ids), -1, dtype=np.int64)
+    at = projection.rows_of(table[:, 0])
+    truth[at[at >= 0]] = table[at >= 0, 1]
+    return truth
+
+
+def map_data(project: Project, projection: Projection, truth: np.ndarray | None = None) -> MapData:
+    """Label state and class of every projected pool image, each round's picks, and (unless
+    given) the true classes. Reads the labels table, not the images: its size follows the labels
+    made, so a million-image pool costs little more than a small one."""
+    with project.store.read() as conn:
+        labels = conn.execute(
+            "SELECT image_id, COALESCE(class_id, -1), CASE state WHEN 'labeled' THEN 1 WHEN 'unsure' THEN 2"
+            " ELSE 0 END FROM labels WHERE state != 'cleared'").fetchall()
         picks = conn.execute("SELECT round, image_id FROM selections ORDER BY round, rank").fetchall()
-    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+        pool = int(conn.execute("SELECT COUNT(*) FROM images WHERE split = 'pool'").fetchone()[0])
     n = len(projection.image_ids)
+    table = np.array(labels, dtype=np.int64).reshape(-1, 3)
     state = np.zeros(n, dtype=np.int8)
     class_id = np.full(n, -1, dtype=np.int64)
-    truth = np.full(n, -1, dtype=np.int64)
-    at = projection.rows_of(table[:, 0])
+    at = projection.rows_of(table[:, 0])     # held-out images are not on the map: -1, dropped
     ok = at >= 0
-    state[at[ok]] = table[ok, 3]
-    class_id[at[ok]] = np.where(table[ok, 3] == LABELED, table[ok, 2], -1)
-    truth[at[ok]] = table[ok, 1]
+    state[at[ok]] = table[ok, 2]
+    class_id[at[ok]] = np.where(table[ok, 2] == LABELED, table[ok, 1], -1)
     selections: dict[int, np.ndarray] = {}
     if picks:
         pk = np.array(picks, dtype=np.int64)
@@ -471,8 +490,10 @@ def map_data(project: Project, projection: Projection) -> MapData:
         for rnd in np.unique(pk[:, 0]):
             sel = (pk[:, 0] == rnd) & (prow >= 0)
             selections[int(rnd)] = prow[sel]
+    truth = pool_truth(project, projection) if truth is None else truth
+    # Images are never removed from a project, so pool images beyond the mapped ones are new ones.
     return MapData(projection.image_ids, projection.coords[:, 0], projection.coords[:, 1], state, class_id, truth,
-                   selections, missing=int((~ok).sum()))
+                   selections, missing=max(0, pool - n))
 
 
 def display_rows(n: int, keep: np.ndarray, max_points: int = DEFAULT_MAX_POINTS, seed: int = 0) -> np.ndarray:
@@ -613,8 +634,9 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
             cmin=0.0, cmax=float(np.log(max(2, len(class_ids)))),
             colorbar={"title": {"text": "entropy"}, "thickness": 12})
     if len(earlier):
-        add(f"picked in round {highlight_round}", np.intersect1d(earlier, rows), color="rgba(0,0,0,0)", size=13,
-            symbol="circle-open", line={"width": 2, "color": "#222"})
+        # Open symbols are drawn in the marker colour: a dark ring around the point underneath.
+        add(f"picked in round {highlight_round}", np.intersect1d(earlier, rows), color="#222", size=13,
+            symbol="circle-open", line={"width": 2})
     if len(pending):
         pr = np.intersect1d(pending, rows)
         fill = np.where(data.state[pr] == LABELED, np.asarray(palette + [GREY], dtype=object)[label_pos[pr]], PENDING)

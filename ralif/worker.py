@@ -27,11 +27,13 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
+import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ __all__ = [
     "BackgroundJob",
     "JobCancelled",
     "JobContext",
+    "job_for",
     "read_status",
     "start_job",
     "train_resnet_job",
@@ -458,7 +461,8 @@ def start_job(
         name=f"ralif-job-{status['job_id']}",
     )
     try:
-        process.start()
+        with _main_script_hidden():
+            process.start()
     except Exception as exc:
         status.update(
             state="failed",
@@ -467,7 +471,37 @@ def start_job(
         )
         atomic_write_json(path, status, indent=1, default=_json_default)
         raise
-    return BackgroundJob(path, process, event)
+    job = BackgroundJob(path, process, event)
+    # The child attaches to the cancel event's semaphore while starting; if the caller dropped the
+    # handle first, the semaphore would be gone and the child would die on start-up.
+    _LIVE_JOBS[str(path)] = job
+    return job
+
+
+_LIVE_JOBS: dict[str, BackgroundJob] = {}
+_MAIN_LOCK = threading.Lock()
+
+
+def job_for(status_path: str | os.PathLike) -> BackgroundJob:
+    """The handle of a job started by this process, or one attached to its status file."""
+    return _LIVE_JOBS.get(str(Path(status_path))) or BackgroundJob.attach(status_path)
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Streamlit runs a page as a module named ``__main__`` with the page's file but no spec; a spawned
+    worker would import and so run that page again on start-up. A bare ``__main__`` stands in for it
+    while the worker starts."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None or not getattr(main, "__file__", None):
+        yield
+        return
+    with _MAIN_LOCK:
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
 
 
 # --------------------------------------------------------------------------- training job

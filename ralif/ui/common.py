@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 import ralif
 from ralif.project import Progress, Project
@@ -41,8 +44,27 @@ def sidebar(project: Project | None) -> None:
             st.markdown(f"**{project.name}**")
             prog = project.progress()
             st.caption(f"{prog.labeled:,} of {prog.pool:,} labeled · round {prog.round}")
-            st.caption(f"`{project.folder}`")
+            st.caption(f"`{display_path(project.folder)}`")
         st.caption(f"ralif {ralif.__version__}")
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as a person reads it: relative to the working folder when inside it, ``~/...`` when
+    inside the home folder, else absolute."""
+    p = Path(path).resolve()
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        try:
+            rel = p.relative_to(base.resolve())
+        except ValueError:
+            continue
+        return prefix + str(rel) if str(rel) != "." else (prefix.rstrip("/") or ".")
+    return str(p)
+
+
+def encoder_label(spec: str) -> str:
+    """The encoder spec without the machine's folders (an embeddings file by its name)."""
+    kind, _, rest = spec.partition(":")
+    return f"precomputed embeddings ({Path(rest).name})" if kind == "precomputed" else spec
 
 
 def progress_line(prog: Progress) -> str:
@@ -68,4 +90,8 @@ def set_home(page: Any) -> None:
 
 
 def home_link(label: str = "Go to projects") -> None:
-    st.page_link(_HOME if _HOME is not None else "app.py", label=label, icon=":material/home:")
+    try:
+        st.page_link(_HOME if _HOME is not None else "app.py", label=label, icon=":material/home:")
+    except StreamlitAPIException:
+        # A page run on its own (without the app's navigation) has no home page to link to.
+        st.caption("Open the Projects page of the app.")

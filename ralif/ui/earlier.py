@@ -21,8 +21,9 @@ _PAGES_KEY = "ralif_earlier_pages"      # keyset paging: the after_id of every p
 def _which_options(project: Project) -> dict[str, str | int]:
     options: dict[str, str | int] = {"Labeled": "labeled", "Skipped": "unsure", "Unlabeled": "unlabeled",
                                      "All": "all"}
+    # No counts in the names: a changing option list would reset the choice after every label.
     for c in project.classes():
-        options[f"Class: {c.name} ({c.count:,})"] = c.id
+        options[f"Class: {c.name}"] = c.id
     return options
 
 
@@ -36,7 +37,8 @@ def _rows_recent(project: Project, memory: TabMemory) -> list[ImageRow]:
     return rows
 
 
-def _rows_browse(project: Project) -> tuple[list[ImageRow], bool]:
+def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
+    """One page of the chosen images, and a name for that page (a new page resets the grid's focus)."""
     options = _which_options(project)
     cols = st.columns([3, 2, 2, 2])
     label = cols[0].selectbox("Show", list(options), key="earlier_which")
@@ -49,10 +51,10 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], bool]:
                                      help="Filters the images of the current page.")
     if jump:
         try:
-            return [project.image(int(jump))], False
+            return [project.image(int(jump))], f"image {jump}"
         except ProjectError as exc:
             st.warning(str(exc))
-            return [], False
+            return [], "none"
     state_key = (str(project.folder), str(which), split)
     pages: list[int] = st.session_state.get(_PAGES_KEY, {}).get(state_key, [0])
     rows = project.images_page(which, split=split, after_id=pages[-1], limit=PAGE_SIZE + 1)
@@ -69,7 +71,7 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], bool]:
                    f"{rows[-1].image_id if rows else '-'}")
     if name_filter:
         rows = [r for r in rows if name_filter.lower() in r.path.lower()]
-    return rows, more
+    return rows, f"{which}:{split}:{pages[-1]}"
 
 
 def panel(project: Project, memory: TabMemory, applied: Applied, expanded: bool) -> None:
@@ -77,13 +79,13 @@ def panel(project: Project, memory: TabMemory, applied: Applied, expanded: bool)
         view = st.segmented_control("View", ["Recent (this tab)", "Browse all"], key=_VIEW_KEY,
                                     default="Recent (this tab)", label_visibility="collapsed")
         if view == "Browse all":
-            rows, _ = _rows_browse(project)
+            rows, page_id = _rows_browse(project)
             empty = "No images match."
         else:
-            rows = _rows_recent(project, memory)
+            rows, page_id = _rows_recent(project, memory), "recent"
             empty = ("Images you label in this tab are listed here, newest first, so a slip can be "
                      "fixed at once. Use 'Browse all' for older ones.")
         items: list[dict[str, Any]] = row_items(rows, 128)
         label_grid(key="browse_grid", items=items, classes=project.classes(), mode="browse",
-                   batch_id=f"{view}", acked=applied.acked, memory=memory, project=project,
+                   batch_id=page_id, acked=applied.acked, memory=memory, project=project,
                    focus_hint=applied.focus_hint, image_px=128, empty=empty)

@@ -71,10 +71,13 @@ class Applied:
     """What applying a component's events did."""
 
     acked: list[str] = field(default_factory=list)
-    changed: bool = False
     submit: int | None = None                                       # round of a submit request
     focus_hint: dict[str, Any] | None = None
     messages: list[tuple[str, str]] = field(default_factory=list)   # (kind, text) for the page
+
+
+_ACTION_NAMES = {"label": "the last label", "unlabel": "the last label removal", "bulk": "the last bulk label",
+                 "oracle": "the oracle's answers"}
 
 
 def _class_name(project: Project, class_id: int | None) -> str:
@@ -95,6 +98,10 @@ def apply_events(project: Project, value: Any, memory: TabMemory, grid_key: str)
     out = Applied()
     events = value.get("outbox") if isinstance(value, dict) else None
     if not isinstance(events, list):
+        return out
+    store = value.get("store")
+    if store and store != store_key(project, grid_key):
+        # Sent by a grid drawn for another project (this tab switched projects): not ours to apply.
         return out
     for ev in events:
         if not isinstance(ev, dict) or not isinstance(ev.get("id"), str):
@@ -129,7 +136,6 @@ def _apply_one(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key
             res = project.unlabel(image_id, expected_version=expected, on_conflict=policy)
         if res.written:
             memory.own_versions[image_id] = res.version
-            out.changed = True
         memory.touch(image_id)
         if res.conflict and not replay:
             now = "removed" if kind == "clear" else _class_name(project, res.class_id)
@@ -140,12 +146,11 @@ def _apply_one(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key
     elif kind == "bulk":
         ids = [int(i) for i in ev["image_ids"]]
         cid = ev.get("class_id")
-        res = project.bulk_label(ids, None if cid is None else int(cid))
+        project.bulk_label(ids, None if cid is None else int(cid))
         for i in ids:
             memory.own_versions[i] = project.label_of(i).version
         for i in reversed(ids):
             memory.touch(i)
-        out.changed = out.changed or res.changed > 0
     elif kind == "undo":
         res = project.undo_last()
         if res is None:
@@ -153,12 +158,12 @@ def _apply_one(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key
             return
         for i in res.restored:
             memory.own_versions[i] = project.label_of(i).version
-        out.changed = True
         n = len(res.restored)
-        text = f"Undone: {res.kind} of {n} image{'s' if n != 1 else ''}."
+        what = _ACTION_NAMES.get(res.kind, res.kind)
+        text = f"Undone: {what} ({n} image{'s' if n != 1 else ''})."
         if res.conflicts:
-            text += (f" {len(res.conflicts)} image(s) were changed elsewhere since and were left as they are: "
-                     f"{', '.join(map(str, res.conflicts[:10]))}.")
+            text += (f" {len(res.conflicts)} image(s) were changed elsewhere since and were left as they "
+                     f"are: {', '.join(map(str, res.conflicts[:10]))}.")
         memory.notice(grid_key, text, "warn" if res.conflicts else "")
         if res.restored:
             out.focus_hint = {"event": ev["id"], "image_id": res.restored[0]}
@@ -185,7 +190,8 @@ def short_reason(reason: str) -> str:
     m = _COLD.search(head)
     if m:
         return f"diverse pick {m.group(1)}/{m.group(2)}, cold start ({m.group(3)})"
-    head = head.replace(" candidates", "")
+    head = head.replace(" candidates", "").replace("influence rank ", "influence #")
+    head = re.sub(r"k-means(\+\+)? pick", "diverse pick", head)
     return " · ".join(_OF.sub(r"\1/\2", part.strip()) for part in head.split(","))
 
 
@@ -228,4 +234,8 @@ def label_grid(*, key: str, items: list[dict[str, Any]], classes: Sequence[Class
         acked=acked, notice=memory.notices.get(key), focus_hint=focus_hint,
         capture_page_keys=capture_page_keys, image_px=image_px, empty=empty,
         # Unsent actions are kept per tab and project, so a reload resends them to the right place.
-        store_key=f"ralif-outbox:{project.folder}:{key}")
+        store_key=store_key(project, key))
+
+
+def store_key(project: Project, grid_key: str) -> str:
+    return f"ralif-outbox:{project.folder}:{grid_key}"

@@ -68,7 +68,8 @@ def check_source(path_text: str) -> tuple[Path | None, str | None]:
     """The image source a user typed, or a message saying what is wrong with it."""
     text = path_text.strip().strip("'\"")
     if not text:
-        return None, "Give the path of a folder of images, an ImageFolder (one folder per class) or a CSV manifest."
+        return None, ("Give the path of a folder of images, an ImageFolder (one folder per class) or a "
+                      "CSV manifest.")
     path = Path(os.path.expandvars(text)).expanduser()
     if not path.exists():
         return None, (f"Nothing found at `{path}`. Check the spelling; the path is read on the machine "

@@ -51,7 +51,7 @@ def submit_and_start(project: Project, batch_round: int | None) -> tuple[str, st
     error = start(project)
     if error:
         return "error", error
-    return "success", f"Batch submitted. Round {number} is training the model and picking the next batch."
+    return "success", f"Batch submitted; round {number} has started."
 
 
 def ensure_running(project: Project) -> str | None:
@@ -147,16 +147,19 @@ def _draw(project: Project, status: dict[str, Any]) -> None:
             cols = st.columns([5, 1])
             cols[0].markdown(f"**Training and selecting** · {describe(status, project.strategy)}")
             cols[0].progress(_fraction(status))
-            if state == "running" and cols[1].button("Cancel round", key="round_cancel",
-                                                     help="Stop the round; labels are kept and it can be run again"):
-                project.cancel_round()
+            if state == "running" and cols[1].button(
+                    "Cancel round", key="round_cancel",
+                    help="Stop the round; labels are kept and it can be run again"):
+                with st.spinner("Stopping the round (up to a few seconds while a step finishes)…"):
+                    project.cancel_round()
                 st.rerun()
             st.caption("You can keep working meanwhile: relabel earlier images below. "
                        "The next batch appears here when it is ready.")
     elif state == "failed":
         with st.container(border=True):
-            st.error(f"Round {status.get('round')} failed: {status.get('error') or 'no reason was recorded'}. "
-                     "Your labels are safe; the previous model is kept.")
+            reason = status.get("error") or "no reason was recorded"
+            st.error(f"Round {status.get('round')} failed: {reason}. Your labels are safe; the previous "
+                     "model is kept.")
             if st.button("Retry the round", key="round_retry", type="primary"):
                 error = start(project)
                 if error:

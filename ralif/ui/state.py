@@ -9,9 +9,13 @@ from pathlib import Path
 import streamlit as st
 
 from ralif.project import Project
+from ralif.project.store import DB_NAME
+from ralif.ui.common import home_link
 
 PROJECT_KEY = "ralif_project_dir"
 CLIENT_KEY = "ralif_client_id"
+# The open project is also kept in the page address, so a reload (a new session) reopens it.
+QUERY_KEY = "project"
 
 
 def projects_root() -> Path:
@@ -26,8 +30,23 @@ def client_id() -> str:
     return st.session_state[CLIENT_KEY]
 
 
+def _url_value(folder: str) -> str:
+    path = Path(folder)
+    return path.name if path.parent == projects_root() else str(path)
+
+
+def _from_url() -> str | None:
+    value = st.query_params.get(QUERY_KEY)
+    if not value:
+        return None
+    path = Path(value)
+    folder = path if path.is_absolute() else projects_root() / path.name
+    return str(folder.resolve()) if (folder / DB_NAME).is_file() else None
+
+
 def set_project(folder: str | os.PathLike) -> None:
     st.session_state[PROJECT_KEY] = str(Path(folder).resolve())
+    st.query_params[QUERY_KEY] = _url_value(st.session_state[PROJECT_KEY])
 
 
 @st.cache_resource(show_spinner=False)
@@ -39,7 +58,12 @@ def current_project() -> Project | None:
     """The open project of this tab (one connection per tab, cached), or None."""
     folder = st.session_state.get(PROJECT_KEY)
     if not folder:
-        return None
+        folder = _from_url()
+        if not folder:
+            return None
+        st.session_state[PROJECT_KEY] = folder
+    if st.query_params.get(QUERY_KEY) != _url_value(folder):
+        st.query_params[QUERY_KEY] = _url_value(folder)
     return _open(folder, client_id())
 
 
@@ -48,8 +72,6 @@ def require_project() -> Project:
     project = current_project()
     if project is None:
         st.info("No project is open. Open or create one on the home page.")
-        from ralif.ui.common import home_link
-
         home_link()
         st.stop()
     return project

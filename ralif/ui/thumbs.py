@@ -55,8 +55,10 @@ def thumbnail(path: str, px: int = 160) -> str:
 
 def placeholder(px: int) -> str:
     """A grey square with a cross, for a file that is gone or cannot be decoded."""
+    far = px - 20
     svg = (f"<svg xmlns='http://www.w3.org/2000/svg' width='{px}' height='{px}'>"
            f"<rect width='100%' height='100%' fill='#e4e6ea'/>"
-           f"<path d='M20 20L{px - 20} {px - 20}M{px - 20} 20L20 {px - 20}' stroke='#b0b5bf' stroke-width='4'/>"
-           f"<text x='50%' y='92%' text-anchor='middle' font-size='12' fill='#6b7280'>image unavailable</text></svg>")
+           f"<path d='M20 20L{far} {far}M{far} 20L20 {far}' stroke='#b0b5bf' stroke-width='4'/>"
+           "<text x='50%' y='92%' text-anchor='middle' font-size='12' fill='#6b7280'>image unavailable</text>"
+           "</svg>")
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")

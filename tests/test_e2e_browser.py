@@ -1,0 +1,199 @@
+"""The app in a real browser: first launch opens the demo, a batch is labeled with the keyboard
+only, submitted, the next batch appears, and a reload shows every label again (checked in the
+project database too).
+
+Needs Chromium and Playwright (``apt-get install -y chromium``, ``pip install playwright``); the
+test is skipped, saying which one is missing, without them. With ``RALIF_SCREENSHOTS=DIR`` it also
+saves the pictures of the documentation (home, label, label-training, classes) into DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ralif.project import Project
+from ralif.ui.launch import AppServer
+
+CHROMIUM = os.environ.get("RALIF_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+KEYS = "1234567890"
+GRID = "iframe[title*='label_grid']"
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+try:
+    from playwright.sync_api import Page, sync_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    sync_playwright = None  # type: ignore[assignment]
+    Page = Any  # type: ignore[assignment,misc]
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None,
+                       reason="playwright is not installed (pip install playwright)"),
+    pytest.mark.skipif(not Path(CHROMIUM).is_file(),
+                       reason=f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)"),
+]
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def tile_ids(page: Page) -> list[int]:
+    frame = page.frame_locator(GRID).first
+    return frame.locator(".tile").evaluate_all("ts => ts.map(t => +t.dataset.imageId)")
+
+
+def tile_labels(page: Page) -> dict[int, str]:
+    frame = page.frame_locator(GRID).first
+    pairs = frame.locator(".tile").evaluate_all(
+        "ts => ts.map(t => [+t.dataset.imageId, t.querySelector('.chip').textContent])")
+    return {int(i): text for i, text in pairs}
+
+
+def screenshot(page: Page, name: str) -> None:
+    """The whole page (Streamlit scrolls an inner pane, so the window grows to fit it first)."""
+    folder = os.environ.get("RALIF_SCREENSHOTS")
+    if not folder:
+        return
+    height = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=stMain]') || document.body;"
+        " return Math.max(m.scrollHeight, 900); }")
+    size = page.viewport_size or {"width": 1400, "height": 1000}
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 4000)})
+    # No hover effects or focus rings from the test's own clicks in the pictures.
+    page.mouse.move(2, 2)
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    time.sleep(0.8)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(Path(folder) / f"{name}.png"))
+    page.set_viewport_size(size)
+    time.sleep(0.3)
+
+
+@pytest.fixture()
+def browser_page(tmp_path: Path) -> Iterator[tuple[Page, AppServer]]:
+    # For the documentation pictures the temporary folder is the app's home, so paths read "~/...".
+    env = {"HOME": str(tmp_path)} if os.environ.get("RALIF_SCREENSHOTS") else {}
+    with AppServer(tmp_path / "projects", log=str(tmp_path / "app.log"), env=env) as app, \
+            sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            yield page, app
+        finally:
+            browser.close()
+
+
+def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[Page, AppServer]) -> None:
+    page, app = browser_page
+    started = time.monotonic()
+    page.goto(app.url)
+    # First launch: the demo is created and the Label page opens on its first batch.
+    page.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=60_000)
+    project = Project.open(app.projects / "demo")
+    batch = project.pending_batch()
+    assert len(batch) == 20 and tile_ids(page) == [b.image_id for b in batch]
+    classes = [c.id for c in project.classes()]
+    truth = dict(project.store.query("SELECT id, true_class_id FROM images"))
+
+    def key_for(image_id: int) -> str:
+        return KEYS[classes.index(truth[image_id])]
+
+    def answered() -> int:
+        return project.progress().pending_done
+
+    # The first five by keyboard, each durable in the database.
+    for item in batch[:5]:
+        page.keyboard.press(key_for(item.image_id))
+    wait_until(lambda: answered() == 5, 15, "five labels in the database")
+    # A reload in the middle of a batch shows every label given so far.
+    page.reload()
+    page.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=30_000)
+    names = {c.id: c.name for c in project.classes()}
+
+    def five_shown() -> dict[int, str] | None:
+        shown = tile_labels(page)
+        return shown if sum(v != "no label yet" for v in shown.values()) == 5 else None
+
+    shown = wait_until(five_shown, 15, "five labels shown after the reload")
+    assert all(shown[b.image_id] == names[truth[b.image_id]] for b in batch[:5])
+
+    # Focus is on the first open image after the reload: skip it; then three at once (click,
+    # shift+click, one key); the rest one key each.
+    page.keyboard.press("x")
+    grid = page.frame_locator(GRID).first
+    grid.locator(f".tile[data-image-id='{batch[6].image_id}'] .img").click()
+    grid.locator(f".tile[data-image-id='{batch[8].image_id}'] .img").click(modifiers=["Shift"])
+    page.keyboard.press("1")
+    for item in batch[9:]:
+        page.keyboard.press(key_for(item.image_id))
+    wait_until(lambda: answered() == 20, 20, "the whole batch in the database")
+    # Undo takes back the last answer, a key gives it again.
+    page.keyboard.press("u")
+    wait_until(lambda: project.label_of(batch[-1].image_id).state == "unlabeled", 10, "the undo")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("End")
+    page.keyboard.press(key_for(batch[-1].image_id))
+    wait_until(lambda: answered() == 20, 10, "the label given again")
+
+    # An earlier image changed in the "relabel" panel (this tab's recent answers): skipped now.
+    page.get_by_text("Relabel earlier images").click()
+    recent = page.locator("[data-testid=stExpander] iframe").first.content_frame
+    recent.locator(f".tile[data-image-id='{batch[9].image_id}'] .img").click()
+    page.keyboard.press("x")
+    wait_until(lambda: project.label_of(batch[9].image_id).state == "unsure", 10, "the relabel")
+    labels = {b.image_id: project.label_of(b.image_id) for b in batch}
+    assert [labels[b.image_id].state for b in (batch[5], batch[9])] == ["unsure", "unsure"]
+    assert all(labels[b.image_id].class_id == classes[0] and labels[b.image_id].source == "bulk"
+               for b in batch[6:9])
+    assert all(labels[b.image_id].class_id == truth[b.image_id] and labels[b.image_id].source == "user"
+               for b in batch[:5] + batch[10:])
+    # Back to the batch: a click on the page (outside any grid) gives the keys back to it.
+    page.get_by_role("heading", name="Label · CIFAR-10 demo").click()
+
+    # Enter submits; the status panel says what the round does; the next batch replaces this one.
+    page.keyboard.press("Enter")
+    page.get_by_text("Training and selecting").first.wait_for(timeout=20_000)
+    if os.environ.get("RALIF_SCREENSHOTS"):
+        page.get_by_text("Round 2: training the model").first.wait_for(timeout=30_000)
+        screenshot(page, "label-training")
+    old = {b.image_id for b in batch}
+
+    def next_batch_shown() -> bool:
+        ids = tile_ids(page)
+        return len(ids) == 20 and not set(ids) & old
+
+    wait_until(next_batch_shown, 75, "the next batch in the page", every=0.25)
+    assert project.round_status()["status"] == "ready" and project.round_status()["round"] == 2
+    assert project.progress().labeled == 18 and project.progress().unsure == 2
+
+    # A reload keeps everything: the count in the page and the labels in the database.
+    page.reload()
+    page.get_by_text("18 of 2,000 images labeled").first.wait_for(timeout=30_000)
+    assert all(Project.open(app.projects / "demo").label_of(i).version >= 1 for i in old)
+
+    if os.environ.get("RALIF_SCREENSHOTS"):
+        page.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=30_000)
+        for item in project.pending_batch()[:4]:
+            page.keyboard.press(key_for(item.image_id))
+        wait_until(lambda: answered() == 4, 10, "four labels")
+        screenshot(page, "label")
+        page.get_by_role("link", name="Projects").click()
+        page.get_by_text("Create project").first.wait_for(timeout=20_000)
+        screenshot(page, "home")
+        page.get_by_role("link", name="Classes").click()
+        page.get_by_text("Save settings").first.wait_for(timeout=20_000)
+        screenshot(page, "classes")
+    assert time.monotonic() - started < 120
