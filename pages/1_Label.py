@@ -47,13 +47,13 @@ def _add_classes(p: Project, text: str) -> None:
         common.flash("success", f"Added {len(added)} class(es): {', '.join(added)}.")
 
 
-common.sidebar(project)
+prog = project.progress()
+common.sidebar(project, prog)
 st.title(f"Label · {project.name}")
 # Fixed slots: the grid must keep its place in the page from run to run (a message or a button
 # that comes and goes above it would otherwise make the browser rebuild it and lose its focus).
 header, notes, status_slot, tools, grid_slot = (st.container() for _ in range(5))
 
-prog = project.progress()
 header.markdown(common.progress_line(prog))
 header.caption(common.class_counts_line(prog))
 with notes:

@@ -163,7 +163,7 @@ def kcenter_greedy(
 
 def kmeans_representatives(
     pts: torch.Tensor, budget: int, rng: np.random.Generator, covered_d2: torch.Tensor | None = None,
-    iters: int = 10,
+    iters: int = 10, fit_max: int = 20_000,
 ) -> np.ndarray:
     """Lloyd k-means with ``budget`` free clusters over ``pts``; returns, per cluster, the position of
     the point nearest its centroid (a typical member, not an outlier), largest clusters first.
@@ -178,26 +178,31 @@ def kmeans_representatives(
     x = pts.to(torch.float32)
     xn = (x * x).sum(1)
     cov = None if covered_d2 is None else covered_d2.to(device=x.device, dtype=torch.float32)
-    seeds = kmeanspp_seeding(n, budget, rng, euclidean_dist_to(x), d2=cov, first=None, device=x.device)
-    centers = x[torch.as_tensor(seeds, device=x.device)].clone()
+    if n > max(fit_max, 20 * budget):
+        sub = torch.as_tensor(np.sort(rng.choice(n, max(fit_max, 20 * budget), replace=False)), device=x.device)
+        fx, fxn, fcov = x[sub], xn[sub], None if cov is None else cov[sub]
+    else:
+        fx, fxn, fcov = x, xn, cov
+    seeds = kmeanspp_seeding(len(fx), budget, rng, euclidean_dist_to(fx), d2=fcov, first=None, device=x.device)
+    centers = fx[torch.as_tensor(seeds, device=x.device)].clone()
 
-    def nearest() -> tuple[torch.Tensor, torch.Tensor]:
+    def nearest(x: torch.Tensor, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         step = max(1, 2**24 // max(1, budget))
-        assign = torch.empty(n, dtype=torch.long, device=x.device)
-        dist = torch.empty(n, dtype=torch.float32, device=x.device)
+        assign = torch.empty(len(x), dtype=torch.long, device=x.device)
+        dist = torch.empty(len(x), dtype=torch.float32, device=x.device)
         cn = (centers * centers).sum(1)
-        for s in range(0, n, step):
+        for s in range(0, len(x), step):
             d = xn[s : s + step, None] + cn[None, :] - 2.0 * x[s : s + step] @ centers.T
             dist[s : s + step], assign[s : s + step] = d.min(1)
         return assign, dist
 
-    def free_members(assign: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    def free_members(dist: torch.Tensor, cov: torch.Tensor | None) -> torch.Tensor:
         return torch.ones_like(dist, dtype=torch.bool) if cov is None else dist <= cov
 
     for _ in range(iters):
-        assign, dist = nearest()
-        keep = free_members(assign, dist)
-        a, xs = assign[keep], x[keep]
+        assign, dist = nearest(fx, fxn)
+        keep = free_members(dist, fcov)
+        a, xs = assign[keep], fx[keep]
         counts = torch.bincount(a, minlength=budget)
         sums = torch.zeros_like(centers).index_add_(0, a, xs)
         new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None].to(x.dtype), centers)
@@ -205,8 +210,8 @@ def kmeans_representatives(
         centers = new
         if moved == 0:
             break
-    assign, dist = nearest()
-    keep = free_members(assign, dist).cpu().numpy()
+    assign, dist = nearest(x, xn)
+    keep = free_members(dist, cov).cpu().numpy()
     a, dd = assign.cpu().numpy(), dist.cpu().numpy()
     # Representative of each cluster: its free member nearest the centroid; lexsort by (cluster, distance).
     cand = np.flatnonzero(keep)

@@ -79,3 +79,12 @@ def test_mean_shift_pick_one_per_mode_first():
     x, blob, _ = blobs(3, 30, spread=0.1)
     picked = mean_shift_pick(x, 3, np.random.default_rng(0))
     assert sorted(blob[picked].tolist()) == [0, 1, 2]
+
+
+def test_kmeans_representatives_fit_on_a_subsample_for_large_candidate_sets():
+    x, blob, _ = blobs(4, 300)
+    picked = kmeans_representatives(x, 4, np.random.default_rng(0), fit_max=100)
+    assert sorted(blob[picked].tolist()) == [0, 1, 2, 3]
+    # Every point is assigned after the subsample fit, so picks can come from outside the subsample.
+    again = kmeans_representatives(x, 4, np.random.default_rng(0), fit_max=100)
+    assert picked.tolist() == again.tolist()

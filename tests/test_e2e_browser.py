@@ -27,10 +27,12 @@ GRID = "iframe[title*='label_grid']"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 try:
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import Page, sync_playwright
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None  # type: ignore[assignment]
     Page = Any  # type: ignore[assignment,misc]
+    PlaywrightError = Exception  # type: ignore[assignment,misc]
 
 pytestmark = [
     pytest.mark.skipif(sync_playwright is None,
@@ -52,7 +54,10 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
 
 def tile_ids(page: Page) -> list[int]:
     frame = page.frame_locator(GRID).first
-    return frame.locator(".tile").evaluate_all("ts => ts.map(t => +t.dataset.imageId)")
+    try:
+        return frame.locator(".tile").evaluate_all("ts => ts.map(t => +t.dataset.imageId)")
+    except PlaywrightError:
+        return []       # the grid was replaced while it was being read (a batch was submitted)
 
 
 def tile_labels(page: Page) -> dict[int, str]:
@@ -62,10 +67,16 @@ def tile_labels(page: Page) -> dict[int, str]:
     return {int(i): text for i, text in pairs}
 
 
-def screenshot(page: Page, name: str) -> None:
-    """The whole page (Streamlit scrolls an inner pane, so the window grows to fit it first)."""
+def screenshot(page: Page, name: str, full: bool = True) -> None:
+    """The whole page (Streamlit scrolls an inner pane, so the window grows to fit it first), or
+    at once what the window shows (for a state that does not last)."""
     folder = os.environ.get("RALIF_SCREENSHOTS")
     if not folder:
+        return
+    if not full:
+        page.mouse.move(2, 2)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
         return
     height = page.evaluate(
         "() => { const m = document.querySelector('[data-testid=stMain]') || document.body;"
@@ -151,7 +162,11 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
     # An earlier image changed in the "relabel" panel (this tab's recent answers): skipped now.
     page.get_by_text("Relabel earlier images").click()
     recent = page.locator("[data-testid=stExpander] iframe").first.content_frame
+    # Newest first: once the last answer leads the list, no late redraw moves the pictures.
+    recent.locator(f".tile[data-image-id='{batch[-1].image_id}']:first-child").wait_for(timeout=10_000)
     recent.locator(f".tile[data-image-id='{batch[9].image_id}'] .img").click()
+    # The keys go to that grid once it has the focus (it marks itself active then).
+    recent.locator("body.active").wait_for(timeout=10_000)
     page.keyboard.press("x")
     wait_until(lambda: project.label_of(batch[9].image_id).state == "unsure", 10, "the relabel")
     labels = {b.image_id: project.label_of(b.image_id) for b in batch}
@@ -166,9 +181,7 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
     # Enter submits; the status panel says what the round does; the next batch replaces this one.
     page.keyboard.press("Enter")
     page.get_by_text("Training and selecting").first.wait_for(timeout=20_000)
-    if os.environ.get("RALIF_SCREENSHOTS"):
-        page.get_by_text("Round 2: training the model").first.wait_for(timeout=30_000)
-        screenshot(page, "label-training")
+    screenshot(page, "label-training", full=False)
     old = {b.image_id for b in batch}
 
     def next_batch_shown() -> bool:

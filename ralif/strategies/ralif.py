@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -75,18 +76,25 @@ class RalifStrategy(Strategy):
         )
 
     def _select(self, head, features, labeled, unlabeled, budget, rng):
+        t0 = time.perf_counter()
         scores = self.scores(head, features, labeled, unlabeled)
+        self.last_info["score_seconds"] = time.perf_counter() - t0
         n_cand = min(len(unlabeled), max(budget, math.ceil(self.fraction * len(unlabeled))))
         cand_pos = top_k_lowest(scores, n_cand, rng)  # best first
         cand = unlabeled[cand_pos]
         self.last_info["candidates"] = cand
+        t0 = time.perf_counter()
+        batch = self._diverse(head, features, labeled, cand, budget, rng)
+        self.last_info["diversity_seconds"] = time.perf_counter() - t0
+        return batch
+
+    def _diverse(self, head, features, labeled, cand, budget, rng) -> np.ndarray:
+        """The batch from the candidates (ordered best-scored first)."""
         if self.diversity == "none":
             return cand[:budget]
         if self.space == "standardized":
             features = _StandardizedView(features, head)
         if self.diversity == "meanshift":
-
-
             pts = rows(features, cand, head.device, torch.float32)
             return cand[mean_shift_pick(pts, budget, rng)]
         pts, d2 = labeled_sq_dist(features, cand, labeled, head.device)

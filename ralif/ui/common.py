@@ -38,11 +38,12 @@ def show(kind: str, text: str) -> None:
     {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(text)
 
 
-def sidebar(project: Project | None) -> None:
+def sidebar(project: Project | None, prog: Progress | None = None) -> None:
+    """The open project in the sidebar (``prog``: its progress, when the page has it already)."""
     with st.sidebar:
         if project is not None:
             st.markdown(f"**{project.name}**")
-            prog = project.progress()
+            prog = prog or project.progress()
             st.caption(f"{prog.labeled:,} of {prog.pool:,} labeled · round {prog.round}")
             st.caption(f"`{display_path(project.folder)}`")
         st.caption(f"ralif {ralif.__version__}")

@@ -11,6 +11,7 @@ acknowledged) is applied once.
 from __future__ import annotations
 
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ MEMORY_KEY = "ralif_tab_memory"
 # Enough to recognise any event a component can still resend; older ids are forgotten.
 _PROCESSED_LIMIT = 5000
 RECENT_LIMIT = 24
+NOTICE_S = 10.0
 
 
 @dataclass
@@ -41,7 +43,7 @@ class TabMemory:
     # that write still carries the older version and must not be taken for another tab's change.
     own_versions: dict[int, int] = field(default_factory=dict)
     recent: list[int] = field(default_factory=list)           # image ids, newest first
-    notices: dict[str, dict[str, str]] = field(default_factory=dict)
+    notices: dict[str, dict[str, Any]] = field(default_factory=dict)
     notice_count: int = 0
 
     def remember(self, event_id: str) -> None:
@@ -57,7 +59,16 @@ class TabMemory:
 
     def notice(self, grid_key: str, text: str, kind: str = "") -> None:
         self.notice_count += 1
-        self.notices[grid_key] = {"id": str(self.notice_count), "text": text, "kind": kind}
+        self.notices[grid_key] = {"id": str(self.notice_count), "text": text, "kind": kind,
+                                  "at": time.monotonic()}
+
+    def current_notice(self, grid_key: str) -> dict[str, str] | None:
+        """The grid's latest message while it is news; a grid drawn later (a new batch, a page
+        visited again) does not show an old one."""
+        note = self.notices.get(grid_key)
+        if note is None or time.monotonic() - float(note["at"]) > NOTICE_S:
+            return None
+        return {k: v for k, v in note.items() if k != "at"}
 
 
 def tab_memory(project: Project) -> TabMemory:
@@ -169,6 +180,8 @@ def _apply_one(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key
             out.focus_hint = {"event": ev["id"], "image_id": res.restored[0]}
     elif kind == "submit":
         out.submit = int(ev.get("round") or 0)
+        # What was said about this batch is not news for the next one.
+        memory.notices.pop(grid_key, None)
     else:
         raise ValueError(f"unknown action {kind!r}")
 
@@ -231,7 +244,7 @@ def label_grid(*, key: str, items: list[dict[str, Any]], classes: Sequence[Class
     """Draw the grid; returns its value (the events are applied by :func:`apply_pending`)."""
     return _COMPONENT(
         key=key, default=None, items=items, classes=class_args(classes), mode=mode, batch_id=batch_id,
-        acked=acked, notice=memory.notices.get(key), focus_hint=focus_hint,
+        acked=acked, notice=memory.current_notice(key), focus_hint=focus_hint,
         capture_page_keys=capture_page_keys, image_px=image_px, empty=empty,
         # Unsent actions are kept per tab and project, so a reload resends them to the right place.
         store_key=store_key(project, key))

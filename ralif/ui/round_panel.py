@@ -22,10 +22,19 @@ _PHASE_SPAN = {"queued": (0.0, 0.02), "starting": (0.0, 0.05), "extracting": (0.
                "training": (0.35, 0.8), "selecting": (0.8, 0.95), "saving": (0.95, 1.0), "done": (1.0, 1.0)}
 
 
+def worker_threads(project: Project) -> int | None:
+    """Threads for the round's worker: the project's own setting when it has one; one for a linear
+    head, which gains nothing from more on a few thousand labels, while on a busy machine their
+    waiting on each other made a demo round about five times slower (benchmarks/app_latency.py)."""
+    if project.settings.get("threads"):
+        return None
+    return 1 if project.model_kind == "clip-linear" else None
+
+
 def start(project: Project) -> str | None:
     """Start the queued (or failed) round in the background; an error message, or None."""
     try:
-        project.start_round()
+        project.start_round(threads=worker_threads(project))
     except RoundBusy:
         return None
     except (ProjectError, OSError, RuntimeError) as exc:
