@@ -73,8 +73,9 @@ def screenshot(page: Page, name: str, full: bool = True) -> None:
     folder = os.environ.get("RALIF_SCREENSHOTS")
     if not folder:
         return
+    page.mouse.move(2, 2)
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
     if not full:
-        page.mouse.move(2, 2)
         Path(folder).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(folder) / f"{name}.png"))
         return
@@ -83,9 +84,6 @@ def screenshot(page: Page, name: str, full: bool = True) -> None:
         " return Math.max(m.scrollHeight, 900); }")
     size = page.viewport_size or {"width": 1400, "height": 1000}
     page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 4000)})
-    # No hover effects or focus rings from the test's own clicks in the pictures.
-    page.mouse.move(2, 2)
-    page.evaluate("() => document.activeElement && document.activeElement.blur()")
     time.sleep(0.8)
     Path(folder).mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(Path(folder) / f"{name}.png"))
@@ -181,7 +179,13 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
     # Enter submits; the status panel says what the round does; the next batch replaces this one.
     page.keyboard.press("Enter")
     page.get_by_text("Training and selecting").first.wait_for(timeout=20_000)
-    screenshot(page, "label-training", full=False)
+    if os.environ.get("RALIF_SCREENSHOTS"):
+        # The picture is taken once the submitted batch has left the page (one grid is left).
+        try:
+            wait_until(lambda: page.locator(GRID).count() == 1, 10, "the batch grid to go")
+        except AssertionError:
+            pass
+        screenshot(page, "label-training", full=False)
     old = {b.image_id for b in batch}
 
     def next_batch_shown() -> bool:
