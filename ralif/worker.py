@@ -96,7 +96,7 @@ def _process_start_time(pid: int) -> float | None:
         return None
 
 
-def _pid_alive(pid: int, started: float | None) -> bool | None:
+def pid_alive(pid: int, started: float | None) -> bool | None:
     """Whether ``pid`` still runs the job's process; None when that cannot be told."""
     try:
         import psutil
@@ -290,7 +290,7 @@ class BackgroundJob:
         pid = status.get("pid")
         if status.get("state") in FINAL_STATES or pid is None:
             return False
-        return bool(_pid_alive(int(pid), status.get("pid_started_at")))
+        return bool(pid_alive(int(pid), status.get("pid_started_at")))
 
     def status(self) -> dict[str, Any]:
         """The current status; a worker found dead without a final state is recorded as failed
@@ -310,7 +310,7 @@ class BackgroundJob:
                     return status
             else:
                 pid = status.get("pid")
-                if pid is None or _pid_alive(int(pid), status.get("pid_started_at")) is not False:
+                if pid is None or pid_alive(int(pid), status.get("pid_started_at")) is not False:
                     return status
                 exitcode = None
             return self._record_death(status, exitcode)
@@ -385,7 +385,7 @@ class BackgroundJob:
             time.sleep(0.1)
         status = read_status(self.status_path)
         pid = status.get("pid")
-        if pid is not None and _pid_alive(int(pid), status.get("pid_started_at")):
+        if pid is not None and pid_alive(int(pid), status.get("pid_started_at")):
             import psutil
 
             with contextlib.suppress(psutil.Error):

@@ -13,15 +13,6 @@ from ralif.head import LinearHead, Standardizer, fit_head
 L2 = 1e-2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small float64 problems on shared cores: one BLAS thread is faster than oversubscribed ones.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def blobs(n=240, d=6, k=4, seed=0, spread=2.0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(scale=spread, size=(k, d))

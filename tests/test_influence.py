@@ -25,15 +25,6 @@ from ralif.scoring import default_tau, ralif_scores
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small float64 problems on shared cores: one BLAS thread is faster than oversubscribed ones.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def blobs(n, d, k, seed, spread=2.5):
     rng = np.random.default_rng(seed)
     centers = rng.normal(scale=spread, size=(k, d))

@@ -33,6 +33,7 @@ import numpy as np
 
 import ralif
 from ralif.project.store import DB_NAME, LABEL_SOURCES, Store, StoreError, fill_ids
+from ralif.worker import pid_alive
 
 if TYPE_CHECKING:
     from ralif.images import ImageList
@@ -1158,7 +1159,7 @@ class Project:
                 elif st.get("state") == "queued" and claimed_at is not None \
                         and _now() - claimed_at > _WORKER_START_TIMEOUT_S:
                     reason = "the background worker never started"
-            elif job_path is None and pid is not None and not _process_alive(int(pid), started):
+            elif job_path is None and pid is not None and pid_alive(int(pid), started) is False:
                 reason = "the process running the round stopped before it finished"
             if reason:
                 self._fail_round(int(number), str(reason), only_if_running=True)
@@ -1341,20 +1342,3 @@ def _process_start(pid: int) -> float | None:
         return float(psutil.Process(pid).create_time())
     except Exception:  # noqa: BLE001 - psutil missing or the process gone: no start time then
         return None
-
-
-def _process_alive(pid: int, started: float | None) -> bool:
-    try:
-        import psutil
-    except ImportError:
-        return True
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        # A recycled pid belongs to a process created later than the runner.
-        return started is None or abs(proc.create_time() - started) < 1.0
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True
