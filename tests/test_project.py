@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ralif.cli import main as cli_main
@@ -30,14 +29,6 @@ from ralif.project.store import DB_NAME, SCHEMA_VERSION, release
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _png(path: Path, color: tuple[int, int, int], variant: int, size: int = 8) -> Path:

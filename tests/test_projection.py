@@ -13,21 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from ralif import projection as proj
 from ralif.project import Project, ProjectError
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _clusters(n: int = 300, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -37,16 +37,6 @@ def make_images(n: int = 32, size: int = 16, k: int = K, seed: int = 0):
     return images, labels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_cpu_thread():
-    # Tiny batches gain nothing from a second thread, and on a busy machine OpenMP threads
-    # waiting on each other can make them ten times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained():
     images, labels = make_images()
