@@ -25,25 +25,12 @@ def fsync_dir(folder: str | os.PathLike) -> None:
             os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
-    """Write ``path`` through ``write(binary_file)`` atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
 def atomic_write_via_path(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """For writers that only take a file name (plot libraries): ``write(temp_path)``, then replace."""
+    """``write(temp_path)`` next to ``path``, fsync it, then replace ``path`` with it.
+
+    Writers that only take a file name (plot libraries) use this directly; the temporary name keeps
+    the target's suffix because some of them pick the format from it.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
@@ -56,6 +43,16 @@ def atomic_write_via_path(path: str | os.PathLike, write: Callable[[Path], Any])
         raise
     fsync_dir(path.parent)
     return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Write ``path`` through ``write(binary_file)`` atomically."""
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    return atomic_write_via_path(path, to_file)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

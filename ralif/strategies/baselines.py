@@ -18,9 +18,8 @@ def top_k_lowest(scores: torch.Tensor, k: int, rng: np.random.Generator) -> np.n
     """Positions of the k lowest scores (NaN last), ties broken at random under ``rng``."""
     s = scores.detach().cpu().numpy().astype(np.float64)
     tie = rng.random(len(s))
-    s = np.where(np.isnan(s), np.inf, s)
-    nan_last = np.isnan(scores.detach().cpu().numpy()).astype(np.int8)
-    order = np.lexsort((tie, s, nan_last))
+    nan = np.isnan(s)
+    order = np.lexsort((tie, np.where(nan, np.inf, s), nan.astype(np.int8)))
     return order[:k]
 
 
