@@ -180,6 +180,10 @@ def import_report() -> None:
                    f"is kept):")
         st.dataframe([{"kept": g[0], "skipped": ", ".join(Path(p).name for p in g[1:])}
                       for g in rep["duplicates"]], hide_index=True, width="stretch")
+    if rep.get("label_conflicts"):
+        st.warning(f"{len(rep['label_conflicts'])} image(s) appear under two different labels; each was "
+                   f"imported once, without a label, so you can decide:")
+        st.dataframe([{"image": text} for text in rep["label_conflicts"]], hide_index=True, width="stretch")
     if st.button("Start labeling", type="primary", key="report_go"):
         st.session_state.pop(REPORT_KEY, None)
         st.switch_page(LABEL_PAGE)

@@ -370,13 +370,14 @@ class PrecomputedEmbeddings(Encoder):
         raise NotImplementedError("precomputed embeddings are looked up with features_for(), not encoded")
 
     def features_for(self, images: ImageList) -> np.ndarray:
-        """The rows aligned with ``images``; ``ValueError`` when they cannot be matched."""
+        """The rows aligned with ``images``; ``ValueError`` when they cannot be matched or hold
+        NaN or inf values (naming the file and the images)."""
         if self.paths is None:
             if len(self.features) != len(images):
                 raise ValueError(
                     f"{self.path} has {len(self.features)} rows but there are {len(images)} images; "
                     f"store a 'paths' array in an .npz so rows can be matched by file")
-            return self.features.copy()
+            return self._finite(self.features.copy(), images)
         base = os.path.dirname(self.path)
         lookup: dict[str, int] = {}
         for i, p in enumerate(self.paths):
@@ -389,7 +390,16 @@ class PrecomputedEmbeddings(Encoder):
             names = ", ".join(images.paths[i] for i in missing[:3])
             raise ValueError(f"{missing.size} of {len(images)} images have no row in {self.path} "
                              f"(paths do not match), e.g. {names}")
-        return self.features[rows]
+        return self._finite(self.features[rows], images)
+
+    def _finite(self, feats: np.ndarray, images: ImageList) -> np.ndarray:
+        # Checked here, where the file and the images are known, rather than deep in training.
+        bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
+        if bad.size:
+            names = ", ".join(images.paths[i] for i in bad[:3])
+            raise ValueError(f"{self.path} holds NaN or inf values for {bad.size} of {len(images)} images, "
+                             f"e.g. {names}; re-extract those embeddings")
+        return feats
 
 
 def build_encoder(spec: str, device: str | torch.device | None = None) -> Encoder:

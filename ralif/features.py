@@ -55,22 +55,25 @@ def load_feature_splits(path: str | Path) -> FeatureSplits:
     y_te = np.asarray(data["y_test"]).reshape(-1)
     for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
         if x.ndim != 2:
-            raise ValueError(f"x_{name} must be 2-D (samples × dimensions), got shape {x.shape}")
+            raise ValueError(f"{path}: x_{name} must be 2-D (samples × dimensions), got shape {x.shape}")
         if len(x) != len(y):
-            raise ValueError(f"x_{name} has {len(x)} rows but y_{name} has {len(y)} labels")
+            raise ValueError(f"{path}: x_{name} has {len(x)} rows but y_{name} has {len(y)} labels")
         if len(x) == 0:
-            raise ValueError(f"the {name} split is empty")
+            raise ValueError(f"{path}: the {name} split is empty")
         if not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"y_{name} must hold integer class indices, got {y.dtype}")
+            raise ValueError(f"{path}: y_{name} must hold integer class indices, got {y.dtype}")
         if not np.isfinite(x).all():
-            bad = int((~np.isfinite(x)).any(1).sum())
-            raise ValueError(f"x_{name} has {bad} rows with NaN or inf values")
+            bad = np.flatnonzero(~np.isfinite(x).all(1))
+            shown = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            raise ValueError(f"{path}: x_{name} has {len(bad)} rows with NaN or inf values (rows {shown}); "
+                             f"re-extract or drop them")
     if x_tr.shape[1] != x_te.shape[1]:
-        raise ValueError(f"train features are {x_tr.shape[1]}-d but test features are {x_te.shape[1]}-d")
+        raise ValueError(f"{path}: train features are {x_tr.shape[1]}-d but test features are "
+                         f"{x_te.shape[1]}-d")
     if min(y_tr.min(), y_te.min()) < 0:
-        raise ValueError("labels must be non-negative class indices")
+        raise ValueError(f"{path}: labels must be non-negative class indices")
     k = int(max(y_tr.max(), y_te.max())) + 1
     classes = [str(c) for c in data["classes"]] if "classes" in keys else [str(i) for i in range(k)]
     if len(classes) < k:
-        raise ValueError(f"labels go up to {k - 1} but only {len(classes)} class names are given")
+        raise ValueError(f"{path}: labels go up to {k - 1} but only {len(classes)} class names are given")
     return FeatureSplits(x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64), classes)

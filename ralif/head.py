@@ -19,6 +19,19 @@ from ralif.compute import SCORE_DTYPE, as_index, chunk_size, resolve_device, row
 DEFAULT_L2 = 1e-2
 
 
+def nonfinite_rows_text(features: np.ndarray, show: int = 5, step: int = 65_536) -> str:
+    """'N of M rows, e.g. rows 3, 17': where NaN or inf values are, for an error message.
+
+    Reads the rows in bounded chunks, so a memory-mapped pool is never loaded whole.
+    """
+    n = features.shape[0]
+    parts = [start + np.flatnonzero(~np.isfinite(np.asarray(features[start:start + step])).all(axis=1))
+             for start in range(0, n, step)]
+    bad = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    shown = ", ".join(str(int(i)) for i in bad[:show]) + (", ..." if len(bad) > show else "")
+    return f"{len(bad)} of {n} rows, e.g. row{'s' if len(bad) > 1 else ''} {shown}"
+
+
 @dataclass
 class Standardizer:
     """Per-dimension centring and scaling, fitted once on the whole pool (no labels needed)."""
@@ -38,7 +51,9 @@ class Standardizer:
         else:
             sample = np.asarray(features, dtype=np.float64)
         if not np.isfinite(sample).all():
-            raise ValueError("features contain NaN or inf values; clean or re-extract them")
+            # Counted on every row, not the sample, so the row numbers point into the caller's matrix.
+            raise ValueError(f"features contain NaN or inf values ({nonfinite_rows_text(features)}); "
+                             f"clean or re-extract them")
         mean = sample.mean(0)
         scale = sample.std(0)
         scale[scale < 1e-12] = 1.0
@@ -71,11 +86,22 @@ class LinearHead:
         return int(self.weight.shape[1] - 1)
 
     # -- design matrices -------------------------------------------------------------------------
+    def check_features(self, features: np.ndarray) -> None:
+        """A clear error for features of another size than the head was trained on, which is what
+        a checkpoint from another encoder (or an embeddings file replaced since) gives."""
+        shape = getattr(features, "shape", ())
+        if len(shape) != 2 or int(shape[1]) != self.dim:
+            raise ValueError(
+                f"the features have shape {tuple(shape)} but this model expects {self.dim} values per "
+                f"image, so they come from another encoder than the one it was trained with; use that "
+                f"encoder, or train a new model")
+
     def standardize(self, x: torch.Tensor) -> torch.Tensor:
         return (x.to(SCORE_DTYPE) - self._mean) / self._scale
 
     def design(self, features: np.ndarray, idx: np.ndarray | slice) -> torch.Tensor:
         """x̃ rows for ``features[idx]``: standardised plus a bias column (float64; for the labeled set)."""
+        self.check_features(features)
         z = self.standardize(rows(features, idx, self.device, SCORE_DTYPE))
         return torch.cat([z, torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)], dim=1)
 
@@ -85,6 +111,7 @@ class LinearHead:
         Pool-sized products (N·K·D) run in float32 on standardised values, which are O(1) so nothing
         cancels; their N×K results are promoted to float64 before any score arithmetic.
         """
+        self.check_features(features)
         idx = np.arange(features.shape[0]) if idx is None else as_index(idx)
         step = chunk_size(self.dim, itemsize=4)
         for start in range(0, len(idx), step):

@@ -9,8 +9,10 @@ duplicates.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import os
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import features as _pil_features
 from torch.utils.data import Dataset
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+_AVIF = bool(_pil_features.check("avif"))
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+                             | ({".avif"} if _AVIF else set()))
+# Formats people often have that cannot be decoded here. They are reported by name instead of being
+# passed over like any other file, so that a folder of phone photos does not just look empty.
+UNSUPPORTED_IMAGE_FORMATS = {
+    ".heic": "HEIC", ".heif": "HEIF", ".jxl": "JPEG XL", ".svg": "SVG", ".psd": "Photoshop",
+    ".dng": "camera raw", ".cr2": "camera raw", ".cr3": "camera raw", ".nef": "camera raw",
+    ".arw": "camera raw", ".orf": "camera raw", ".rw2": "camera raw", ".raf": "camera raw",
+    **({} if _AVIF else {".avif": "AVIF"}),
+}
 SPLIT_NAMES = ("train", "val", "test")
 _HASH_CHUNK = 1 << 20
 _WHITE = (255, 255, 255)
@@ -105,9 +118,19 @@ def _check_pixel_limit(im: Image.Image) -> None:
         )
 
 
+def unsupported_reason(name: str) -> str | None:
+    """Why a file that looks like an image cannot be read, or None for any other file."""
+    fmt = UNSUPPORTED_IMAGE_FORMATS.get(os.path.splitext(name)[1].lower())
+    if fmt is None:
+        return None
+    return f"{fmt} images are not supported; convert them to JPEG or PNG"
+
+
 def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return f"decompression bomb guard: {exc}"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "symbolic link loop"
     if isinstance(exc, UnidentifiedImageError):
         return "not an image (PIL cannot identify the format)"
     if isinstance(exc, FileNotFoundError):
@@ -118,10 +141,30 @@ def _describe_error(exc: BaseException) -> str:
     return f"corrupt image: {text}"
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_file(path: str, decode: bool) -> tuple[str | None, str | None]:
     """(content hash, None) for a readable image, (None, reason) otherwise."""
+    if not _is_utf8(path):
+        # Bytes that are not UTF-8 (a name from an old archive, say) come back from the OS as lone
+        # surrogates, which no database or CSV export can store: the file is reported, not imported.
+        part = next((q for q in Path(path).parts if not _is_utf8(q)), path)
+        return None, f"the name {os.fsencode(part)!r} is not valid UTF-8 text; rename it"
+    if why := unsupported_reason(path):
+        return None, why
     try:
         if os.path.islink(path) and not os.path.exists(path):
+            try:
+                os.stat(path)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return None, "symbolic link loop (following the link never reaches a file)"
             return None, "broken symbolic link"
         if not os.path.isfile(path):
             return None, "not a regular file"
@@ -163,14 +206,27 @@ def _find_duplicates(paths: Sequence[str], hashes: Sequence[str]) -> list[list[s
     return sorted(sorted(g) for g in groups.values() if len(g) > 1)
 
 
-def _walk_images(root: str, recursive: bool) -> list[str]:
+def _walked_anyway(target: str, root_real: str) -> bool:
+    """Whether the walk reaches the real folder ``target`` under its own name: inside the root and
+    not under a hidden folder."""
+    if not (target == root_real or target.startswith(root_real.rstrip(os.sep) + os.sep)):
+        return False
+    return not any(part.startswith(".") for part in Path(os.path.relpath(target, root_real)).parts)
+
+
+def _walk_images(root: str, recursive: bool,
+                 unsupported: list[tuple[str, str]] | None = None) -> list[str]:
     """Image paths under ``root`` in sorted order; hidden entries are skipped.
 
-    Symbolic links to folders are followed, but each real folder is visited once, so link loops
-    end instead of recursing forever.
+    Symbolic links to folders are followed, each real folder once, so link loops end instead of
+    recursing forever. A link to a folder the walk reaches anyway (inside ``root``, not hidden) is
+    not followed: that folder is read under its own name, so in an ImageFolder its images keep
+    their own class whichever name sorts first. Files in a known but unsupported format go to
+    ``unsupported``.
     """
     found: list[str] = []
     visited: set[str] = set()
+    root_real = os.path.realpath(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in visited:
@@ -178,12 +234,22 @@ def _walk_images(root: str, recursive: bool) -> list[str]:
             continue
         visited.add(real)
         if recursive:
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".")
+                and not (os.path.islink(os.path.join(dirpath, d))
+                         and _walked_anyway(os.path.realpath(os.path.join(dirpath, d)), root_real)))
         else:
             dirnames[:] = []
-        found.extend(os.path.join(dirpath, f) for f in filenames
-                     if not f.startswith(".") and is_image_file(f))
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            if is_image_file(f):
+                found.append(os.path.join(dirpath, f))
+            elif unsupported is not None and (why := unsupported_reason(f)):
+                unsupported.append((os.path.join(dirpath, f), why))
     found.sort(key=lambda p: Path(os.path.relpath(p, root)).parts)
+    if unsupported is not None:
+        unsupported.sort(key=lambda pr: Path(os.path.relpath(pr[0], root)).parts)
     return found
 
 
@@ -232,8 +298,9 @@ def scan_images(root: str | os.PathLike[str], recursive: bool = True,
     folder holds no readable image.
     """
     path = _require_dir(root)
-    files = _walk_images(path, recursive)
-    scan = _build_list(files, [-1] * len(files), [], path, decode=decode)
+    unsupported: list[tuple[str, str]] = []
+    files = _walk_images(path, recursive, unsupported)
+    scan = _build_list(files, [-1] * len(files), [], path, problems=unsupported, decode=decode)
     if not scan.paths:
         raise _no_images_error(path, scan.problems)
     return scan
@@ -247,10 +314,11 @@ def _split_dirs(root: str) -> dict[str, str]:
     return splits
 
 
-def _folder_entries(split_root: str) -> list[tuple[str, str | None]]:
+def _folder_entries(split_root: str, unsupported: list[tuple[str, str]] | None = None
+                    ) -> list[tuple[str, str | None]]:
     """(path, class name or None) for every image; the class is the first folder level."""
     entries = []
-    for p in _walk_images(split_root, recursive=True):
+    for p in _walk_images(split_root, recursive=True, unsupported=unsupported):
         parts = Path(os.path.relpath(p, split_root)).parts
         entries.append((p, parts[0] if len(parts) > 1 else None))
     return entries
@@ -272,14 +340,16 @@ def load_image_folder(root: str | os.PathLike[str], decode: bool = True) -> dict
     """
     path = _require_dir(root)
     split_roots = _split_dirs(path) or {"all": path}
-    entries = {name: _folder_entries(sr) for name, sr in split_roots.items()}
+    unsupported: dict[str, list[tuple[str, str]]] = {name: [] for name in split_roots}
+    entries = {name: _folder_entries(sr, unsupported[name]) for name, sr in split_roots.items()}
     classes = _sort_classes(c for es in entries.values() for _, c in es if c is not None)
     index = {c: i for i, c in enumerate(classes)}
     result = {}
     for name, es in entries.items():
         paths = [p for p, _ in es]
         labels = [index[c] if c is not None else -1 for _, c in es]
-        result[name] = _build_list(paths, labels, classes, split_roots[name], decode=decode)
+        result[name] = _build_list(paths, labels, classes, split_roots[name], problems=unsupported[name],
+                                   decode=decode)
     if not any(len(v) for v in result.values()):
         raise _no_images_error(path, [pr for v in result.values() for pr in v.problems])
     return result
@@ -295,15 +365,28 @@ def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True) -> Imag
     if not os.path.isfile(csv_file):
         raise FileNotFoundError(f"manifest not found: {csv_file}")
     base = os.path.dirname(csv_file)
-    with open(csv_file, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = {(c or "").strip().lower(): c for c in (reader.fieldnames or [])}
-        if "path" not in columns:
-            raise ValueError(f"manifest {csv_file} has no 'path' column (columns: "
-                             f"{', '.join(c for c in columns if c) or 'none'})")
-        path_col, label_col = columns["path"], columns.get("label")
-        rows = [((r.get(path_col) or "").strip(), (r.get(label_col) or "").strip() if label_col else "")
-                for r in reader]
+    try:
+        with open(csv_file, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = {(c or "").strip().lower(): c for c in (reader.fieldnames or [])}
+            if "path" not in columns:
+                raise ValueError(f"manifest {csv_file} has no 'path' column (columns: "
+                                 f"{', '.join(c for c in columns if c) or 'none'})")
+            path_col, label_col = columns["path"], columns.get("label")
+            rows = [((r.get(path_col) or "").strip(), (r.get(label_col) or "").strip() if label_col else "")
+                    for r in reader]
+    except UnicodeDecodeError as exc:
+        # Spreadsheet programs often save CSV in a legacy code page, and the bare codec error names
+        # neither the file nor the fix. Its offset is within one read buffer, so the position is
+        # found again on the whole file.
+        raw = Path(csv_file).read_bytes()
+        try:
+            raw.decode("utf-8")
+            where = ""
+        except UnicodeDecodeError as full:
+            line = raw[:full.start].count(b"\n") + 1
+            where = f" (byte 0x{raw[full.start]:02x} on line {line})"
+        raise ValueError(f"manifest {csv_file} is not UTF-8 text{where}; save it as CSV UTF-8") from exc
     seen: set[str] = set()
     paths: list[str] = []
     names: list[str] = []
@@ -317,8 +400,18 @@ def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True) -> Imag
             continue
         seen.add(full)
         if not os.path.exists(full) and not os.path.islink(full):
-            problems.append((full, "file not found"))
-            continue
+            # A manifest written on one system may spell accented names in the other Unicode
+            # normal form than the file system holds them (macOS vs Linux); both are tried.
+            forms = (unicodedata.normalize(form, full) for form in ("NFC", "NFD"))
+            other = next((alt for alt in forms if alt != full and os.path.exists(alt)), None)
+            if other is None:
+                problems.append((full, "file not found"))
+                continue
+            full = other
+            if full in seen:
+                problems.append((full, "listed more than once in the manifest"))
+                continue
+            seen.add(full)
         paths.append(full)
         names.append(label)
     classes = _sort_classes(n for n in names if n)

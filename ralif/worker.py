@@ -81,10 +81,23 @@ def _describe_exit(exitcode: int | None) -> str:
         return "exit status unknown"
     if exitcode < 0:
         try:
-            return f"killed by signal {signal.Signals(-exitcode).name}"
+            name = signal.Signals(-exitcode).name
         except ValueError:
             return f"killed by signal {-exitcode}"
+        if name == "SIGKILL":
+            # The kernel's out-of-memory killer sends SIGKILL; so does a user's kill -9.
+            return "killed by signal SIGKILL, most often because the machine ran out of memory"
+        return f"killed by signal {name}"
     return f"exit code {exitcode}"
+
+
+def _known_exitcode(pid: int) -> int | None:
+    """The exit code of ``pid`` when this process started it (one worker can serve many jobs)."""
+    for job in list(_LIVE_JOBS.values()):
+        proc = job._process
+        if proc is not None and proc.pid == pid and not proc.is_alive():
+            return proc.exitcode
+    return None
 
 
 def _process_start_time(pid: int) -> float | None:
@@ -202,15 +215,8 @@ def _resolve_target(target: str | Callable[..., Any]) -> Callable[..., Any]:
     return obj
 
 
-def _child_main(
-    target: str | Callable[..., Any], kwargs: dict[str, Any], status_path: str, cancel_event: Any
-) -> None:
-    import faulthandler
-    import sys
-
-    # A hard crash (segfault in a native library) then leaves a Python traceback on stderr.
-    faulthandler.enable()
-    path = Path(status_path)
+def _started_status(path: Path) -> dict[str, Any]:
+    """The job's status file as left by whoever queued it, marked running in this process."""
     try:
         status = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -225,23 +231,39 @@ def _child_main(
         updated_at=now,
     )
     status.setdefault("progress", {})
-    job = JobContext(path, cancel_event, status)
+    return status
+
+
+def _finish_job_status(job: JobContext, exc: BaseException, cancelled: bool) -> None:
+    """Record how a job ended by ``exc``: cancelled, or failed with the reason and a traceback tail."""
+    if cancelled:
+        job._finish("cancelled", phase="cancelled", message=str(exc) or "cancelled")
+        return
+    tail = "".join(traceback.format_exception(exc))[-_TRACEBACK_TAIL_CHARS:]
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError):
+        reason += " (the machine ran out of memory; a smaller batch size or pool, or more memory, helps)"
+    job._finish("failed", error=reason, traceback=tail, message=reason)
+
+
+def _child_main(
+    target: str | Callable[..., Any], kwargs: dict[str, Any], status_path: str, cancel_event: Any
+) -> None:
+    import faulthandler
+    import sys
+
+    # A hard crash (segfault in a native library) then leaves a Python traceback on stderr.
+    faulthandler.enable()
+    path = Path(status_path)
+    job = JobContext(path, cancel_event, _started_status(path))
     job.report(force=True)
     try:
         result = _resolve_target(target)(job, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - every failure must end up in the status file
-        tail = traceback.format_exc()[-_TRACEBACK_TAIL_CHARS:]
         # Ctrl-C in a terminal reaches the worker too: the user stopped it, it did not fail.
-        if isinstance(exc, (JobCancelled, KeyboardInterrupt)) or job.should_stop():
-            job._finish("cancelled", phase="cancelled", message=str(exc) or "cancelled")
-            sys.exit(0)
-        job._finish(
-            "failed",
-            error=f"{type(exc).__name__}: {exc}",
-            traceback=tail,
-            message=f"{type(exc).__name__}: {exc}",
-        )
-        sys.exit(1)
+        cancelled = isinstance(exc, (JobCancelled, KeyboardInterrupt)) or job.should_stop()
+        _finish_job_status(job, exc, cancelled)
+        sys.exit(0 if cancelled else 1)
     fields: dict[str, Any] = {"phase": "done"}
     if isinstance(result, (str, os.PathLike)):
         fields["result_path"] = os.fspath(result)
@@ -312,7 +334,7 @@ class BackgroundJob:
                 pid = status.get("pid")
                 if pid is None or pid_alive(int(pid), status.get("pid_started_at")) is not False:
                     return status
-                exitcode = None
+                exitcode = _known_exitcode(int(pid))
             return self._record_death(status, exitcode)
 
     def _record_death(self, status: dict[str, Any], exitcode: int | None) -> dict[str, Any]:
@@ -420,11 +442,13 @@ def start_job(
     status_path: str | os.PathLike,
     *,
     job_id: str | None = None,
+    detached: bool = False,
 ) -> BackgroundJob:
     """Run ``fn(job, **kwargs)`` in a new process; progress goes to ``status_path`` (JSON).
 
     ``fn`` is a top-level function or its name as ``"package.module:function"``; ``kwargs``
-    must pickle.  A status file left by an earlier job at the same path is replaced.
+    must pickle.  A status file left by an earlier job at the same path is replaced.  A
+    ``detached`` job does not keep this process from exiting (it has to watch for that itself).
     """
     target = _check_target(fn)
     path = Path(status_path)
@@ -471,6 +495,10 @@ def start_job(
         )
         atomic_write_json(path, status, indent=1, default=_json_default)
         raise
+    if detached:
+        # multiprocessing joins its non-daemon children when the parent exits; a long-lived server
+        # must not hold the parent (a test run, a stopped app) open. It notices the parent is gone.
+        multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
     job = BackgroundJob(path, process, event)
     # The child attaches to the cancel event's semaphore while starting; if the caller dropped the
     # handle first, the semaphore would be gone and the child would die on start-up.

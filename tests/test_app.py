@@ -40,10 +40,11 @@ def no_worker(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Background rounds are recorded instead of started (a worker process costs seconds)."""
     started: list[str] = []
 
-    def fake_start(self: Project, threads: int | None = None) -> None:
+    def fake_start(self: Project, threads: int | None = None, **kwargs: Any) -> None:
         started.append(str(self.folder))
 
     monkeypatch.setattr(Project, "start_round", fake_start)
+    monkeypatch.setattr(Project, "ensure_round_server", lambda self: None)
     return started
 
 
@@ -82,7 +83,7 @@ def texts(at: AppTest) -> str:
 # ----------------------------------------------------------------------------- home
 
 
-def test_first_launch_creates_the_demo_and_opens_its_batch(projects_dir: Path) -> None:
+def test_first_launch_creates_the_demo_and_opens_its_batch(projects_dir: Path, no_worker: list[str]) -> None:
     at = page("app.py").run()
     assert not at.exception
     assert at.title[0].value == "Label · CIFAR-10 demo"

@@ -99,7 +99,8 @@ def browser_page(tmp_path: Path) -> Iterator[tuple[Page, AppServer]]:
             sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # One context, so a second page is a second tab of the same browser.
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             yield page, app
         finally:
             browser.close()
@@ -214,3 +215,73 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
         page.get_by_text("Save settings").first.wait_for(timeout=20_000)
         screenshot(page, "classes")
     assert time.monotonic() - started < 120
+
+
+def test_two_tabs_label_one_project(browser_page: tuple[Page, AppServer]) -> None:
+    """Two tabs are two Streamlit sessions on one project: every answer of each is kept once, and
+    an image both answer ends with the later answer, which the later tab is told replaced the other."""
+    first, app = browser_page
+    first.goto(app.url)
+    first.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=60_000)
+    second = first.context.new_page()
+    second.goto(first.url)
+    second.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=60_000)
+    project = Project.open(app.projects / "demo")
+    batch = [b.image_id for b in project.pending_batch()]
+    classes = [c.id for c in project.classes()]
+
+    def give(page: Page, image_id: int, k: int) -> None:
+        page.frame_locator(GRID).first.locator(f".tile[data-image-id='{image_id}'] .img").click()
+        page.keyboard.press(KEYS[k])
+
+    # The tabs take turns, one image each, a few milliseconds apart.
+    for i in range(5):
+        give(first, batch[i], i)
+        give(second, batch[10 + i], i + 1)
+    wait_until(lambda: project.progress().pending_done == 10, 20, "ten answers from two tabs")
+    for i in range(5):
+        assert project.label_of(batch[i]).class_id == classes[i]
+        assert project.label_of(batch[10 + i]).class_id == classes[i + 1]
+    assert all(len(project.label_history(batch[i])) == 1 for i in (*range(5), *range(10, 15)))
+
+    # Both answer image 16: the first tab, then the second, whose page still shows it unlabeled.
+    contested = batch[16]
+    give(first, contested, 2)
+    wait_until(lambda: project.label_of(contested).class_id == classes[2], 10, "the first tab's answer")
+    give(second, contested, 3)
+    wait_until(lambda: project.label_of(contested).class_id == classes[3], 10, "the second tab's answer")
+    second.get_by_text("changed elsewhere").first.wait_for(timeout=10_000)
+    history = project.label_history(contested)
+    assert [h["new_class_id"] for h in history] == [classes[2], classes[3]]
+    assert project.progress().pending_done == 11
+
+
+def test_classes_past_the_tenth_are_found_by_name_or_number(browser_page: tuple[Page, AppServer]) -> None:
+    page, app = browser_page
+    page.goto(app.url)
+    page.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=60_000)
+    project = Project.open(app.projects / "demo")
+    koala, kiwi = project.add_class("koala"), project.add_class("kiwi")
+    page.reload()
+    grid = page.frame_locator(GRID).first
+    grid.locator(f".cls[data-class-id='{kiwi}']").wait_for(timeout=30_000)
+    batch = [b.image_id for b in project.pending_batch()]
+
+    page.keyboard.press("/")
+    page.keyboard.type("koa")
+    grid.locator(f".finder li.on[data-class-id='{koala}']").wait_for(timeout=5_000)
+    page.keyboard.press("Enter")
+    wait_until(lambda: project.label_of(batch[0]).class_id == koala, 10, "koala by name")
+    # By number: the twelfth class; the focus moved on to the next image.
+    page.keyboard.press("c")
+    page.keyboard.type("12")
+    page.keyboard.press("Enter")
+    wait_until(lambda: project.label_of(batch[1]).class_id == kiwi, 10, "kiwi by number")
+    # Esc leaves the finder without labeling; the number keys work again after it.
+    page.keyboard.press("/")
+    page.keyboard.type("zzz")
+    grid.locator(".finder li.none").wait_for(timeout=5_000)
+    page.keyboard.press("Escape")
+    page.keyboard.press("1")
+    wait_until(lambda: project.label_of(batch[2]).class_id == project.classes()[0].id, 10, "key 1 after Esc")
+    assert project.label_of(batch[1]).class_id == kiwi

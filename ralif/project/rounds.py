@@ -16,6 +16,7 @@ Features come from the project's encoder spec:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -105,9 +106,12 @@ class EmbeddingTable:
     def rows_for(self, paths: Sequence[str]) -> np.ndarray:
         import pandas as pd
 
-        index = pd.Index(self.paths)
-        if not index.is_unique:
-            index = index.drop_duplicates(keep="first")
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = pd.Index(self.paths)
+            if not index.is_unique:
+                index = index.drop_duplicates(keep="first")
+            self._index = index
         rows = index.get_indexer([os.path.normpath(p) for p in paths])
         miss = np.flatnonzero(rows < 0)
         if miss.size:
@@ -124,7 +128,34 @@ class EmbeddingTable:
         return rows
 
     def features_for(self, paths: Sequence[str]) -> np.ndarray:
-        return self.features[self.rows_for(paths)]
+        feats = self.features[self.rows_for(paths)]
+        # Checked here, where the file and the images are known, rather than deep in training.
+        bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
+        if bad.size:
+            shown = ", ".join(paths[i] for i in bad[:3])
+            raise ValueError(f"{self.path} holds NaN or inf values for {bad.size} of {len(paths)} images, "
+                             f"e.g. {shown}; re-extract those embeddings")
+        return feats
+
+
+_TABLES: dict[tuple[Any, ...], EmbeddingTable] = {}
+
+
+def embedding_table(path: str | os.PathLike[str]) -> EmbeddingTable:
+    """The table at ``path``, read once per process while the file stays the same (reading and
+    dequantising 60k rows takes seconds, and every round needs the pool's and the held-out rows)."""
+    full = os.path.abspath(os.fspath(path))
+    try:
+        info = os.stat(full)
+    except OSError:
+        return EmbeddingTable(full)  # its own clear error
+    key = (full, info.st_size, info.st_mtime_ns, info.st_ino)
+    table = _TABLES.get(key)
+    if table is None:
+        table = EmbeddingTable(full)
+        _TABLES.clear()  # one table at a time: they can be large
+        _TABLES[key] = table
+    return table
 
 
 def pixel_size(spec: str) -> int:
@@ -157,7 +188,7 @@ def encoder_id_for(spec: str) -> str:
     """The id under which features of ``spec`` are stored (cheap for precomputed and pixels)."""
     kind = spec.partition(":")[0].lower()
     if kind == "precomputed":
-        return EmbeddingTable(spec.partition(":")[2]).id
+        return embedding_table(spec.partition(":")[2]).id
     if kind == "pixels":
         return f"pixels:{pixel_size(spec)}"
     from ralif.encoders import build_encoder
@@ -172,7 +203,7 @@ def features_for(spec: str, paths: Sequence[str], hashes: Sequence[str] | None =
     kind, _, rest = spec.partition(":")
     kind = kind.lower()
     if kind == "precomputed":
-        table = EmbeddingTable(rest)
+        table = embedding_table(rest)
         return table.features_for(paths), table.id
     if kind == "pixels":
         size = pixel_size(spec)
@@ -188,6 +219,83 @@ def features_for(spec: str, paths: Sequence[str], hashes: Sequence[str] | None =
     if cache_root is None:
         return extract_features(encoder, images, progress=progress), encoder.id
     return fill_cache(encoder, images, cache_root=cache_root, progress=progress).features, encoder.id
+
+
+class _PoolMemo:
+    """The last pool's features and standardizer, kept by a process that runs many rounds.
+
+    A pool's features never change for the same encoder and the same files, and the round server
+    runs round after round on one pool: reloading them (and refitting the standardizer, a full
+    pass over the pool) every round would be most of a small round's time.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._value: tuple[np.ndarray, str] | None = None
+        self._standardizer: Any = None
+
+    @staticmethod
+    def _key_for(spec: str, paths: Sequence[str], hashes: Sequence[str] | None,
+                 cache_root: str | os.PathLike[str] | None) -> tuple[Any, ...]:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update("\n".join(paths).encode("utf-8", "surrogateescape"))
+        digest.update(b"\0" + "\n".join(hashes or ()).encode("ascii", "replace"))
+        source: tuple[Any, ...] = ()
+        if spec.partition(":")[0].lower() == "precomputed":
+            # A replaced embedding file must not be served from memory.
+            with contextlib.suppress(OSError):
+                info = os.stat(spec.partition(":")[2])
+                source = (info.st_size, info.st_mtime_ns, info.st_ino)
+        return (spec, source, str(cache_root), len(paths), digest.hexdigest())
+
+    def features(self, spec: str, paths: Sequence[str], hashes: Sequence[str] | None,
+                 cache_root: str | os.PathLike[str] | None, device: str | None,
+                 progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, str]:
+        key = self._key_for(spec, paths, hashes, cache_root)
+        if key != self._key or self._value is None:
+            self._key, self._value, self._standardizer = None, None, None
+            value = features_for(spec, paths, hashes, cache_root, device, progress)
+            self._key, self._value = key, value
+        elif progress is not None:
+            progress(len(paths), len(paths))
+        return self._value
+
+    def standardizer(self, feats: np.ndarray, fit: Callable[[np.ndarray], Any]) -> Any:
+        if self._value is None or self._value[0] is not feats:
+            return fit(feats)
+        if self._standardizer is None:
+            self._standardizer = fit(feats)
+        return self._standardizer
+
+    def clear(self) -> None:
+        self._key, self._value, self._standardizer = None, None, None
+
+
+_POOL_MEMO = _PoolMemo()
+
+
+def round_threads(settings: dict[str, Any]) -> int | None:
+    """Torch threads for a project's rounds: its ``threads`` setting when it has one; one for a
+    linear head, which gains nothing from more on a few thousand labels, while on a busy machine
+    threads waiting on each other made a demo round about five times slower
+    (benchmarks/app_latency.py); otherwise None (torch's default, every core)."""
+    if settings.get("threads"):
+        return int(settings["threads"])
+    return 1 if settings.get("model", "clip-linear") == "clip-linear" else None
+
+
+_DEFAULT_THREADS: list[int] = []
+
+
+def apply_round_threads(settings: dict[str, Any]) -> None:
+    """Set torch's threads for the next round of a project with ``settings``."""
+    import torch
+
+    if not _DEFAULT_THREADS:
+        _DEFAULT_THREADS.append(torch.get_num_threads())
+    want = round_threads(settings) or _DEFAULT_THREADS[0]
+    if torch.get_num_threads() != want:
+        torch.set_num_threads(want)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -508,12 +616,17 @@ def compute_round(project: Project, inputs: RoundInputs, report: Reporter | None
 
     if cold or inputs.model_kind != "resnet18":
         report("extracting", {"done": 0, "total": len(inputs.pool_paths)})
-        pool_feats, enc_id = features_for(inputs.encoder, inputs.pool_paths, inputs.pool_hashes,
-                                          cache_root, inputs.device, extracting)
+        pool_feats, enc_id = _POOL_MEMO.features(inputs.encoder, inputs.pool_paths, inputs.pool_hashes,
+                                                 cache_root, inputs.device, extracting)
     check()
     if cold and budget < 1:
-        return RoundOutcome(np.zeros(0, np.int64), [], [], [], [], cold_start=True,
-                            labeled_count=len(inputs.labeled_pos), info={"note": "every image is labeled"})
+        # Nothing left to ask and no model possible: a round that "succeeded" with neither would
+        # leave the user an empty screen, so it fails with what to do instead.
+        named = sorted({inputs.class_names[k] for k in inputs.labeled_y.tolist()})
+        have = f"only {', '.join(named)} has labels" if named else "no image has a label"
+        raise ValueError(f"every pool image is labeled or skipped, but {have}: a model needs labeled images "
+                         f"of at least two classes. Add images of another class (or relabel some), then run "
+                         f"the round again")
     if cold:
         report("selecting", None)
         picks, reasons = _cold_start(pool_feats, inputs, budget, rng)
@@ -542,7 +655,7 @@ def compute_round(project: Project, inputs: RoundInputs, report: Reporter | None
         enc_id = f"resnet18:{cfg.variant}"
     else:
         report("training", {"fraction": 0.0, "labeled": len(inputs.labeled_pos)})
-        st = Standardizer.fit(pool_feats)
+        st = _POOL_MEMO.standardizer(pool_feats, Standardizer.fit)
         head = fit_head(pool_feats, inputs.labeled_pos, inputs.labeled_y, len(inputs.class_ids),
                         l2=inputs.l2, standardizer=st, device=inputs.device)
         report("training", {"fraction": 1.0, "labeled": len(inputs.labeled_pos)})
@@ -610,8 +723,8 @@ def run_next_round(project: Project | str | os.PathLike[str], report: Reporter |
 
 
 def round_job(job: Any, folder: str, threads: int | None = None) -> dict[str, Any]:
-    """Worker entry point (``ralif.worker.start_job``): run the next round of the project at
-    ``folder`` and report its phases through the job status file."""
+    """Worker entry point for one round in a process of its own (``ralif.worker.start_job``); the
+    app uses the warm round server instead (:mod:`ralif.project.round_server`)."""
     from ralif.worker import JobCancelled
 
     if threads:

@@ -120,7 +120,8 @@ class UndoResult:
 @dataclass
 class ImportReport:
     """Outcome of adding images. ``problems``: (path, reason) of files skipped as unreadable;
-    ``duplicates``: groups of identical files (the first of each group is kept)."""
+    ``duplicates``: groups of identical files (the first of each group is kept);
+    ``label_conflicts``: identical files with different labels (kept once, without a label)."""
 
     added: int = 0
     pool: int = 0
@@ -132,6 +133,7 @@ class ImportReport:
     duplicates: list[list[str]] = field(default_factory=list)
     skipped_duplicates: int = 0
     already_present: int = 0
+    label_conflicts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -474,6 +476,16 @@ class Project:
             if len(members) > 1:
                 report.duplicates.append([entries[i][0] for i in members])
                 keep[members[1:]] = False
+                names = sorted({entries[i][3] for i in members if entries[i][3] is not None})
+                if len(names) > 1:
+                    # One picture under two classes: taking the label of whichever copy sorts first
+                    # would be a silent guess, so the kept copy comes in unlabeled and is reported.
+                    p, h, split, _ = entries[members[0]]
+                    entries[members[0]] = (p, h, split, None)
+                    copies = ", ".join(f"{entries[i][0]} ({entries[i][3]})" for i in members)
+                    report.label_conflicts.append(
+                        f"{p}: the same image has the labels {' and '.join(names)} ({copies}); "
+                        f"imported without a label")
         existing_paths: set[str] = set()
         existing_hashes: dict[str, str] = {}
         with self.store.read() as conn:
@@ -1077,16 +1089,30 @@ class Project:
 
         return run_next_round(self, progress)
 
-    def start_round(self, threads: int | None = None) -> BackgroundJob:
-        """Run the queued (or failed) round in a background process; follow it with
-        :meth:`round_status`. Raises :class:`RoundBusy` when one is running already."""
-        from ralif.worker import start_job
+    def start_round(self, threads: int | None = None, *, own_process: bool = False) -> BackgroundJob:
+        """Run the queued (or failed) round in the background; follow it with :meth:`round_status`.
+        Raises :class:`RoundBusy` when one is running already.
+
+        The round goes to the project's warm round server (started here if none runs), so it
+        begins within tens of milliseconds; ``own_process=True`` runs it in a fresh worker process
+        instead (``threads`` then sets its torch threads). The handle follows the round's status."""
+        from ralif.project.round_server import ensure_server
+        from ralif.worker import BackgroundJob, start_job
 
         self._reap_stale()
         number = self._claim_round(job_path=None, check_only=True)
         status_path = self.folder / "jobs" / f"round-{number:04d}-{secrets.token_hex(3)}.json"
-        # The claim is recorded before the worker starts, so two tabs cannot start the same round.
+        if not own_process:
+            _write_queued_status(status_path, number)
+        # The claim is recorded before any worker sees it, so two tabs cannot start the same round.
         self._claim_round(job_path=str(status_path), mark_queued=True)
+        if not own_process:
+            try:
+                ensure_server(self.folder)
+            except Exception as exc:
+                self._fail_round(number, f"could not start the background worker: {exc}")
+                raise
+            return BackgroundJob(status_path)
         threads = threads or self.store.get_setting("threads")
         try:
             job = start_job("ralif.project.rounds:round_job", {"folder": str(self.folder), "threads": threads},
@@ -1096,6 +1122,29 @@ class Project:
             raise
         _LIVE_JOBS[str(status_path)] = job
         return job
+
+    def ensure_round_server(self) -> None:
+        """Start the project's warm round server now, so the next round starts without waiting
+        for a new process (the Label page calls this when it opens)."""
+        from ralif.project.round_server import ensure_server
+
+        ensure_server(self.folder)
+
+    def _queued_round(self) -> tuple[int, str] | None:
+        """(number, status file) of a round claimed for the round server and not yet taken."""
+        row = self.store.query_one("SELECT number, job_path FROM rounds WHERE status = 'running'"
+                                   " AND phase = 'queued' AND job_path IS NOT NULL ORDER BY number LIMIT 1")
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def _take_round(self, number: int, job_path: str) -> bool:
+        """Take a queued round for this process; False when another server took it first (or it
+        was cancelled meanwhile)."""
+        with self.store.write() as conn:
+            row = conn.execute("SELECT status, phase, job_path FROM rounds WHERE number = ?", (number,)).fetchone()
+            if row is None or row[0] != "running" or row[1] != "queued" or row[2] != job_path:
+                return False
+            conn.execute("UPDATE rounds SET phase = 'taken' WHERE number = ?", (number,))
+        return True
 
     def cancel_round(self) -> dict[str, Any]:
         """Stop a background round; the round is marked failed and can be run again."""
@@ -1125,7 +1174,7 @@ class Project:
         out["message"] = None
         phase = {"queued": "queued", "ready": "done", "submitted": "done", "failed": "failed"}
         if out["status"] == "running":
-            out["phase"] = out["phase"] or "starting"
+            out["phase"] = "starting" if out["phase"] in (None, "taken") else out["phase"]
             if out["job_path"] and Path(out["job_path"]).is_file():
                 from ralif.worker import read_status
 
@@ -1168,7 +1217,8 @@ class Project:
                      mark_queued: bool = False) -> int:
         self._reap_stale()
         with self.store.write() as conn:
-            row = conn.execute("SELECT number, status, job_path FROM rounds ORDER BY number DESC LIMIT 1").fetchone()
+            row = conn.execute("SELECT number, status, job_path, phase FROM rounds ORDER BY number DESC LIMIT 1"
+                               ).fetchone()
             if row is None:
                 raise ProjectError("the project has no round queued")
             number, status, current_job = int(row[0]), row[1], row[2]
@@ -1176,7 +1226,8 @@ class Project:
                 raise ProjectError(f"round {number}'s batch is waiting to be labeled; submit it first")
             if status == "submitted":
                 raise ProjectError(f"round {number} was submitted but no next round is queued")
-            ours = job_path is not None and current_job == job_path and not mark_queued
+            ours = job_path is not None and current_job == job_path and not mark_queued \
+                and row[3] in ("queued", "taken")
             if status == "running" and not ours:
                 raise RoundBusy(f"round {number} is already running")
             if check_only:
@@ -1209,18 +1260,21 @@ class Project:
                                (number,)).fetchone()
             settings = {r[0]: json.loads(r[1]) for r in conn.execute("SELECT key, value FROM settings")}
             classes = conn.execute("SELECT id, name FROM classes WHERE deleted = 0 ORDER BY position, id").fetchall()
+            files = self._image_files(conn)
             rows = conn.execute(
-                "SELECT i.id, i.path, i.content_hash, i.split, l.state, l.class_id, i.true_class_id"
+                "SELECT i.id, l.state, l.class_id, i.true_class_id"
                 " FROM images i LEFT JOIN labels l ON l.image_id = i.id ORDER BY i.id").fetchall()
         class_ids = [int(r[0]) for r in classes]
         index = {c: k for k, c in enumerate(class_ids)}
         n = len(rows)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        is_pool = np.fromiter((r[3] == "pool" for r in rows), dtype=bool, count=n)
-        state = np.array([r[4] or "" for r in rows], dtype=object)
-        label = np.fromiter((index.get(r[5], -1) if r[5] is not None else -1 for r in rows), dtype=np.int64,
+        if not np.array_equal(ids, files.ids):
+            raise ProjectError("the project's images changed while the round was being prepared; run it again")
+        is_pool = files.is_pool
+        state = np.array([r[1] or "" for r in rows], dtype=object)
+        label = np.fromiter((index.get(r[2], -1) if r[2] is not None else -1 for r in rows), dtype=np.int64,
                             count=n)
-        truth = np.fromiter((index.get(r[6], -1) if r[6] is not None else -1 for r in rows), dtype=np.int64,
+        truth = np.fromiter((index.get(r[3], -1) if r[3] is not None else -1 for r in rows), dtype=np.int64,
                             count=n)
         pool_rows = np.flatnonzero(is_pool)
         test_rows = np.flatnonzero(~is_pool)
@@ -1235,11 +1289,28 @@ class Project:
             seed=int(settings.get("seed", 0)), encoder=settings["encoder"], l2=float(settings.get("l2", 1e-2)),
             device=settings.get("device"), resnet=dict(settings.get("resnet") or {}),
             class_ids=class_ids, class_names=[r[1] for r in classes],
-            pool_ids=ids[pool_rows], pool_paths=[rows[i][1] for i in pool_rows],
-            pool_hashes=[rows[i][2] for i in pool_rows], test_ids=ids[test_rows],
-            test_paths=[rows[i][1] for i in test_rows], test_hashes=[rows[i][2] for i in test_rows],
+            pool_ids=ids[pool_rows], pool_paths=files.pool_paths, pool_hashes=files.pool_hashes,
+            test_ids=ids[test_rows], test_paths=files.test_paths, test_hashes=files.test_hashes,
             labeled_pos=labeled, labeled_y=p_label[labeled], candidate_pos=candidates,
             test_pos=test_pos, test_y=t_ref[test_pos], project_name=str(settings.get("name", "")))
+
+    def _image_files(self, conn: sqlite3.Connection) -> _ImageFiles:
+        """The images' ids, splits, paths and hashes, read again only when the image set changed:
+        a process that runs round after round (the round server) reads 60k paths once, not per round."""
+        key = tuple(conn.execute("SELECT COUNT(*), MAX(id), SUM(split = 'pool') FROM images").fetchone())
+        cached = _IMAGE_FILES.get(str(self.folder))
+        if cached is not None and cached.key == key:
+            return cached
+        rows = conn.execute("SELECT id, path, content_hash, split FROM images ORDER BY id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        is_pool = np.fromiter((r[3] == "pool" for r in rows), dtype=bool, count=len(rows))
+        files = _ImageFiles(key, ids, is_pool,
+                            pool_paths=[r[1] for r in rows if r[3] == "pool"],
+                            pool_hashes=[r[2] for r in rows if r[3] == "pool"],
+                            test_paths=[r[1] for r in rows if r[3] != "pool"],
+                            test_hashes=[r[2] for r in rows if r[3] != "pool"])
+        _IMAGE_FILES[str(self.folder)] = files
+        return files
 
     def _finish_round(self, number: int, outcome: RoundOutcome, seconds: float) -> None:
         # Selections, round status and the current-model pointer change together or not at all.
@@ -1327,6 +1398,31 @@ class Project:
                 "rounds": [{k: r[k] for k in ("number", "status", "strategy", "batch_size", "labeled_count",
                                               "accuracy", "test_count", "cold_start", "seconds", "error")}
                            for r in self.rounds()]}
+
+
+@dataclass
+class _ImageFiles:
+    key: tuple[Any, ...]
+    ids: np.ndarray
+    is_pool: np.ndarray
+    pool_paths: list[str]
+    pool_hashes: list[str]
+    test_paths: list[str]
+    test_hashes: list[str]
+
+
+_IMAGE_FILES: dict[str, _ImageFiles] = {}
+
+
+def _write_queued_status(path: Path, number: int) -> None:
+    from ralif.atomic import atomic_write_json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    atomic_write_json(path, {"job_id": f"round-{number}", "target": "round-server", "state": "queued",
+                             "phase": "queued", "message": None, "progress": {}, "error": None, "pid": None,
+                             "created_at": now, "started_at": None, "updated_at": now, "finished_at": None},
+                      indent=1)
 
 
 def _job_handle(status_path: str) -> BackgroundJob:

@@ -1,9 +1,9 @@
 """Submitting a batch and following the background round that trains the model and picks the next one.
 
-The round runs in a worker process (``Project.start_round``); this module only asks the project
-for its status. The panel is an ``st.fragment`` that reruns itself every second while a round is
-queued or running, so the rest of the page (and the labeling grid) is not redrawn meanwhile; when
-the round ends it reruns the whole page once so the new batch appears.
+The round runs in the project's background round server (``Project.start_round``); this module
+only asks the project for its status. The panel is an ``st.fragment`` that reruns itself four times
+a second while a round is queued or running, so the rest of the page (and the labeling grid) is not
+redrawn meanwhile; when the round ends it reruns the whole page once so the new batch appears.
 """
 
 from __future__ import annotations
@@ -16,25 +16,17 @@ import streamlit as st
 from ralif.project import Project, ProjectError, RoundBusy
 
 ACTIVE = ("queued", "running")
+_POLL_S = 0.25
 _SEEN_KEY = "ralif_round_seen"
 # Rough share of a round's time per phase, so one bar can cover the whole round.
 _PHASE_SPAN = {"queued": (0.0, 0.02), "starting": (0.0, 0.05), "extracting": (0.05, 0.35),
                "training": (0.35, 0.8), "selecting": (0.8, 0.95), "saving": (0.95, 1.0), "done": (1.0, 1.0)}
 
 
-def worker_threads(project: Project) -> int | None:
-    """Threads for the round's worker: the project's own setting when it has one; one for a linear
-    head, which gains nothing from more on a few thousand labels, while on a busy machine their
-    waiting on each other made a demo round about five times slower (benchmarks/app_latency.py)."""
-    if project.settings.get("threads"):
-        return None
-    return 1 if project.model_kind == "clip-linear" else None
-
-
 def start(project: Project) -> str | None:
     """Start the queued (or failed) round in the background; an error message, or None."""
     try:
-        project.start_round(threads=worker_threads(project))
+        project.start_round()
     except RoundBusy:
         return None
     except (ProjectError, OSError, RuntimeError) as exc:
@@ -65,10 +57,15 @@ def submit_and_start(project: Project, batch_round: int | None) -> tuple[str, st
 
 def ensure_running(project: Project) -> str | None:
     """A round that is queued but was never started (the app stopped right after a submit, or a
-    new project) is started here, so the user never waits on nothing."""
+    new project) is started here, so the user never waits on nothing; otherwise the project's
+    round server is started ahead of the next submit, so that round pays no process start-up."""
     status = project.round_status()
     if status.get("status") == "queued":
         return start(project)
+    try:
+        project.ensure_round_server()
+    except (OSError, RuntimeError) as exc:
+        return f"Could not start the background worker: {exc}"
     return None
 
 
@@ -89,8 +86,8 @@ def describe(status: dict[str, Any], strategy: str) -> str:
     phase = status.get("phase") or "queued"
     prog = status.get("progress") or {}
     n = status.get("round")
-    if phase in ("queued", "starting"):
-        text = f"Round {n}: starting the background worker"
+    if phase in ("queued", "taken", "starting"):
+        text = f"Round {n}: starting"
     elif phase == "extracting":
         done, total = prog.get("done"), prog.get("total")
         what = prog.get("what") or "computing image features"
@@ -135,7 +132,9 @@ def status_panel(project: Project) -> dict[str, Any]:
     active = status.get("status") in ACTIVE
     st.session_state[_SEEN_KEY] = (str(project.folder), status.get("round"), status.get("status"))
 
-    @st.fragment(run_every=1.0 if active else None)
+    # A quarter second between looks: the next batch shows soon after it is ready, and each look is
+    # one small database read.
+    @st.fragment(run_every=_POLL_S if active else None)
     def panel() -> None:
         now = project.round_status()
         seen = st.session_state.get(_SEEN_KEY)

@@ -1,0 +1,193 @@
+"""A warm background process per project that runs its rounds one after another.
+
+Starting a fresh Python process for every round costs about 1.3 s of interpreter and torch
+start-up before any work, and reloads the pool's features each time. The round server is started
+once (when the Label page opens, or with the first round) and then waits: ``Project.start_round``
+only records the claim in the database and writes the round's status file, and the server, which
+polls the database every few tens of milliseconds, picks the round up.
+
+Failure isolation is that of a worker process: a round that raises is recorded as failed and the
+server goes on serving; a server that dies (killed, out of memory) leaves the round's status file
+naming a dead pid, which the app reports as failed on its next look, and the next round starts a
+new server. The server leaves on its own after ``idle_s`` seconds without a round, or once the
+process that started it is gone and it is idle.
+
+Its own status file (``jobs/round-server.json``) is that of an ordinary background job whose phase
+is ``idle``, ``round N`` or ``exiting``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ralif.worker import (
+    FINAL_STATES,
+    BackgroundJob,
+    JobCancelled,
+    JobContext,
+    _process_start_time,
+    job_for,
+    pid_alive,
+    read_status,
+    start_job,
+)
+
+if TYPE_CHECKING:
+    from ralif.project.session import Project
+
+SERVER_STATUS = "round-server.json"
+DEFAULT_IDLE_S = 900.0
+_POLL_S = 0.05
+
+
+def server_status_path(folder: str | os.PathLike[str]) -> Path:
+    return Path(folder) / "jobs" / SERVER_STATUS
+
+
+def server_alive(folder: str | os.PathLike[str]) -> bool:
+    """Whether a round server for the project at ``folder`` runs and will take new rounds."""
+    path = server_status_path(folder)
+    try:
+        status = read_status(path)
+    except (OSError, ValueError):
+        return False
+    if status.get("state") != "running" or status.get("phase") == "exiting":
+        return False
+    pid = status.get("pid")
+    return pid is not None and pid_alive(int(pid), status.get("pid_started_at")) is not False
+
+
+@contextlib.contextmanager
+def _start_lock(folder: Path):
+    # Two tabs (threads of one app) or two app processes opening the same project start one server.
+    lock_path = folder / "jobs" / "round-server.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_server(folder: str | os.PathLike[str], idle_s: float = DEFAULT_IDLE_S) -> BackgroundJob | None:
+    """Start the project's round server unless one is running; returns the new job, or None."""
+    folder = Path(folder)
+    if server_alive(folder):
+        return None
+    with _start_lock(folder):
+        if server_alive(folder):
+            return None
+        path = server_status_path(folder)
+        with contextlib.suppress(OSError, ValueError):
+            # A server found dead without a final state gets one (failed, with how it died).
+            if read_status(path).get("state") not in FINAL_STATES:
+                job_for(path).status()
+        return start_job("ralif.project.round_server:serve_rounds",
+                         {"folder": str(folder), "idle_s": float(idle_s), "parent_pid": os.getpid()},
+                         path, job_id="round-server", detached=True)
+
+
+def stop_server(folder: str | os.PathLike[str], grace_s: float = 10.0) -> None:
+    """Ask the project's round server to leave (after the round it runs, if any)."""
+    path = server_status_path(folder)
+    if path.is_file():
+        job_for(path).cancel(grace_s=grace_s)
+
+
+def _warm_up(project: Project) -> None:
+    """Pay the first round's one-off costs before it arrives: imports, the lazy set-up of the
+    first torch operations, and loading the pool's precomputed features into memory."""
+    import numpy as np
+
+    from ralif.head import fit_head
+    from ralif.project.rounds import _POOL_MEMO, apply_round_threads
+    from ralif.strategies import make_strategy
+
+    apply_round_threads(project.settings)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 8)).astype(np.float32)
+    with contextlib.suppress(Exception):  # only a head start: the real round reports any error
+        head = fit_head(x, np.arange(24), np.arange(24) % 3, 3)
+        make_strategy(project.strategy).select(head, x, np.arange(24), np.arange(24, 256), 4, rng)
+    encoder = str(project.settings.get("encoder") or "")
+    if encoder.partition(":")[0].lower() == "precomputed" and project.model_kind == "clip-linear":
+        rows = project.store.query("SELECT path, content_hash FROM images WHERE split = 'pool' ORDER BY id")
+        with contextlib.suppress(Exception):  # a bad file is the round's to report, with its reason
+            _POOL_MEMO.features(encoder, [r[0] for r in rows], [r[1] for r in rows],
+                                project.folder / "cache", None, None)
+
+
+def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
+    """Run round ``number`` reporting through its own status file, as a one-round worker would."""
+    from ralif.project.rounds import RoundCancelled, apply_round_threads, run_next_round
+    from ralif.worker import _finish_job_status, _started_status
+
+    path = Path(job_path)
+    ctx = JobContext(path, None, _started_status(path))
+    ctx.report(force=True)
+
+    # Seconds per phase, kept in the round's status file: where a slow round spends its time.
+    phases: dict[str, float] = {}
+    current = ["starting", time.perf_counter()]
+
+    def report(phase: str, progress: dict[str, Any] | None = None) -> None:
+        if phase != current[0]:
+            now = time.perf_counter()
+            phases[current[0]] = round(phases.get(current[0], 0.0) + now - current[1], 3)
+            current[:] = [phase, now]
+            ctx._status["phase_seconds"] = dict(phases)
+        ctx.report(progress if progress is not None else {}, phase=phase)
+
+    apply_round_threads(project.settings)
+    try:
+        result = run_next_round(project, report, ctx.should_stop, job_path=job_path)
+    except BaseException as exc:  # noqa: BLE001 - recorded in the round's status; the server goes on
+        cancelled = isinstance(exc, (RoundCancelled, JobCancelled)) or ctx.should_stop()
+        _finish_job_status(ctx, exc, cancelled)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return {"round": number, "state": "cancelled" if cancelled else "failed"}
+    ctx._finish("done", phase="done", result=result)
+    return result
+
+
+def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
+                 parent_pid: int | None = None) -> dict[str, Any]:
+    """Job function of the round server: run queued rounds of the project at ``folder`` until idle."""
+    from ralif.project.session import Project
+
+    job.report({"rounds": 0}, phase="warming up", force=True)
+    project = Project.open(folder)
+    if project._queued_round() is None:
+        _warm_up(project)
+    served = 0
+    last_work = time.monotonic()
+    job.report({"rounds": 0}, phase="idle", force=True)
+    while not job.should_stop():
+        queued = project._queued_round()
+        if queued is not None:
+            number, job_path = queued
+            job.report({"rounds": served}, phase=f"round {number}", force=True)
+            if project._take_round(number, job_path):
+                _run_one(project, number, job_path)
+                served += 1
+            last_work = time.monotonic()
+            job.report({"rounds": served}, phase="idle", force=True)
+            continue
+        orphaned = parent_pid is not None and pid_alive(parent_pid, None) is False
+        if orphaned or time.monotonic() - last_work > idle_s:
+            # Say so first, then look once more: a round queued in between is served, never stranded.
+            job.report({"rounds": served}, phase="exiting", force=True)
+            if project._queued_round() is not None:
+                job.report({"rounds": served}, phase="idle", force=True)
+                last_work = time.monotonic()
+                continue
+            break
+        time.sleep(_POLL_S)
+    return {"rounds": served, "pid": os.getpid(), "pid_started_at": _process_start_time(os.getpid())}
