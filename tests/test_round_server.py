@@ -61,9 +61,20 @@ def _block_extraction(project: Project, position: int = 1000) -> tuple[Path, byt
     return path, data
 
 
-def _unblock(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:  # returns once the reader has opened the pipe
-        fh.write(data)
+def _unblock(path: Path, data: bytes, timeout: float = 60.0) -> None:
+    """Write the image into the pipe once a reader waits on it (never blocking for good), then put
+    the plain file back."""
+    deadline = time.monotonic() + timeout
+    fd = None
+    while fd is None and time.monotonic() < deadline:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no reader yet
+            time.sleep(0.02)
+    if fd is not None:
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
     path.unlink()
     path.write_bytes(data)
 
@@ -114,6 +125,17 @@ def test_a_killed_server_fails_the_round_with_the_reason_and_retry_works(demo: P
     fifo.unlink()
     fifo.write_bytes(data)
 
+    # The Label page says so, with the reason, and offers the retry.
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Label.py"), default_timeout=60)
+    at.session_state["ralif_project_dir"] = str(demo.folder)
+    at.run()
+    assert not at.exception
+    shown = " ".join(e.value for e in at.error)
+    assert "Round 2 failed" in shown and "SIGKILL" in shown and "labels are safe" in shown
+    assert at.button(key="round_retry") is not None
+
     # What the page's Retry button does: a new server takes the round and finishes it.
     assert round_panel.start(demo) is None
     status = _finished(demo)
@@ -146,7 +168,8 @@ def test_cancel_stops_a_round_on_the_server(demo: Project) -> None:
     _wait(lambda: read_status(job.status_path).get("phase") == "extracting")
     # The request is seen at the next progress report, once the blocked file arrives.
     threading.Timer(1.0, _unblock, (fifo, data)).start()
-    status = demo.cancel_round()
+    demo.cancel_round()  # returns at once; the page follows the round until it stops
+    status = _finished(demo)
     assert status["status"] == "failed" and "cancel" in status["error"]
     assert _wait(lambda: read_status(job.status_path)["state"] != "running")
     assert read_status(job.status_path)["state"] == "cancelled"

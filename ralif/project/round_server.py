@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 SERVER_STATUS = "round-server.json"
 DEFAULT_IDLE_S = 900.0
 _POLL_S = 0.05
+# A spawned server reports within a second or two; one silent for longer than this never started.
+_START_GRACE_S = 60.0
 
 
 def server_status_path(folder: str | os.PathLike[str]) -> Path:
@@ -56,7 +58,12 @@ def server_alive(folder: str | os.PathLike[str]) -> bool:
         status = read_status(path)
     except (OSError, ValueError):
         return False
-    if status.get("state") != "running" or status.get("phase") == "exiting":
+    if status.get("cancel_requested") or status.get("phase") == "exiting":
+        return False
+    if status.get("state") == "queued":
+        # Just spawned and not yet reporting: alive unless it never got going.
+        return time.time() - float(status.get("created_at") or 0) < _START_GRACE_S
+    if status.get("state") != "running":
         return False
     pid = status.get("pid")
     return pid is not None and pid_alive(int(pid), status.get("pid_started_at")) is not False
@@ -94,7 +101,9 @@ def ensure_server(folder: str | os.PathLike[str], idle_s: float = DEFAULT_IDLE_S
 
 
 def stop_server(folder: str | os.PathLike[str], grace_s: float = 10.0) -> None:
-    """Ask the project's round server to leave (after the round it runs, if any)."""
+    """Ask the project's round server to leave: at once when idle; a round it runs is stopped at its
+    next check, or the server is killed after ``grace_s`` seconds (the round is then failed and can
+    be run again)."""
     path = server_status_path(folder)
     if path.is_file():
         job_for(path).cancel(grace_s=grace_s)
@@ -160,8 +169,13 @@ def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
 def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
                  parent_pid: int | None = None) -> dict[str, Any]:
     """Job function of the round server: run queued rounds of the project at ``folder`` until idle."""
+    import signal
+
     from ralif.project.session import Project
 
+    # Ctrl-C in the app's terminal reaches this process too; the app stopping is noticed below
+    # (the parent is gone), and a round under way is finished rather than failed half-way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     job.report({"rounds": 0}, phase="warming up", force=True)
     project = Project.open(folder)
     if project._queued_round() is None:

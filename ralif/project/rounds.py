@@ -710,10 +710,13 @@ def run_next_round(project: Project | str | os.PathLike[str], report: Reporter |
     try:
         inputs = project._round_inputs(number)
         outcome = compute_round(project, inputs, relay, should_stop)
-        project._finish_round(number, outcome, time.perf_counter() - start)
+        project._finish_round(number, outcome, time.perf_counter() - start, job_path=job_path)
     except BaseException as exc:
-        reason = "cancelled on request" if isinstance(exc, RoundCancelled) else f"{type(exc).__name__}: {exc}"
-        project._fail_round(number, reason)
+        from ralif.project.session import RoundBusy
+
+        if not isinstance(exc, RoundBusy):  # a round taken over is the other runner's to record
+            reason = "cancelled on request" if isinstance(exc, RoundCancelled) else f"{type(exc).__name__}: {exc}"
+            project._fail_round(number, reason, only_if_running=True, job_path=job_path)
         raise
     if report is not None:
         report("done", None)

@@ -1104,8 +1104,9 @@ class Project:
         status_path = self.folder / "jobs" / f"round-{number:04d}-{secrets.token_hex(3)}.json"
         if not own_process:
             _write_queued_status(status_path, number)
-        # The claim is recorded before any worker sees it, so two tabs cannot start the same round.
-        self._claim_round(job_path=str(status_path), mark_queued=True)
+        # The claim is recorded before any worker sees it, so two tabs cannot start the same round;
+        # a round meant for a worker of its own is never picked up by the round server.
+        self._claim_round(job_path=str(status_path), mark_queued=True, for_server=not own_process)
         if not own_process:
             try:
                 ensure_server(self.folder)
@@ -1133,7 +1134,7 @@ class Project:
     def _queued_round(self) -> tuple[int, str] | None:
         """(number, status file) of a round claimed for the round server and not yet taken."""
         row = self.store.query_one("SELECT number, job_path FROM rounds WHERE status = 'running'"
-                                   " AND phase = 'queued' AND job_path IS NOT NULL ORDER BY number LIMIT 1")
+                                   " AND phase = 'server-queued' AND job_path IS NOT NULL ORDER BY number LIMIT 1")
         return None if row is None else (int(row[0]), str(row[1]))
 
     def _take_round(self, number: int, job_path: str) -> bool:
@@ -1141,7 +1142,7 @@ class Project:
         was cancelled meanwhile)."""
         with self.store.write() as conn:
             row = conn.execute("SELECT status, phase, job_path FROM rounds WHERE number = ?", (number,)).fetchone()
-            if row is None or row[0] != "running" or row[1] != "queued" or row[2] != job_path:
+            if row is None or row[0] != "running" or row[1] != "server-queued" or row[2] != job_path:
                 return False
             conn.execute("UPDATE rounds SET phase = 'taken' WHERE number = ?", (number,))
         return True
@@ -1152,7 +1153,7 @@ class Project:
                                    " ORDER BY number DESC LIMIT 1")
         if row is None or not row[1] or not Path(row[1]).is_file():
             return self.round_status()
-        _job_handle(row[1]).cancel(grace_s=10.0)
+        _job_handle(row[1]).cancel(grace_s=10.0, wait=False)
         if row[1] not in _LIVE_JOBS:
             # A worker that never got to run has no pid to stop; the cancel flag keeps it from starting.
             st = _job_handle(row[1]).status()
@@ -1174,7 +1175,8 @@ class Project:
         out["message"] = None
         phase = {"queued": "queued", "ready": "done", "submitted": "done", "failed": "failed"}
         if out["status"] == "running":
-            out["phase"] = "starting" if out["phase"] in (None, "taken") else out["phase"]
+            out["phase"] = {None: "starting", "taken": "starting", "server-queued": "queued"}.get(
+                out["phase"], out["phase"])
             if out["job_path"] and Path(out["job_path"]).is_file():
                 from ralif.worker import read_status
 
@@ -1214,7 +1216,7 @@ class Project:
                 self._fail_round(int(number), str(reason), only_if_running=True)
 
     def _claim_round(self, job_path: str | None, check_only: bool = False,
-                     mark_queued: bool = False) -> int:
+                     mark_queued: bool = False, for_server: bool = False) -> int:
         self._reap_stale()
         with self.store.write() as conn:
             row = conn.execute("SELECT number, status, job_path, phase FROM rounds ORDER BY number DESC LIMIT 1"
@@ -1227,19 +1229,22 @@ class Project:
             if status == "submitted":
                 raise ProjectError(f"round {number} was submitted but no next round is queued")
             ours = job_path is not None and current_job == job_path and not mark_queued \
-                and row[3] in ("queued", "taken")
+                and status == "running" and row[3] in ("queued", "taken")
             if status == "running" and not ours:
                 raise RoundBusy(f"round {number} is already running")
+            if job_path is not None and not mark_queued and not ours:
+                # A worker whose round was cancelled (or given up on) before it started: not its to run.
+                raise RoundBusy(f"round {number} is no longer waiting for this worker ({status})")
             if check_only:
                 return number
             settings = {r[0]: json.loads(r[1]) for r in conn.execute("SELECT key, value FROM settings")}
             now = _now()
             if mark_queued:
-                conn.execute("UPDATE rounds SET status = 'running', phase = 'queued', job_path = ?, error = NULL,"
+                conn.execute("UPDATE rounds SET status = 'running', phase = ?, job_path = ?, error = NULL,"
                              " runner_pid = NULL, runner_start = NULL, started_at = ?, strategy = ?,"
                              " batch_size = ?, model_kind = ? WHERE number = ?",
-                             (job_path, now, settings["strategy"], settings["batch_size"], settings["model"],
-                              number))
+                             ("server-queued" if for_server else "queued", job_path, now, settings["strategy"],
+                              settings["batch_size"], settings["model"], number))
                 return number
             conn.execute("UPDATE rounds SET status = 'running', phase = 'starting', job_path = ?, error = NULL,"
                          " runner_pid = ?, runner_start = ?, started_at = ?, attempts = attempts + 1,"
@@ -1312,9 +1317,14 @@ class Project:
         _IMAGE_FILES[str(self.folder)] = files
         return files
 
-    def _finish_round(self, number: int, outcome: RoundOutcome, seconds: float) -> None:
+    def _finish_round(self, number: int, outcome: RoundOutcome, seconds: float,
+                      job_path: str | None = None) -> None:
         # Selections, round status and the current-model pointer change together or not at all.
         with self.store.write() as conn:
+            row = conn.execute("SELECT status, job_path FROM rounds WHERE number = ?", (number,)).fetchone()
+            if row is None or row[0] != "running" or (job_path is not None and row[1] != job_path):
+                # Cancelled, or given up on and run again elsewhere, while this run computed.
+                raise RoundBusy(f"round {number} was cancelled or taken over while it ran; its result is dropped")
             conn.execute("DELETE FROM selections WHERE round = ?", (number,))
             conn.executemany(
                 "INSERT INTO selections(round, image_id, rank, score, reason, predicted_class_id, confidence)"
@@ -1342,12 +1352,17 @@ class Project:
                 weights.unlink(missing_ok=True)
                 weights.with_suffix(".json").unlink(missing_ok=True)
 
-    def _fail_round(self, number: int, reason: str, only_if_running: bool = False) -> None:
+    def _fail_round(self, number: int, reason: str, only_if_running: bool = False,
+                    job_path: str | None = None) -> None:
         sql = "UPDATE rounds SET status = 'failed', phase = 'failed', error = ?, finished_at = ? WHERE number = ?"
+        params: list[Any] = [reason[:2000], _now(), number]
         if only_if_running:
             sql += " AND status = 'running'"
+        if job_path is not None:
+            sql += " AND job_path = ?"
+            params.append(job_path)
         with self.store.write() as conn:
-            conn.execute(sql, (reason[:2000], _now(), number))
+            conn.execute(sql, params)
 
     # -- models and exports ------------------------------------------------------------------
     def current_model_path(self) -> Path | None:

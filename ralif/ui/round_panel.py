@@ -155,11 +155,12 @@ def _draw(project: Project, status: dict[str, Any]) -> None:
             cols = st.columns([5, 1])
             cols[0].markdown(f"**Training and selecting** · {describe(status, project.strategy)}")
             cols[0].progress(_fraction(status))
-            if state == "running" and cols[1].button(
+            # Only a round run by a background worker can be stopped from here (a round run in
+            # another program, from the command line, has none).
+            if state == "running" and status.get("job_path") and cols[1].button(
                     "Cancel round", key="round_cancel",
                     help="Stop the round; labels are kept and it can be run again"):
-                with st.spinner("Stopping the round (up to a few seconds while a step finishes)…"):
-                    project.cancel_round()
+                project.cancel_round()
                 st.rerun()
             st.caption("You can keep working meanwhile: relabel earlier images below. "
                        "The next batch appears here when it is ready.")
