@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ralif.project import Project
-from ralif.project import round_server, rounds
+from ralif.project import Project, round_server, rounds
 from ralif.ui.launch import AppServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -99,7 +99,7 @@ def test_one_warm_server_runs_round_after_round(demo: Project) -> None:
         assert status["status"] == "ready", status
         assert status["accuracy"] is not None and len(demo.pending_batch()) == 10
         # The round is recorded in the database first, then in its status file.
-        final = _wait(lambda: (st := read_status(job.status_path))["state"] != "running" and st)
+        final = _wait(lambda job=job: (st := read_status(job.status_path))["state"] != "running" and st)
         assert final["state"] == "done" and final["phase"] == "done"
         pids.append(final["pid"])
     assert pids == [pid, pid]

@@ -4,10 +4,10 @@ did not create is unpickled, and exports and project paths stay where they belon
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 from ralif.encoders import _load_state_dict
@@ -22,7 +22,7 @@ def test_the_app_listens_on_this_machine_only_with_xsrf_protection() -> None:
     assert config["server"]["address"] == "127.0.0.1"
     assert config["server"]["enableXsrfProtection"] is True
     assert config["browser"]["gatherUsageStats"] is False
-    app_rule = re.search(r"^app:.*?(?=^\S)", (ROOT / "Makefile").read_text() + "\nend:", re.S | re.M)
+    app_rule = re.search(r"^app:.*?(?=^\S)", (ROOT / "Makefile").read_text() + "\nend:", re.DOTALL | re.MULTILINE)
     assert app_rule and "--server.address 127.0.0.1" in app_rule.group(0)
     assert "0.0.0.0" not in app_rule.group(0)
 

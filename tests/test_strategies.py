@@ -29,6 +29,8 @@ SPECS = [
     "ralif(diversity=kmeanspp,space=raw)",
     "ralif(diversity=kmeans,space=raw)",
     "ralif(solver=cg)",
+    # The sharded engine on workers in this process (tests/test_sharded.py covers worker processes).
+    "ralif(engine=dask,scheduler=threads,workers=2,shards=3)",
 ]
 
 

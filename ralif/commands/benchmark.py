@@ -25,15 +25,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--naive", type=int, default=0, metavar="S",
                         help="also time per-(sample, class) autograd influence on S pool samples and report "
                              "the speedup of the closed form")
+    parser.add_argument("--engine", choices=["single", "dask"], default="single",
+                        help="dask: score over row shards on a Dask cluster (ralif strategies only; "
+                             "docs/distributed.md)")
+    parser.add_argument("--scheduler", default="local",
+                        help="with --engine dask: local | threads | tcp://host:port")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="with --engine dask and a local scheduler: worker processes (0 = one per core)")
+    parser.add_argument("--shards", type=int, default=0, help="with --engine dask: row shards (0 = automatic)")
+
+
+def with_options(spec: str, **options: object) -> str:
+    """``spec`` with ``options`` appended to its option list."""
+    extra = ",".join(f"{k}={v}" for k, v in options.items())
+    spec = spec.strip()
+    return f"{spec[:-1]},{extra})" if spec.endswith(")") else f"{spec}({extra})"
 
 
 def run(args: argparse.Namespace) -> int:
     from ralif.benchmarking import selection_benchmark
 
+    strategy, start_seconds = args.strategy, None
+    if args.engine == "dask":
+        import time
+
+        from ralif.sharded import get_client
+
+        strategy = with_options(strategy, engine="dask", scheduler=args.scheduler, workers=args.workers,
+                                shards=args.shards)
+        # The cluster starts once per process; its start-up is reported apart from the selection.
+        t0 = time.perf_counter()
+        get_client(args.scheduler, args.workers)
+        start_seconds = round(time.perf_counter() - t0, 4)
     result = selection_benchmark(
         pool=args.pool, dim=args.dim, classes=args.classes, budget=args.budget, labeled=args.labeled,
-        strategy=args.strategy, device=args.device, seed=args.seed, naive=args.naive, features=args.features,
+        strategy=strategy, device=args.device, seed=args.seed, naive=args.naive, features=args.features,
     )
+    if start_seconds is not None:
+        result["cluster_start_seconds"] = start_seconds
     print(json.dumps(result, indent=2))
     return 0
 

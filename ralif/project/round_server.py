@@ -156,7 +156,7 @@ def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
     apply_round_threads(project.settings)
     try:
         result = run_next_round(project, report, ctx.should_stop, job_path=job_path)
-    except BaseException as exc:  # noqa: BLE001 - recorded in the round's status; the server goes on
+    except BaseException as exc:
         cancelled = isinstance(exc, (RoundCancelled, JobCancelled)) or ctx.should_stop()
         _finish_job_status(ctx, exc, cancelled)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):

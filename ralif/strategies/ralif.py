@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from ralif.strategies.baselines import top_k_lowest
 DIVERSITY = ("kmeans", "kmeanspp", "none", "meanshift")
 SOLVERS = ("auto", "cholesky", "cg")
 SPACES = ("raw", "standardized")
+ENGINES = ("single", "dask")
 
 
 @dataclass
@@ -40,6 +41,11 @@ class RalifStrategy(Strategy):
         "diversity": "kmeans (labeled-aware representatives) | kmeanspp (the paper) | none | meanshift",
         "solver": "auto | cholesky | cg",
         "space": "feature space of the diversity step: standardized (the head's input) | raw",
+        "engine": "single (this process) | dask (scoring sharded over a Dask cluster; docs/distributed.md)",
+        "scheduler": "engine=dask: local (worker processes here) | threads (workers in this process) | "
+                     "tcp://host:port",
+        "workers": "engine=dask with a local scheduler: worker count (0 = one per core)",
+        "shards": "engine=dask: row shards of the pool (0 = two per worker thread)",
     }
     rule: str = "truncated"
     reading: str = "influence"
@@ -48,6 +54,10 @@ class RalifStrategy(Strategy):
     diversity: str = "kmeans"
     solver: str = "auto"
     space: str = "standardized"
+    engine: str = "single"
+    scheduler: str = "local"
+    workers: int = 0
+    shards: int = 0
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -64,6 +74,18 @@ class RalifStrategy(Strategy):
             raise ValueError(f"unknown space {self.space!r}; choose from {', '.join(SPACES)}")
         if self.solver not in SOLVERS:
             raise ValueError(f"unknown solver {self.solver!r}; choose from {', '.join(SOLVERS)}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; choose from {', '.join(ENGINES)}")
+        if int(self.workers) < 0 or int(self.shards) < 0:
+            raise ValueError("workers and shards must be 0 (automatic) or positive")
+
+    def options(self) -> dict[str, Any]:
+        # The sharded engine's settings only mean something with it; a plain spec stays short.
+        opts = super().options()
+        if self.engine == "single":
+            for key in ("engine", "scheduler", "workers", "shards"):
+                opts.pop(key)
+        return opts
 
     def scores(self, head, features, labeled, unlabeled) -> torch.Tensor:
         """The per-sample RALIF score over ``unlabeled`` (lower = better; NaN = never a candidate)."""
@@ -76,17 +98,31 @@ class RalifStrategy(Strategy):
         )
 
     def _select(self, head, features, labeled, unlabeled, budget, rng):
-        t0 = time.perf_counter()
-        scores = self.scores(head, features, labeled, unlabeled)
-        self.last_info["score_seconds"] = time.perf_counter() - t0
         n_cand = min(len(unlabeled), max(budget, math.ceil(self.fraction * len(unlabeled))))
-        cand_pos = top_k_lowest(scores, n_cand, rng)  # best first
-        cand = unlabeled[cand_pos]
+        t0 = time.perf_counter()
+        if self.engine == "dask":
+            cand = self._sharded_candidates(head, features, labeled, unlabeled, n_cand, rng)
+        else:
+            scores = self.scores(head, features, labeled, unlabeled)
+            self.last_info["score_seconds"] = time.perf_counter() - t0
+            cand = unlabeled[top_k_lowest(scores, n_cand, rng)]  # best first
         self.last_info["candidates"] = cand
         t0 = time.perf_counter()
         batch = self._diverse(head, features, labeled, cand, budget, rng)
         self.last_info["diversity_seconds"] = time.perf_counter() - t0
         return batch
+
+    def _sharded_candidates(self, head, features, labeled, unlabeled, n_cand, rng) -> np.ndarray:
+        """The same candidates, best first, from a map over row shards on a Dask cluster."""
+        from ralif.sharded import get_client, sharded_candidates
+
+        t0 = time.perf_counter()
+        res = sharded_candidates(
+            head, features, labeled, unlabeled, n_cand, rng, client=get_client(self.scheduler, self.workers),
+            shards=self.shards, rule=self.rule, reading=self.reading, tau=self.tau, solver=self.solver,
+        )
+        self.last_info.update(res.info, score_seconds=time.perf_counter() - t0)
+        return res.candidates
 
     def _diverse(self, head, features, labeled, cand, budget, rng) -> np.ndarray:
         """The batch from the candidates (ordered best-scored first)."""
