@@ -124,12 +124,17 @@ def _warm_up(project: Project) -> None:
     with contextlib.suppress(Exception):  # only a head start: the real round reports any error
         head = fit_head(x, np.arange(24), np.arange(24) % 3, 3)
         make_strategy(project.strategy).select(head, x, np.arange(24), np.arange(24, 256), 4, rng)
+    with project.store.read() as conn:
+        project._image_files(conn)  # the image list every round starts from
     encoder = str(project.settings.get("encoder") or "")
     if encoder.partition(":")[0].lower() == "precomputed" and project.model_kind == "clip-linear":
         rows = project.store.query("SELECT path, content_hash FROM images WHERE split = 'pool' ORDER BY id")
         with contextlib.suppress(Exception):  # a bad file is the round's to report, with its reason
-            _POOL_MEMO.features(encoder, [r[0] for r in rows], [r[1] for r in rows],
-                                project.folder / "cache", None, None)
+            from ralif.head import Standardizer
+
+            feats, _ = _POOL_MEMO.features(encoder, [r[0] for r in rows], [r[1] for r in rows],
+                                           project.folder / "cache", None, None)
+            _POOL_MEMO.standardizer(feats, Standardizer.fit)
 
 
 def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
