@@ -8,6 +8,7 @@ compute time (as the project records it) is reported beside it.
 
     python benchmarks/submit_latency.py                       # the bundled demo (2,000 pool images)
     python benchmarks/submit_latency.py --images DIR --embeddings FILE.npz [--rounds 4]
+    python benchmarks/submit_latency.py ... --no-browser      # the round server alone, no app
 
 ``DIR`` is an ImageFolder with ``train/`` (the pool) and ``test/`` (held out), and ``FILE.npz`` holds
 their precomputed embeddings with the images' paths relative to ``DIR`` (the layout of CIFAR-10 in
@@ -127,12 +128,35 @@ def measure(root: Path, project: Project, rounds: int, chromium: str) -> dict[st
             "later_rounds_median_s": round(statistics.median(later), 2)}
 
 
+def measure_server_only(project: Project, rounds: int) -> dict[str, Any]:
+    """The same rounds through the round server with no app or browser: submit -> ready."""
+    project.ensure_round_server()
+    wait_server_idle(project)
+    out: list[dict[str, Any]] = []
+    for _ in range(rounds):
+        project.oracle_label_batch()
+        project.submit_batch()
+        start = time.perf_counter()
+        job = project.start_round()
+        while (status := project.round_status())["status"] not in ("ready", "failed"):
+            time.sleep(0.01)
+        seconds = time.perf_counter() - start
+        deadline = time.monotonic() + 10
+        while read_status(job.status_path).get("state") == "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        out.append({"round": status["round"], "status": status["status"], "submit_to_ready_s": round(seconds, 2),
+                    "phase_seconds": read_status(job.status_path).get("phase_seconds")})
+    return {"rounds": out}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, help="ImageFolder with train/ and test/ (default: the demo)")
     parser.add_argument("--embeddings", type=Path, help="their precomputed embeddings (.npz)")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--no-browser", action="store_true",
+                        help="rounds through the round server only, without the app and Chromium")
     args = parser.parse_args()
     if (args.images is None) != (args.embeddings is None):
         parser.error("--images and --embeddings go together")
@@ -147,7 +171,8 @@ def main() -> None:
             "setup": project.settings.get("benchmark_setup"),
         }
         try:
-            result.update(measure(root, project, args.rounds, chromium))
+            result.update(measure_server_only(project, args.rounds) if args.no_browser
+                          else measure(root, project, args.rounds, chromium))
         finally:
             stop_server(project.folder)
         result["machine"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)

@@ -8,6 +8,7 @@ redrawn meanwhile; when the round ends it reruns the whole page once so the new 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ import streamlit as st
 from ralif.project import Project, ProjectError, RoundBusy
 
 ACTIVE = ("queued", "running")
-_POLL_S = 0.25
+_POLL_S = float(os.environ.get("RALIF_ROUND_POLL_S") or 0.25)
 _SEEN_KEY = "ralif_round_seen"
 # Rough share of a round's time per phase, so one bar can cover the whole round.
 _PHASE_SPAN = {"queued": (0.0, 0.02), "starting": (0.0, 0.05), "extracting": (0.05, 0.35),
