@@ -13,6 +13,12 @@ Durability and concurrency choices:
 
 Schema changes go through ``MIGRATIONS``: a list of SQL scripts, script *i* taking the schema
 from version *i* to *i + 1*. A database written by a newer ralif is refused rather than guessed at.
+
+Scale: every page run shows how many images are labeled, per class and split. Counting them from
+``labels`` and ``images`` grows with the pool (a join of every label to its image), so the counts
+are kept in two small tables by triggers (``image_counts``, ``label_counts``) and read with
+:meth:`Store.image_counts` and :meth:`Store.label_counts`; a label write pays one extra row update.
+``benchmarks/store_scale.py`` measures writes and page loads at 10k, 100k and 1M images.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 DB_NAME = "project.sqlite"
 BUSY_TIMEOUT_MS = 30_000
@@ -148,8 +154,82 @@ CREATE UNIQUE INDEX selections_rank ON selections(round, rank);
 CREATE INDEX selections_image ON selections(image_id);
 """
 
-MIGRATIONS: list[str] = [_V1]
+# Version 2: counts kept by triggers, so that a page run reads a few rows instead of joining every
+# label to its image or counting a million-row index.
+_V2 = """
+CREATE TABLE image_counts (
+    split  TEXT PRIMARY KEY,
+    images INTEGER NOT NULL,
+    truths INTEGER NOT NULL         -- images with a hidden true class
+) WITHOUT ROWID;
+-- Every label row by (split, state, class); class_id 0 stands for none (unsure, cleared) so that
+-- it can be part of the key. Rows are never deleted: a count that drops to 0 stays as a 0.
+CREATE TABLE label_counts (
+    split    TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    class_id INTEGER NOT NULL,
+    n        INTEGER NOT NULL,
+    PRIMARY KEY (split, state, class_id)
+) WITHOUT ROWID;
+INSERT INTO image_counts(split, images, truths)
+    SELECT split, COUNT(*), COUNT(true_class_id) FROM images GROUP BY split;
+INSERT INTO label_counts(split, state, class_id, n)
+    SELECT i.split, l.state, COALESCE(l.class_id, 0), COUNT(*) FROM labels l CROSS JOIN images i
+    ON i.id = l.image_id GROUP BY i.split, l.state, COALESCE(l.class_id, 0);
+CREATE TRIGGER images_count_insert AFTER INSERT ON images BEGIN
+    INSERT INTO image_counts(split, images, truths) VALUES (NEW.split, 1, NEW.true_class_id IS NOT NULL)
+        ON CONFLICT(split) DO UPDATE SET images = images + 1, truths = truths + excluded.truths;
+END;
+-- BEFORE: the cascade that deletes the image's label runs once the image row is gone, when the
+-- label's split can no longer be looked up; its own trigger then finds no split and does nothing.
+CREATE TRIGGER images_count_delete BEFORE DELETE ON images BEGIN
+    UPDATE image_counts SET images = images - 1, truths = truths - (OLD.true_class_id IS NOT NULL)
+        WHERE split = OLD.split;
+    UPDATE label_counts SET n = n - 1 WHERE split = OLD.split
+        AND (state, class_id) = (SELECT state, COALESCE(class_id, 0) FROM labels WHERE image_id = OLD.id);
+END;
+-- A merge rewrites true classes of many images: only a change of split or of having a true
+-- class moves a count, so the WHEN clause keeps that statement at its own cost.
+CREATE TRIGGER images_count_update AFTER UPDATE OF split, true_class_id ON images
+WHEN OLD.split IS NOT NEW.split OR (OLD.true_class_id IS NULL) != (NEW.true_class_id IS NULL) BEGIN
+    UPDATE image_counts SET images = images - 1, truths = truths - (OLD.true_class_id IS NOT NULL)
+        WHERE split = OLD.split;
+    INSERT INTO image_counts(split, images, truths) VALUES (NEW.split, 1, NEW.true_class_id IS NOT NULL)
+        ON CONFLICT(split) DO UPDATE SET images = images + 1, truths = truths + excluded.truths;
+    UPDATE label_counts SET n = n - 1 WHERE OLD.split IS NOT NEW.split AND split = OLD.split
+        AND (state, class_id) = (SELECT state, COALESCE(class_id, 0) FROM labels WHERE image_id = OLD.id);
+    INSERT INTO label_counts(split, state, class_id, n)
+        SELECT NEW.split, state, COALESCE(class_id, 0), 1 FROM labels
+        WHERE image_id = NEW.id AND OLD.split IS NOT NEW.split
+        ON CONFLICT(split, state, class_id) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER labels_count_insert AFTER INSERT ON labels BEGIN
+    INSERT INTO label_counts(split, state, class_id, n)
+        SELECT split, NEW.state, COALESCE(NEW.class_id, 0), 1 FROM images WHERE id = NEW.image_id
+        ON CONFLICT(split, state, class_id) DO UPDATE SET n = n + 1;
+END;
+-- An upsert that finds the row fires this, not the insert trigger.
+CREATE TRIGGER labels_count_update AFTER UPDATE OF image_id, state, class_id ON labels
+WHEN OLD.image_id != NEW.image_id OR OLD.state != NEW.state OR OLD.class_id IS NOT NEW.class_id BEGIN
+    UPDATE label_counts SET n = n - 1 WHERE split = (SELECT split FROM images WHERE id = OLD.image_id)
+        AND state = OLD.state AND class_id = COALESCE(OLD.class_id, 0);
+    INSERT INTO label_counts(split, state, class_id, n)
+        SELECT split, NEW.state, COALESCE(NEW.class_id, 0), 1 FROM images WHERE id = NEW.image_id
+        ON CONFLICT(split, state, class_id) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER labels_count_delete AFTER DELETE ON labels BEGIN
+    UPDATE label_counts SET n = n - 1 WHERE split = (SELECT split FROM images WHERE id = OLD.image_id)
+        AND state = OLD.state AND class_id = COALESCE(OLD.class_id, 0);
+END;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SplitCount(NamedTuple):
+    images: int
+    truths: int       # images with a hidden true class (simulations, demos)
 
 
 class StoreError(RuntimeError):
@@ -182,6 +262,9 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # Statement journals (every insert into a table with count triggers opens one) and the
+    # temporary id tables stay in memory: on disk, importing a million images took twice as long.
+    conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 
@@ -285,6 +368,22 @@ class Store:
                 conn.execute("INSERT INTO schema_version(version, applied_at) VALUES (?, ?)",
                              (version + 1, time.time()))
 
+    # -- counts ------------------------------------------------------------------------------
+    def image_counts(self, conn: sqlite3.Connection | None = None) -> dict[str, SplitCount]:
+        """Images per split (``pool``, ``test``) and how many of them have a hidden true class.
+        ``conn``: read inside that transaction (a snapshot shared with other reads)."""
+        sql = "SELECT split, images, truths FROM image_counts"
+        rows = conn.execute(sql).fetchall() if conn is not None else self.query(sql)
+        return {r[0]: SplitCount(int(r[1]), int(r[2])) for r in rows}
+
+    def label_counts(self, conn: sqlite3.Connection | None = None) -> dict[tuple[str, str, int | None], int]:
+        """Current labels by (split, state, class id), cleared ones left out; class id None for
+        ``unsure``. The same groups as ``SELECT i.split, l.state, l.class_id, COUNT(*) FROM labels l
+        JOIN images i ... WHERE l.state != 'cleared' GROUP BY ...``, in time independent of the pool."""
+        sql = "SELECT split, state, class_id, n FROM label_counts WHERE n > 0 AND state != 'cleared'"
+        rows = conn.execute(sql).fetchall() if conn is not None else self.query(sql)
+        return {(r[0], r[1], r[2] or None): int(r[3]) for r in rows}
+
     # -- settings ----------------------------------------------------------------------------
     def get_setting(self, key: str, default: Any = None) -> Any:
         row = self.query_one("SELECT value FROM settings WHERE key = ?", (key,))
@@ -304,13 +403,13 @@ class Store:
 
 
 def _statements(script: str) -> list[str]:
-    """The statements of a migration script (executescript would commit the open transaction)."""
+    """The statements of a migration script (executescript would commit the open transaction).
+    A trigger body holds several ``;``: a statement ends where SQLite says it is complete."""
     out, buf = [], []
     for line in script.splitlines():
-        code = line.split("--", 1)[0]
-        buf.append(code)
-        if code.rstrip().endswith(";"):
-            stmt = "\n".join(buf).strip()
+        buf.append(line.split("--", 1)[0])
+        stmt = "\n".join(buf).strip()
+        if stmt and sqlite3.complete_statement(stmt):
             if stmt.rstrip(";").strip():
                 out.append(stmt)
             buf = []
