@@ -9,7 +9,9 @@ Layout under the cache root, one folder per encoder::
 Each file is written to a hidden temporary name, fsynced and renamed into place, and a shard's keys
 file is written only after its features file is durable. The keys file is therefore the commit
 marker: a shard without one (an extraction killed mid-write) is never read, and a killed
-extraction resumes by recomputing only the images of uncommitted shards.
+extraction resumes by recomputing only the images of uncommitted shards. What a killed writer
+leaves (temporaries, features files never committed) is removed when the cache is next opened,
+once its writer is known to be gone or it is an hour old.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ralif.atomic import atomic_write
+from ralif.atomic import atomic_write, sweep_temps
 from ralif.encoders import Encoder, PrecomputedEmbeddings, iter_feature_batches, terminal_progress
 from ralif.images import ImageList
 
@@ -121,17 +123,23 @@ class FeatureCache:
         self._shards, self._arrays, self._index = [], [], {}
         if not self.dir.is_dir():
             return
+        sweep_temps(self.dir, max_age_s=_STALE_TMP_S)
         now = time.time()
-        for entry in sorted(os.scandir(self.dir), key=lambda e: e.name):
-            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                # Left behind by a killed writer; old enough that no live writer still owns it.
-                try:
-                    if now - entry.stat().st_mtime > _STALE_TMP_S:
-                        os.unlink(entry.path)
-                except OSError:
-                    pass
-                continue
+        entries = sorted(os.scandir(self.dir), key=lambda e: e.name)
+        names = {e.name for e in entries}
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue   # a temporary: never read
             if not entry.name.endswith(_KEYS_SUFFIX):
+                stem = entry.name[: -len(".npy")]
+                if entry.name.endswith(".npy") and stem + _KEYS_SUFFIX not in names:
+                    # Features whose keys were never written (a writer killed in between). A live
+                    # writer commits within moments, so an hour-old one is abandoned.
+                    try:
+                        if now - entry.stat().st_mtime > _STALE_TMP_S:
+                            os.unlink(entry.path)
+                    except OSError:
+                        pass
                 continue
             name = entry.name[: -len(_KEYS_SUFFIX)]
             loaded = self._load_shard(name)

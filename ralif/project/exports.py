@@ -1,9 +1,10 @@
 """Exports of a project's labels and model.
 
 Every export is written under a temporary name and moved into place with ``os.replace``, so a
-reader (or a crash) never sees a half-written file or folder. ImageFolder exports turn class
-names into safe folder names: nothing a user typed as a class name can reach outside the export
-folder.
+reader (or a crash) never sees a half-written file or folder; an existing export folder is swapped
+with the new one in one step where the system allows (:func:`ralif.atomic.replace_dir`), so a
+crash while replacing it does not leave it missing either. ImageFolder exports turn class names
+into safe folder names: nothing a user typed as a class name can reach outside the export folder.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ import io
 import json
 import os
 import re
-import secrets
 import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ralif.atomic import atomic_write
+from ralif.atomic import atomic_write, replace_dir, sweep_temps, temp_path
 
 if TYPE_CHECKING:
     from ralif.project.session import Project
@@ -101,15 +101,17 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _replace_dir(tmp: Path, dest: Path, overwrite: bool) -> None:
-    if dest.exists():
-        if not overwrite:
-            raise FileExistsError(f"{dest} exists; choose another destination or pass overwrite=True")
-        old = dest.with_name(f".{dest.name}.old-{secrets.token_hex(4)}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
+    if dest.exists() and not overwrite:
+        raise FileExistsError(f"{dest} exists; choose another destination or pass overwrite=True")
+    replace_dir(tmp, dest)
+
+
+def _temp_dir(dest: Path) -> Path:
+    # What earlier exports to ``dest`` left when they were killed goes first.
+    sweep_temps(dest.parent, dest.name)
+    tmp = temp_path(dest)
+    tmp.mkdir()
+    return tmp
 
 
 def export_imagefolder(project: Project, dest: str | os.PathLike[str] | None = None, mode: str = "copy",
@@ -136,8 +138,7 @@ def export_imagefolder(project: Project, dest: str | os.PathLike[str] | None = N
         name = base if base.lower() not in taken else f"{base}-{c.id}"
         taken.add(name.lower())
         folders[c.id] = name
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
-    tmp.mkdir()
+    tmp = _temp_dir(dest)
     try:
         used: set[str] = set()
         for image_id, src, split, class_id, _ in rows:
@@ -177,8 +178,7 @@ def export_model(project: Project, dest: str | os.PathLike[str] | None = None, o
     dest = Path(dest) if dest is not None else _default_dest(project, f"model-round-{meta.get('round', 0):04d}")
     dest = dest.expanduser().absolute()
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
-    tmp.mkdir()
+    tmp = _temp_dir(dest)
     try:
         shutil.copy2(weights, tmp / weights.name)
         shutil.copy2(sidecar, tmp / sidecar.name)

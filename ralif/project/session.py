@@ -1348,8 +1348,11 @@ class Project:
         wanted = {r[0] for r in rows[:keep]} | {self.store.get_setting("current_model")}
         for weights in (self.folder / "models").glob("round-*.safetensors"):
             if os.path.relpath(weights, self.folder) not in wanted:
-                weights.unlink(missing_ok=True)
+                # The sidecar is written last and removed first: a prune cut short leaves weights
+                # without a sidecar (never loaded, removed by the next prune), not a sidecar
+                # describing deleted weights.
                 weights.with_suffix(".json").unlink(missing_ok=True)
+                weights.unlink(missing_ok=True)
 
     def _fail_round(self, number: int, reason: str, only_if_running: bool = False,
                     job_path: str | None = None) -> None:

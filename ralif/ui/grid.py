@@ -145,7 +145,10 @@ def _apply_one(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key
                                 on_conflict=policy)
         else:
             res = project.unlabel(image_id, expected_version=expected, on_conflict=policy)
-        if res.written:
+        if res.written or (replay and not res.conflict):
+            # A replayed answer found already in place was written by this tab before the app
+            # restarted; the tab's next answers for the image, typed against the version the page
+            # showed, build on it rather than conflict with it.
             memory.own_versions[image_id] = res.version
         memory.touch(image_id)
         if res.conflict and not replay:
