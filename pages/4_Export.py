@@ -30,8 +30,9 @@ st.caption(f"{progress.labeled:,} labeled and {progress.unsure:,} skipped pool i
            f"`{common.display_path(project.folder / 'exports')}` "
            f"unless you name another folder.")
 
-# Paths of this tab's exports, so their download buttons survive reruns.
-DONE_KEY = "export_done"
+# Paths of this tab's exports of this project, so their download buttons survive reruns (and a
+# project opened next in the tab does not offer the last one's files).
+DONE_KEY = f"export_done:{project.folder}"
 done: dict[str, str] = st.session_state.setdefault(DONE_KEY, {})
 
 

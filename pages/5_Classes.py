@@ -107,16 +107,24 @@ with st.form("settings"):
                             key="set_strategy")
     spec = c1.text_input("Strategy options (full spec, optional)", value=current if "(" in current else "",
                          placeholder="ralif(rule=single)", key="set_spec",
-                         help="Overrides the choice above; `python -m ralif strategies` lists the options.")
+                         help="Options for the strategy chosen above, as a full spec; "
+                              "`python -m ralif strategies` lists them. Options written for another "
+                              "strategy are not used.")
     batch_size = c2.number_input("Batch size", min_value=1, max_value=1000, value=int(project.batch_size),
                                  step=1, key="set_batch")
     oracle = c2.toggle("Simulated oracle", value=bool(settings.get("simulated_oracle")), key="set_oracle",
                        help="For demos and simulations on data whose true labels are known (hidden) in the "
                             "project: the Label page offers to answer a batch with them.")
     if st.form_submit_button("Save settings", type="primary"):
+        spec = spec.strip()
+        # The dropdown is what the user sees chosen: options written for another strategy (say, the
+        # current one's, left in the field) must not silently win over it.
+        chosen = spec if spec and spec.split("(")[0].strip().lower() == strategy else strategy
+        if spec and chosen != spec:
+            common.flash("warning", f"The options `{spec}` are for another strategy than {strategy}; "
+                                    f"saved {strategy} with its default options.")
         try:
-            project.update_settings(strategy=spec.strip() or strategy, batch_size=int(batch_size),
-                                    simulated_oracle=bool(oracle))
+            project.update_settings(strategy=chosen, batch_size=int(batch_size), simulated_oracle=bool(oracle))
         except (ProjectError, ValueError) as exc:
             st.error(f"Settings not saved: {exc}")
         else:

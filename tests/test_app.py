@@ -308,3 +308,13 @@ def test_classes_page_renames_merges_and_saves_settings(demo: Project) -> None:
     at.toggle(key="set_oracle").set_value(False)
     at.button(key="FormSubmitter:settings-Save settings").click().run()
     assert demo.batch_size == 7 and demo.strategy == "uncertainty" and not demo.settings["simulated_oracle"]
+
+    # Options typed for the chosen strategy are kept; options left over from another one are not used.
+    at.selectbox(key="set_strategy").set_value("ralif")
+    at.text_input(key="set_spec").input("ralif(rule=single)")
+    at.button(key="FormSubmitter:settings-Save settings").click().run()
+    assert demo.strategy.startswith("ralif(") and "rule=single" in demo.strategy
+    at.selectbox(key="set_strategy").set_value("badge")
+    at.text_input(key="set_spec").input("ralif(rule=single)")
+    at.button(key="FormSubmitter:settings-Save settings").click().run()
+    assert demo.strategy == "badge" and "for another strategy" in at.warning[-1].value

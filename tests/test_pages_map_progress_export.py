@@ -161,7 +161,7 @@ def test_export_page_writes_files(demo, monkeypatch):
     at.button(key="export_imagefolder").click().run()
     at.button(key="export_model").click().run()
     assert not at.exception, at.exception
-    written = {k: Path(v) for k, v in at.session_state["export_done"].items()}
+    written = {k: Path(v) for k, v in at.session_state[f"export_done:{demo.folder}"].items()}
     assert set(written) == {"CSV", "JSON", "ImageFolder", "Model"}
     assert written["CSV"].read_text().startswith("path,label,round,time,source,split,image_id")
     assert len(json.loads(written["JSON"].read_text())["labels"]) == demo.progress().labeled
