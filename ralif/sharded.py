@@ -403,8 +403,13 @@ def get_client(scheduler: str = "local", workers: int = 0) -> Client:
         if client is not None and client.status == "running":
             return client
         if scheduler in ("local", "threads"):
-            cluster = LocalCluster(n_workers=int(workers) or (os.cpu_count() or 1), threads_per_worker=1,
-                                   processes=scheduler == "local", dashboard_address=":0")
+            from ralif.worker import _main_script_hidden
+
+            # Worker processes are spawned: from a Streamlit page (or anything run as a script
+            # without a module spec) they would otherwise run that script again on start-up.
+            with _main_script_hidden():
+                cluster = LocalCluster(n_workers=int(workers) or (os.cpu_count() or 1), threads_per_worker=1,
+                                       processes=scheduler == "local", dashboard_address=":0")
             client = Client(cluster, set_as_default=False)
         else:
             try:
