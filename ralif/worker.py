@@ -46,9 +46,12 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "job_for",
+    "process_start_time",
     "read_status",
     "start_job",
+    "started_here",
     "train_resnet_job",
+    "write_queued_status",
 ]
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -100,7 +103,7 @@ def _known_exitcode(pid: int) -> int | None:
     return None
 
 
-def _process_start_time(pid: int) -> float | None:
+def process_start_time(pid: int) -> float | None:
     try:
         import psutil
 
@@ -226,7 +229,7 @@ def _started_status(path: Path) -> dict[str, Any]:
         state="running",
         phase="starting",
         pid=os.getpid(),
-        pid_started_at=_process_start_time(os.getpid()),
+        pid_started_at=process_start_time(os.getpid()),
         started_at=now,
         updated_at=now,
     )
@@ -436,6 +439,18 @@ def _check_target(target: str | Callable[..., Any]) -> str | Callable[..., Any]:
     return target
 
 
+def write_queued_status(status_path: str | os.PathLike, job_id: str, target: str) -> dict[str, Any]:
+    """Write the status of a job that no process runs yet (it is picked up by one, or started)."""
+    now = time.time()
+    status: dict[str, Any] = {
+        "job_id": job_id, "target": target, "state": "queued", "phase": "queued", "message": None,
+        "progress": {}, "result_path": None, "result": None, "error": None, "traceback": None, "pid": None,
+        "exit_code": None, "created_at": now, "started_at": None, "updated_at": now, "finished_at": None,
+    }
+    atomic_write_json(status_path, status, indent=1, default=_json_default)
+    return status
+
+
 def start_job(
     fn: str | Callable[..., Any],
     kwargs: dict[str, Any] | None,
@@ -456,26 +471,7 @@ def start_job(
     with contextlib.suppress(FileNotFoundError):
         _cancel_flag(path).unlink()
     name = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
-    now = time.time()
-    status: dict[str, Any] = {
-        "job_id": job_id or uuid.uuid4().hex[:12],
-        "target": name,
-        "state": "queued",
-        "phase": "queued",
-        "message": None,
-        "progress": {},
-        "result_path": None,
-        "result": None,
-        "error": None,
-        "traceback": None,
-        "pid": None,
-        "exit_code": None,
-        "created_at": now,
-        "started_at": None,
-        "updated_at": now,
-        "finished_at": None,
-    }
-    atomic_write_json(path, status, indent=1, default=_json_default)
+    status = write_queued_status(path, job_id or uuid.uuid4().hex[:12], name)
     ctx = multiprocessing.get_context("spawn")
     event = ctx.Event()
     # Not a daemon: training may start DataLoader worker processes of its own.
@@ -508,6 +504,11 @@ def start_job(
 
 _LIVE_JOBS: dict[str, BackgroundJob] = {}
 _MAIN_LOCK = threading.Lock()
+
+
+def started_here(status_path: str | os.PathLike) -> bool:
+    """Whether this process started the job at ``status_path`` (and so holds its process handle)."""
+    return str(Path(status_path)) in _LIVE_JOBS
 
 
 def job_for(status_path: str | os.PathLike) -> BackgroundJob:

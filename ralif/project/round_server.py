@@ -30,9 +30,9 @@ from ralif.worker import (
     BackgroundJob,
     JobCancelled,
     JobContext,
-    _process_start_time,
     job_for,
     pid_alive,
+    process_start_time,
     read_status,
     start_job,
 )
@@ -125,14 +125,13 @@ def _warm_up(project: Project) -> None:
         head = fit_head(x, np.arange(24), np.arange(24) % 3, 3)
         make_strategy(project.strategy).select(head, x, np.arange(24), np.arange(24, 256), 4, rng)
     with project.store.read() as conn:
-        project._image_files(conn)  # the image list every round starts from
+        files = project._image_files(conn)  # the image list every round starts from
     encoder = str(project.settings.get("encoder") or "")
     if encoder.partition(":")[0].lower() == "precomputed" and project.model_kind == "clip-linear":
-        rows = project.store.query("SELECT path, content_hash FROM images WHERE split = 'pool' ORDER BY id")
         with contextlib.suppress(Exception):  # a bad file is the round's to report, with its reason
             from ralif.head import Standardizer
 
-            feats, _ = _POOL_MEMO.features(encoder, [r[0] for r in rows], [r[1] for r in rows],
+            feats, _ = _POOL_MEMO.features(encoder, files.pool_paths, files.pool_hashes,
                                            project.folder / "cache", None, None)
             _POOL_MEMO.standardizer(feats, Standardizer.fit)
 
@@ -209,4 +208,4 @@ def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
                 continue
             break
         time.sleep(_POLL_S)
-    return {"rounds": served, "pid": os.getpid(), "pid_started_at": _process_start_time(os.getpid())}
+    return {"rounds": served, "pid": os.getpid(), "pid_started_at": process_start_time(os.getpid())}

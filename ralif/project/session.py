@@ -33,7 +33,7 @@ import numpy as np
 
 import ralif
 from ralif.project.store import DB_NAME, LABEL_SOURCES, Store, StoreError, fill_ids
-from ralif.worker import pid_alive
+from ralif.worker import job_for, pid_alive, process_start_time, started_here, write_queued_status
 
 if TYPE_CHECKING:
     from ralif.images import ImageList
@@ -51,7 +51,6 @@ _UNDOABLE = ("label", "unlabel", "bulk", "oracle")
 _WORKER_START_TIMEOUT_S = 120.0
 # Handles of the workers this process started, by status path: they know a dead worker's exit
 # code, which a handle re-attached from the status file alone cannot learn before the worker runs.
-_LIVE_JOBS: dict[str, BackgroundJob] = {}
 
 
 class ProjectError(ValueError):
@@ -1098,14 +1097,18 @@ class Project:
         from ralif.project.round_server import ensure_server
         from ralif.worker import BackgroundJob, start_job
 
-        self._reap_stale()
         number = self._claim_round(job_path=None, check_only=True)
         status_path = self.folder / "jobs" / f"round-{number:04d}-{secrets.token_hex(3)}.json"
         if not own_process:
-            _write_queued_status(status_path, number)
+            status_path.parent.mkdir(parents=True, exist_ok=True)
+            write_queued_status(status_path, f"round-{number}", "round-server")
         # The claim is recorded before any worker sees it, so two tabs cannot start the same round;
         # a round meant for a worker of its own is never picked up by the round server.
-        self._claim_round(job_path=str(status_path), mark_queued=True, for_server=not own_process)
+        try:
+            self._claim_round(job_path=str(status_path), mark_queued=True, for_server=not own_process)
+        except ProjectError:
+            status_path.unlink(missing_ok=True)  # another tab claimed it first: no orphan status file
+            raise
         if not own_process:
             try:
                 ensure_server(self.folder)
@@ -1120,7 +1123,6 @@ class Project:
         except Exception as exc:
             self._fail_round(number, f"could not start the worker: {exc}")
             raise
-        _LIVE_JOBS[str(status_path)] = job
         return job
 
     def ensure_round_server(self) -> None:
@@ -1152,10 +1154,10 @@ class Project:
                                    " ORDER BY number DESC LIMIT 1")
         if row is None or not row[1] or not Path(row[1]).is_file():
             return self.round_status()
-        _job_handle(row[1]).cancel(grace_s=10.0, wait=False)
-        if row[1] not in _LIVE_JOBS:
+        job_for(row[1]).cancel(grace_s=10.0, wait=False)
+        if not started_here(row[1]):
             # A worker that never got to run has no pid to stop; the cancel flag keeps it from starting.
-            st = _job_handle(row[1]).status()
+            st = job_for(row[1]).status()
             if st.get("state") == "queued":
                 self._fail_round(int(row[0]), "cancelled on request", only_if_running=True)
         return self.round_status()
@@ -1201,7 +1203,7 @@ class Project:
                 if claimed_at is not None and _now() - claimed_at > _WORKER_START_TIMEOUT_S:
                     reason = "the background worker never started"
             elif job_path:
-                st = _job_handle(job_path).status()
+                st = job_for(job_path).status()
                 if st.get("state") in ("failed", "cancelled"):
                     reason = st.get("error") or st.get("message") or st.get("state")
                 elif st.get("state") == "done":
@@ -1248,7 +1250,7 @@ class Project:
             conn.execute("UPDATE rounds SET status = 'running', phase = 'starting', job_path = ?, error = NULL,"
                          " runner_pid = ?, runner_start = ?, started_at = ?, attempts = attempts + 1,"
                          " strategy = ?, batch_size = ?, model_kind = ? WHERE number = ?",
-                         (job_path, os.getpid(), _process_start(os.getpid()), now, settings["strategy"],
+                         (job_path, os.getpid(), process_start_time(os.getpid()), now, settings["strategy"],
                           settings["batch_size"], settings["model"], number))
             return number
 
@@ -1301,7 +1303,11 @@ class Project:
     def _image_files(self, conn: sqlite3.Connection) -> _ImageFiles:
         """The images' ids, splits, paths and hashes, read again only when the image set changed:
         a process that runs round after round (the round server) reads 60k paths once, not per round."""
-        key = tuple(conn.execute("SELECT COUNT(*), MAX(id), SUM(split = 'pool') FROM images").fetchone())
+        # Images are only ever added, so the trigger-kept counts per split and the newest id name the
+        # image set without reading the table.
+        sizes = self.store.image_counts(conn)
+        key = (tuple(sorted((k, v.images) for k, v in sizes.items())),
+               conn.execute("SELECT MAX(id) FROM images").fetchone()[0])
         cached = _IMAGE_FILES.get(str(self.folder))
         if cached is not None and cached.key == key:
             return cached
@@ -1430,28 +1436,3 @@ class _ImageFiles:
 
 _IMAGE_FILES: dict[str, _ImageFiles] = {}
 
-
-def _write_queued_status(path: Path, number: int) -> None:
-    from ralif.atomic import atomic_write_json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    atomic_write_json(path, {"job_id": f"round-{number}", "target": "round-server", "state": "queued",
-                             "phase": "queued", "message": None, "progress": {}, "error": None, "pid": None,
-                             "created_at": now, "started_at": None, "updated_at": now, "finished_at": None},
-                      indent=1)
-
-
-def _job_handle(status_path: str) -> BackgroundJob:
-    from ralif.worker import BackgroundJob
-
-    return _LIVE_JOBS.get(status_path) or BackgroundJob.attach(status_path)
-
-
-def _process_start(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return float(psutil.Process(pid).create_time())
-    except Exception:  # noqa: BLE001 - psutil missing or the process gone: no start time then
-        return None
