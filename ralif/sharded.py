@@ -47,7 +47,7 @@ from ralif.head import LinearHead
 from ralif.images import ImageList
 from ralif.influence import InfluenceSolution, PoolState, delta_pool_loss, pool_state, solve_influence
 from ralif.scoring import ralif_scores
-from ralif.strategies.baselines import top_k_lowest
+from ralif.ranking import top_k_lowest
 
 if TYPE_CHECKING:
     from distributed import Client

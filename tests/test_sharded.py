@@ -31,7 +31,7 @@ from ralif.sharded import (
     sharded_fill_cache,
 )
 from ralif.strategies import make_strategy
-from ralif.strategies.baselines import top_k_lowest
+from ralif.ranking import top_k_lowest
 from ralif.strategies.ralif import RalifStrategy
 from ralif.worker import _main_script_hidden
 

@@ -8,7 +8,7 @@ import torch
 
 from ralif.head import fit_head
 from ralif.strategies import REGISTRY, check_request, make_strategy, split_specs
-from ralif.strategies.baselines import top_k_lowest
+from ralif.ranking import top_k_lowest
 from ralif.strategies.ralif import RalifStrategy
 
 SPECS = [

@@ -11,16 +11,8 @@ import torch
 from ralif.compute import as_index
 from ralif.diversity import kcenter_greedy, kmeanspp_seeding
 from ralif.head import LinearHead
+from ralif.ranking import top_k_lowest
 from ralif.strategies.base import Strategy
-
-
-def top_k_lowest(scores: torch.Tensor, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Positions of the k lowest scores (NaN last), ties broken at random under ``rng``."""
-    s = scores.detach().cpu().numpy().astype(np.float64)
-    tie = rng.random(len(s))
-    nan = np.isnan(s)
-    order = np.lexsort((tie, np.where(nan, np.inf, s), nan.astype(np.int8)))
-    return order[:k]
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:

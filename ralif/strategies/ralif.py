@@ -21,7 +21,7 @@ from ralif.diversity import (
 from ralif.influence import delta_pool_loss, pool_state, solve_influence
 from ralif.scoring import READINGS, RULES, ralif_scores
 from ralif.strategies.base import Strategy
-from ralif.strategies.baselines import top_k_lowest
+from ralif.ranking import top_k_lowest
 
 DIVERSITY = ("kmeans", "kmeanspp", "none", "meanshift")
 SOLVERS = ("auto", "cholesky", "cg")
