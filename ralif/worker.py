@@ -33,29 +33,45 @@ import time
 import traceback
 import types
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ralif.atomic import atomic_write_json
+from ralif.processes import (
+    describe_exit,
+    name_this_process_reaper,
+    pid_alive,
+    process_start_time,
+    reaper_collecting,
+)
 
 __all__ = [
     "FINAL_STATES",
     "STATES",
     "BackgroundJob",
     "JobCancelled",
+    "START_TIMEOUT_S",
     "JobContext",
+    "finish_job_status",
     "job_for",
+    "main_script_hidden",
+    "never_started",
+    "pid_alive",
     "process_start_time",
     "read_status",
     "start_job",
     "started_here",
+    "started_status",
     "train_resnet_job",
     "write_queued_status",
 ]
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = frozenset({"done", "failed", "cancelled"})
+# A queued job that no process has started by then never will (its worker failed to start, or the
+# process meant to pick it up is gone).
+START_TIMEOUT_S: float = 120.0
 
 # Progress can arrive every batch; rewriting the file more often than this only costs fsyncs.
 _MIN_WRITE_INTERVAL_S = 0.25
@@ -64,6 +80,15 @@ _TRACEBACK_TAIL_CHARS = 4000
 
 class JobCancelled(Exception):
     """Raised inside a job when cancellation was requested."""
+
+
+def never_started(status: Mapping[str, Any], now: float | None = None) -> bool:
+    """Whether a job's ``status`` is that of a job queued more than :data:`START_TIMEOUT_S`
+    seconds ago that no process ever started."""
+    if status.get("state") != "queued" or status.get("started_at") is not None:
+        return False
+    created = float(status.get("created_at") or 0.0)
+    return (time.time() if now is None else now) - created > START_TIMEOUT_S
 
 
 def _json_default(obj: Any) -> Any:
@@ -79,55 +104,17 @@ def _cancel_flag(status_path: Path) -> Path:
     return status_path.with_name(status_path.name + ".cancel")
 
 
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "exit status unknown"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            return f"killed by signal {-exitcode}"
-        if name == "SIGKILL":
-            # The kernel's out-of-memory killer sends SIGKILL; so does a user's kill -9.
-            return "killed by signal SIGKILL, most often because the machine ran out of memory"
-        return f"killed by signal {name}"
-    return f"exit code {exitcode}"
-
-
 def _known_exitcode(pid: int) -> int | None:
     """The exit code of ``pid`` when this process started it (one worker can serve many jobs)."""
     for job in list(_LIVE_JOBS.values()):
         proc = job._process
-        if proc is not None and proc.pid == pid and not proc.is_alive():
-            return proc.exitcode
+        if proc is not None and proc.pid == pid:
+            # The process can look dead (its main thread a zombie) a moment before its other
+            # threads are gone and the kernel hands out its exit status.
+            proc.join(2.0)
+            if not proc.is_alive():
+                return proc.exitcode
     return None
-
-
-def process_start_time(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return psutil.Process(pid).create_time()
-    except Exception:  # noqa: BLE001 - psutil absent or the process already gone: no check then
-        return None
-
-
-def pid_alive(pid: int, started: float | None) -> bool | None:
-    """Whether ``pid`` still runs the job's process; None when that cannot be told."""
-    try:
-        import psutil
-    except ImportError:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        # A recycled pid belongs to a process created later than the worker.
-        return started is None or abs(proc.create_time() - started) < 1.0
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return None
 
 
 def read_status(status_path: str | os.PathLike) -> dict[str, Any]:
@@ -195,7 +182,13 @@ class JobContext:
         self._last_write = time.monotonic()
         self._dirty = False
 
-    def _finish(self, state: str, **fields: Any) -> None:
+    def set_field(self, key: str, value: Any) -> None:
+        """Set a top-level field of the status (written with the next report)."""
+        self._status[key] = value
+        self._dirty = True
+
+    def finish(self, state: str, **fields: Any) -> None:
+        """Write the final ``state`` (done, failed, cancelled) with ``fields``, at once."""
         now = time.time()
         self._status.update(fields, state=state, updated_at=now, finished_at=now)
         self._dirty = True
@@ -218,7 +211,7 @@ def _resolve_target(target: str | Callable[..., Any]) -> Callable[..., Any]:
     return obj
 
 
-def _started_status(path: Path) -> dict[str, Any]:
+def started_status(path: Path) -> dict[str, Any]:
     """The job's status file as left by whoever queued it, marked running in this process."""
     try:
         status = json.loads(path.read_text(encoding="utf-8"))
@@ -237,16 +230,16 @@ def _started_status(path: Path) -> dict[str, Any]:
     return status
 
 
-def _finish_job_status(job: JobContext, exc: BaseException, cancelled: bool) -> None:
+def finish_job_status(job: JobContext, exc: BaseException, cancelled: bool) -> None:
     """Record how a job ended by ``exc``: cancelled, or failed with the reason and a traceback tail."""
     if cancelled:
-        job._finish("cancelled", phase="cancelled", message=str(exc) or "cancelled")
+        job.finish("cancelled", phase="cancelled", message=str(exc) or "cancelled")
         return
     tail = "".join(traceback.format_exception(exc))[-_TRACEBACK_TAIL_CHARS:]
     reason = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError):
         reason += " (the machine ran out of memory; a smaller batch size or pool, or more memory, helps)"
-    job._finish("failed", error=reason, traceback=tail, message=reason)
+    job.finish("failed", error=reason, traceback=tail, message=reason)
 
 
 def _child_main(
@@ -258,21 +251,60 @@ def _child_main(
     # A hard crash (segfault in a native library) then leaves a Python traceback on stderr.
     faulthandler.enable()
     path = Path(status_path)
-    job = JobContext(path, cancel_event, _started_status(path))
+    job = JobContext(path, cancel_event, started_status(path))
     job.report(force=True)
     try:
         result = _resolve_target(target)(job, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - every failure must end up in the status file
         # Ctrl-C in a terminal reaches the worker too: the user stopped it, it did not fail.
         cancelled = isinstance(exc, (JobCancelled, KeyboardInterrupt)) or job.should_stop()
-        _finish_job_status(job, exc, cancelled)
+        finish_job_status(job, exc, cancelled)
         sys.exit(0 if cancelled else 1)
     fields: dict[str, Any] = {"phase": "done"}
     if isinstance(result, (str, os.PathLike)):
         fields["result_path"] = os.fspath(result)
     elif result is not None:
         fields["result"] = result
-    job._finish("done", **fields)
+    job.finish("done", **fields)
+
+
+def _reaper_main(
+    target: str | Callable[..., Any], kwargs: dict[str, Any], status_path: str, cancel_event: Any
+) -> None:
+    """Parent of a detached job, whoever started it: runs the job in a child and, should the child
+    end without a final state (killed, out of memory), records how it ended in each status file
+    of its folder that names it (the job's own, and a round it was running).
+
+    Only a parent can learn a child's exit status; the process that starts a long-lived job (an
+    app, a test run) may not be the one that looks, or may be gone by then."""
+    name_this_process_reaper()
+    pid = os.fork()  # this process is fresh (spawned) and runs no other threads
+    if pid == 0:
+        _child_main(target, kwargs, status_path, cancel_event)
+        return
+    started = time.time()
+    # Ctrl-C reaches the job, which decides; a terminate request is passed on to it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
+    # Read the exit status without collecting the child: while the zombie exists, readers know
+    # (``reaper_collecting``) that the record is still to come and do not write "unknown".
+    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    exitcode = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+    try:
+        _record_exit(Path(status_path).parent, pid, exitcode, since=started - 1.0)
+    finally:
+        os.waitpid(pid, 0)
+    sys.exit(0 if exitcode == 0 else 1)
+
+
+def _record_exit(folder: Path, pid: int, exitcode: int, since: float) -> None:
+    for path in folder.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if path.stat().st_mtime < since:
+                continue  # written before the job started: not its
+            status = read_status(path)
+            if status.get("state") not in FINAL_STATES and status.get("pid") == pid:
+                BackgroundJob(path)._record_death(status, exitcode)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -291,6 +323,8 @@ class BackgroundJob:
         self._process = process
         self._event = cancel_event
         self._lock = threading.Lock()
+        # A detached job's process handle is its reaper's; the job itself is the reaper's child.
+        self._reaped = False
 
     @classmethod
     def attach(cls, status_path: str | os.PathLike) -> BackgroundJob:
@@ -302,7 +336,7 @@ class BackgroundJob:
 
     @property
     def pid(self) -> int | None:
-        if self._process is not None:
+        if self._process is not None and not self._reaped:
             return self._process.pid
         with contextlib.suppress(OSError, ValueError):
             return read_status(self.status_path).get("pid")
@@ -338,10 +372,12 @@ class BackgroundJob:
                 if pid is None or pid_alive(int(pid), status.get("pid_started_at")) is not False:
                     return status
                 exitcode = _known_exitcode(int(pid))
+                if exitcode is None and reaper_collecting(int(pid)):
+                    return status  # its reaper writes how it ended, in a moment
             return self._record_death(status, exitcode)
 
     def _record_death(self, status: dict[str, Any], exitcode: int | None) -> dict[str, Any]:
-        how = _describe_exit(exitcode)
+        how = describe_exit(exitcode)
         now = time.time()
         status.pop("cancel_requested", None)
         if _cancel_flag(self.status_path).exists():
@@ -389,6 +425,12 @@ class BackgroundJob:
 
     def _escalate(self, grace_s: float) -> None:
         proc = self._process
+        if proc is not None and self._reaped:
+            # Stop the job by its own pid; its reaper then records how it ended and leaves.
+            self._escalate_by_pid(grace_s)
+            proc.join(5.0)
+            self.status()
+            return
         if proc is not None:
             proc.join(grace_s)
             if proc.is_alive():
@@ -476,12 +518,12 @@ def start_job(
     event = ctx.Event()
     # Not a daemon: training may start DataLoader worker processes of its own.
     process = ctx.Process(
-        target=_child_main,
+        target=_reaper_main if detached else _child_main,
         args=(target, dict(kwargs or {}), str(path), event),
         name=f"ralif-job-{status['job_id']}",
     )
     try:
-        with _main_script_hidden():
+        with main_script_hidden():
             process.start()
     except Exception as exc:
         status.update(
@@ -496,6 +538,7 @@ def start_job(
         # must not hold the parent (a test run, a stopped app) open. It notices the parent is gone.
         multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
     job = BackgroundJob(path, process, event)
+    job._reaped = detached
     # The child attaches to the cancel event's semaphore while starting; if the caller dropped the
     # handle first, the semaphore would be gone and the child would die on start-up.
     _LIVE_JOBS[str(path)] = job
@@ -517,7 +560,7 @@ def job_for(status_path: str | os.PathLike) -> BackgroundJob:
 
 
 @contextlib.contextmanager
-def _main_script_hidden() -> Iterator[None]:
+def main_script_hidden() -> Iterator[None]:
     """Streamlit runs a page as a module named ``__main__`` with the page's file but no spec; a spawned
     worker would import and so run that page again on start-up. A bare ``__main__`` stands in for it
     while the worker starts."""
@@ -533,68 +576,16 @@ def _main_script_hidden() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
+# The former name, for callers not yet moved to the public one.
+_main_script_hidden = main_script_hidden
+
+
 # --------------------------------------------------------------------------- training job
 
 
-def train_resnet_job(
-    job: JobContext,
-    *,
-    images: Any,
-    labels: Any,
-    num_classes: int,
-    output_path: str,
-    class_names: list[str] | None = None,
-    config: dict[str, Any] | Any | None = None,
-    device: str | None = None,
-    progress_every: int = 0,
-    threads: int | None = None,
-) -> str:
-    """Train a ResNet18 and save it to ``output_path``; returns that path.
+def train_resnet_job(job: JobContext, **kwargs: Any) -> str:
+    """Job function that trains a ResNet18; see :func:`ralif.training_job.train_resnet_job`
+    (kept here so ``"ralif.worker:train_resnet_job"`` names it)."""
+    from ralif.training_job import train_resnet_job as train
 
-    ``images``: a list of image paths, an NxHxWx3 uint8 array, or the path of a ``.npy`` file
-    holding one (cheaper than sending a large array to the worker).  ``config``: a
-    ``TrainConfig`` or a dict of its fields.  ``threads`` caps torch's CPU threads, leaving
-    cores to the rest of the application.
-    """
-    import numpy as np
-    import torch
-
-    from ralif.models.resnet import TrainConfig, TrainingCancelled, train_resnet
-
-    if threads:
-        torch.set_num_threads(int(threads))
-
-    job.report(phase="loading images")
-    if isinstance(images, (str, os.PathLike)) and os.fspath(images).endswith(".npy"):
-        images = np.load(os.fspath(images), mmap_mode="r", allow_pickle=False)
-    if config is None:
-        cfg = TrainConfig()
-    elif isinstance(config, dict):
-        cfg = TrainConfig.from_dict(config)
-    else:
-        cfg = config
-
-    def on_progress(p: dict[str, Any]) -> None:
-        epochs = max(1, int(p.get("epochs", 1)))
-        done = p["epoch"] - 1 + (p["batch"] / p["batches"] if "batch" in p else 1.0)
-        job.report({**p, "fraction": min(1.0, done / epochs)}, phase="training",
-                   force="batch" not in p)
-
-    job.report({"epoch": 0, "epochs": int(cfg.epochs), "fraction": 0.0}, phase="training")
-    try:
-        model = train_resnet(
-            images,
-            labels,
-            num_classes,
-            cfg,
-            device=device,
-            progress=on_progress,
-            should_stop=job.should_stop,
-            class_names=class_names,
-            progress_every=progress_every,
-        )
-    except TrainingCancelled as exc:
-        raise JobCancelled(str(exc)) from exc
-    job.report(phase="saving")
-    path = model.save(output_path)
-    return str(path)
+    return train(job, **kwargs)

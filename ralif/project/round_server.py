@@ -139,10 +139,10 @@ def _warm_up(project: Project) -> None:
 def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
     """Run round ``number`` reporting through its own status file, as a one-round worker would."""
     from ralif.project.rounds import RoundCancelled, apply_round_threads, run_next_round
-    from ralif.worker import _finish_job_status, _started_status
+    from ralif.worker import finish_job_status, started_status
 
     path = Path(job_path)
-    ctx = JobContext(path, None, _started_status(path))
+    ctx = JobContext(path, None, started_status(path))
     ctx.report(force=True)
 
     # Seconds per phase, kept in the round's status file: where a slow round spends its time.
@@ -154,7 +154,7 @@ def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
             now = time.perf_counter()
             phases[current[0]] = round(phases.get(current[0], 0.0) + now - current[1], 3)
             current[:] = [phase, now]
-            ctx._status["phase_seconds"] = dict(phases)
+            ctx.set_field("phase_seconds", dict(phases))
         ctx.report(progress if progress is not None else {}, phase=phase)
 
     apply_round_threads(project.settings)
@@ -162,11 +162,11 @@ def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
         result = run_next_round(project, report, ctx.should_stop, job_path=job_path)
     except BaseException as exc:
         cancelled = isinstance(exc, (RoundCancelled, JobCancelled)) or ctx.should_stop()
-        _finish_job_status(ctx, exc, cancelled)
+        finish_job_status(ctx, exc, cancelled)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         return {"round": number, "state": "cancelled" if cancelled else "failed"}
-    ctx._finish("done", phase="done", result=result)
+    ctx.finish("done", phase="done", result=result)
     return result
 
 
