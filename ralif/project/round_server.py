@@ -115,7 +115,7 @@ def _warm_up(project: Project) -> None:
     import numpy as np
 
     from ralif.head import fit_head
-    from ralif.project.rounds import _POOL_MEMO, apply_round_threads
+    from ralif.project.rounds import POOL_MEMO, apply_round_threads
     from ralif.strategies import make_strategy
 
     apply_round_threads(project.settings)
@@ -131,9 +131,9 @@ def _warm_up(project: Project) -> None:
         with contextlib.suppress(Exception):  # a bad file is the round's to report, with its reason
             from ralif.head import Standardizer
 
-            feats, _ = _POOL_MEMO.features(encoder, files.pool_paths, files.pool_hashes,
+            feats, _ = POOL_MEMO.features(encoder, files.pool_paths, files.pool_hashes,
                                            project.folder / "cache", None, None)
-            _POOL_MEMO.standardizer(feats, Standardizer.fit)
+            POOL_MEMO.standardizer(feats, Standardizer.fit)
 
 
 def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:

@@ -271,7 +271,7 @@ class _PoolMemo:
         self._key, self._value, self._standardizer = None, None, None
 
 
-_POOL_MEMO = _PoolMemo()
+POOL_MEMO = _PoolMemo()
 
 
 def round_threads(settings: dict[str, Any]) -> int | None:
@@ -616,7 +616,7 @@ def compute_round(project: Project, inputs: RoundInputs, report: Reporter | None
 
     if cold or inputs.model_kind != "resnet18":
         report("extracting", {"done": 0, "total": len(inputs.pool_paths)})
-        pool_feats, enc_id = _POOL_MEMO.features(inputs.encoder, inputs.pool_paths, inputs.pool_hashes,
+        pool_feats, enc_id = POOL_MEMO.features(inputs.encoder, inputs.pool_paths, inputs.pool_hashes,
                                                  cache_root, inputs.device, extracting)
     check()
     if cold and budget < 1:
@@ -655,7 +655,7 @@ def compute_round(project: Project, inputs: RoundInputs, report: Reporter | None
         enc_id = f"resnet18:{cfg.variant}"
     else:
         report("training", {"fraction": 0.0, "labeled": len(inputs.labeled_pos)})
-        st = _POOL_MEMO.standardizer(pool_feats, Standardizer.fit)
+        st = POOL_MEMO.standardizer(pool_feats, Standardizer.fit)
         head = fit_head(pool_feats, inputs.labeled_pos, inputs.labeled_y, len(inputs.class_ids),
                         l2=inputs.l2, standardizer=st, device=inputs.device)
         report("training", {"fraction": 1.0, "labeled": len(inputs.labeled_pos)})

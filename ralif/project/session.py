@@ -33,7 +33,15 @@ import numpy as np
 
 import ralif
 from ralif.project.store import DB_NAME, LABEL_SOURCES, Store, StoreError, fill_ids
-from ralif.worker import job_for, pid_alive, process_start_time, started_here, write_queued_status
+from ralif.worker import (
+    START_TIMEOUT_S,
+    job_for,
+    never_started,
+    pid_alive,
+    process_start_time,
+    started_here,
+    write_queued_status,
+)
 
 if TYPE_CHECKING:
     from ralif.images import ImageList
@@ -47,10 +55,6 @@ LAYOUTS = ("auto", "imagefolder", "flat")
 DEFAULT_BATCH = 20
 FOLDERS = ("cache", "models", "exports", "jobs")
 _UNDOABLE = ("label", "unlabel", "bulk", "oracle")
-# A claimed background round whose worker has not reported by then never will.
-_WORKER_START_TIMEOUT_S = 120.0
-# Handles of the workers this process started, by status path: they know a dead worker's exit
-# code, which a handle re-attached from the status file alone cannot learn before the worker runs.
 
 
 class ProjectError(ValueError):
@@ -1200,7 +1204,8 @@ class Project:
         for number, job_path, pid, started, claimed_at in rows:
             reason = None
             if job_path and not Path(job_path).is_file():
-                if claimed_at is not None and _now() - claimed_at > _WORKER_START_TIMEOUT_S:
+                # A claimed background round whose worker has not reported by then never will.
+                if claimed_at is not None and _now() - claimed_at > START_TIMEOUT_S:
                     reason = "the background worker never started"
             elif job_path:
                 st = job_for(job_path).status()
@@ -1208,8 +1213,7 @@ class Project:
                     reason = st.get("error") or st.get("message") or st.get("state")
                 elif st.get("state") == "done":
                     reason = "the worker finished without recording the round"
-                elif st.get("state") == "queued" and claimed_at is not None \
-                        and _now() - claimed_at > _WORKER_START_TIMEOUT_S:
+                elif claimed_at is not None and never_started({**st, "created_at": claimed_at}):
                     reason = "the background worker never started"
             elif job_path is None and pid is not None and pid_alive(int(pid), started) is False:
                 reason = "the process running the round stopped before it finished"
