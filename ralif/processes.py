@@ -62,9 +62,8 @@ def pid_alive(pid: int, started: float | None) -> bool | None:
 
 def name_this_process_reaper() -> None:
     """Name this process as a job's reaper (Linux; elsewhere readers simply do not wait for it)."""
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{os.getpid()}/comm", "w", encoding="ascii") as fh:
-            fh.write(REAPER_NAME)
+    with contextlib.suppress(OSError), open(f"/proc/{os.getpid()}/comm", "w", encoding="ascii") as fh:
+        fh.write(REAPER_NAME)
 
 
 def reaper_collecting(pid: int) -> bool:

@@ -48,10 +48,10 @@ from ralif.processes import (
 
 __all__ = [
     "FINAL_STATES",
+    "START_TIMEOUT_S",
     "STATES",
     "BackgroundJob",
     "JobCancelled",
-    "START_TIMEOUT_S",
     "JobContext",
     "finish_job_status",
     "job_for",
