@@ -181,3 +181,15 @@ def test_train_resnet_job_end_to_end(tmp_path):
     assert np.isfinite(progress["loss"])
     model = TrainedResNet.load(status["result_path"])
     assert model.predict_proba(images[:3]).shape == (3, 2)
+
+
+def test_never_started_is_true_only_for_an_old_queued_job_that_no_process_started():
+    from ralif.worker import START_TIMEOUT_S, never_started
+
+    now = 1_000_000.0
+    old = now - START_TIMEOUT_S - 1.0
+    assert never_started({"state": "queued", "created_at": old, "started_at": None}, now)
+    assert not never_started({"state": "queued", "created_at": now - 1.0, "started_at": None}, now)
+    assert not never_started({"state": "running", "created_at": old, "started_at": old + 1}, now)
+    assert not never_started({"state": "queued", "created_at": old, "started_at": old + 1}, now)
+    assert not never_started({"state": "failed", "created_at": old}, now)
