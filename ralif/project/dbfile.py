@@ -179,7 +179,7 @@ def _check_unmarked(path: str, migrations: list[str]) -> bool:
             _check_version(path, version, migrations)
         if version < 1 or found != schema_objects(tuple(migrations[:version])):
             shown = ", ".join(tables[:6]) + (", …" if len(tables) > 6 else "")
-            raise NotRalifError(f"not a ralif project: {path} is a SQLite database without ralif's tables "
+            raise NotRalifError(f"not a ralif project: {path} is a SQLite database whose tables are not ralif's "
                                 f"(it holds {shown}); it was left untouched")
         return False
     except sqlite3.DatabaseError as exc:
