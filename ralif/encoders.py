@@ -22,6 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ralif.compute import resolve_device
+from ralif.features import is_object_array_error, object_array_message, read_npz_array
 from ralif.images import ImageDataset, ImageList, hash_file
 
 RANDOM_INIT_SEED = 0
@@ -347,15 +348,20 @@ class PrecomputedEmbeddings(Encoder):
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"embeddings file not found: {self.path}")
         self.paths: list[str] | None = None
-        if self.path.endswith(".npz"):
-            with np.load(self.path, allow_pickle=False) as data:
-                if "features" not in data:
-                    raise ValueError(f"{self.path} has no 'features' array (arrays: {', '.join(data.files)})")
-                feats = data["features"]
-                if "paths" in data:
-                    self.paths = [str(p) for p in data["paths"].reshape(-1)]
-        else:
-            feats = np.load(self.path, allow_pickle=False)
+        try:
+            if self.path.endswith(".npz"):
+                with np.load(self.path, allow_pickle=False) as data:
+                    if "features" not in data:
+                        raise ValueError(f"{self.path} has no 'features' array (arrays: {', '.join(data.files)})")
+                    feats = read_npz_array(data, "features", self.path)
+                    if "paths" in data:
+                        self.paths = [str(p) for p in read_npz_array(data, "paths", self.path).reshape(-1)]
+            else:
+                feats = np.load(self.path, allow_pickle=False)
+        except ValueError as exc:
+            if is_object_array_error(exc):
+                raise ValueError(object_array_message(self.path, None)) from exc
+            raise
         if feats.ndim != 2:
             raise ValueError(f"{self.path}: features must be a 2-D array (N x D), got shape {feats.shape}")
         if self.paths is not None and len(self.paths) != len(feats):
