@@ -296,8 +296,9 @@ def _require_dir(root: str | os.PathLike[str]) -> str:
 
 
 def _build_list(paths: Sequence[str], labels: Sequence[int], classes: list[str], root: str | None,
-                problems: Iterable[tuple[str, str]] = (), decode: bool = True) -> ImageList:
-    checked = _check_files(paths, decode=decode)
+                problems: Iterable[tuple[str, str]] = (), decode: bool = True,
+                progress: Callable[[int, int], None] | None = None) -> ImageList:
+    checked = check_images(paths, decode=decode, progress=progress)
     keep = [i for i, (h, _) in enumerate(checked) if h is not None]
     all_problems = list(problems) + [(p, r) for p, (_, r) in zip(paths, checked) if r is not None]
     good_paths = [paths[i] for i in keep]
@@ -313,7 +314,7 @@ def _build_list(paths: Sequence[str], labels: Sequence[int], classes: list[str],
     )
 
 
-def _no_images_error(where: str, problems: Sequence[tuple[str, str]]) -> ValueError:
+def no_images_error(where: str, problems: Sequence[tuple[str, str]]) -> ValueError:
     exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
     msg = f"no readable images in {where} (looked for {exts})"
     if problems:
@@ -335,7 +336,7 @@ def scan_images(root: str | os.PathLike[str], recursive: bool = True,
     files = _walk_images(path, recursive, unsupported)
     scan = _build_list(files, [-1] * len(files), [], path, problems=unsupported, decode=decode)
     if not scan.paths:
-        raise _no_images_error(path, scan.problems)
+        raise no_images_error(path, scan.problems)
     return scan
 
 
@@ -385,15 +386,17 @@ def load_image_folder(root: str | os.PathLike[str], decode: bool = True) -> dict
         result[name] = _build_list(paths, labels, classes, split_roots[name], problems=unsupported[name],
                                    decode=decode)
     if not any(len(v) for v in result.values()):
-        raise _no_images_error(path, [pr for v in result.values() for pr in v.problems])
+        raise no_images_error(path, [pr for v in result.values() for pr in v.problems])
     return result
 
 
-def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True) -> ImageList:
+def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True,
+                  progress: Callable[[int, int], None] | None = None) -> ImageList:
     """Images listed in a CSV with a ``path`` column and an optional ``label`` column.
 
     Relative paths are resolved against the CSV's folder. Empty labels are unknown (-1). Files that
     are missing, unreadable or listed twice are reported in ``problems``; the CSV order is kept.
+    ``progress(done, total)`` follows the file checks.
     """
     csv_file = os.path.abspath(os.fspath(csv_path))
     if not os.path.isfile(csv_file):
@@ -451,9 +454,9 @@ def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True) -> Imag
     classes = sort_class_names(n for n in names if n)
     index = {c: i for i, c in enumerate(classes)}
     images = _build_list(paths, [index[n] if n else -1 for n in names], classes, base,
-                         problems=problems, decode=decode)
+                         problems=problems, decode=decode, progress=progress)
     if not images.paths:
-        raise _no_images_error(csv_file, images.problems)
+        raise no_images_error(csv_file, images.problems)
     return images
 
 
