@@ -22,7 +22,17 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from ralif.compute import resolve_device
+from ralif.features import is_object_array_error, object_array_message, read_npz_array
 from ralif.images import ImageDataset, ImageList, hash_file
+from ralif.weights import (
+    RESNET18_URL,
+    WeightsUnavailable,
+    download,
+    hf_hub_cache_dir,
+    openclip_source,
+    resnet18_checkpoint_path,
+    terminal_download_progress,
+)
 
 RANDOM_INIT_SEED = 0
 _NETWORK_TIMEOUT_S = 3.0
@@ -53,12 +63,7 @@ def _host_reachable(host: str, port: int = 443, timeout: float = _NETWORK_TIMEOU
 
 
 def _hf_hub_cache_dir() -> str:
-    """The Hugging Face hub cache, read from the environment now rather than at import time."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
-    return os.path.join(os.path.expanduser(home), "hub")
+    return str(hf_hub_cache_dir())
 
 
 def _seeded_build(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -118,7 +123,8 @@ def _freeze(model: torch.nn.Module) -> torch.nn.Module:
 def _missing_clip_weights(model_name: str, tag: str, detail: str) -> RuntimeError:
     return RuntimeError(
         f"open_clip weights '{tag}' for {model_name} are not available on this machine ({detail}). "
-        f"Either pass a local checkpoint file (--pretrained /path/to/open_clip_model.safetensors, "
+        f"Download them with `ralif weights download clip:{model_name}:{tag}` where the hub is "
+        f"reachable, or pass a local checkpoint file (--pretrained /path/to/open_clip_model.safetensors, "
         f"or an encoder spec like clip:{model_name}:/path/to/checkpoint), or run once on a machine "
         f"with internet access so open_clip fills the Hugging Face hub cache "
         f"({_hf_hub_cache_dir()}) and copy that cache here; HF_HOME or HF_HUB_CACHE choose where "
@@ -233,11 +239,17 @@ class OpenClipEncoder(Encoder):
         port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
         if not _host_reachable(host, port):
             raise _missing_clip_weights(model_name, tag, f"not in the local cache and {host} is unreachable")
-        from open_clip.pretrained import download_pretrained
+        if cache_dir is not None:
+            from open_clip.pretrained import download_pretrained
 
+            try:
+                return download_pretrained(cfg, cache_dir=cache_dir)
+            except Exception as exc:  # the hub client raises many error types; all mean "no weights"
+                raise _missing_clip_weights(model_name, tag, f"download failed: {exc}") from exc
+        source = openclip_source(model_name, tag)
         try:
-            return download_pretrained(cfg, cache_dir=cache_dir)
-        except Exception as exc:  # the hub client raises many error types; all mean "no weights"
+            return str(download(source, progress=terminal_download_progress(source.title)))
+        except WeightsUnavailable as exc:
             raise _missing_clip_weights(model_name, tag, f"download failed: {exc}") from exc
 
     @torch.inference_mode()
@@ -286,7 +298,7 @@ class TorchvisionResNet18Encoder(Encoder):
 
     def __init__(self, weights: str | None = "imagenet", image_size: int = 224,
                  device: str | torch.device | None = None) -> None:
-        from torchvision.models import ResNet18_Weights, resnet18
+        from torchvision.models import resnet18
 
         if isinstance(weights, str) and weights.strip().lower() in _RANDOM_WORDS:
             weights = None
@@ -295,12 +307,14 @@ class TorchvisionResNet18Encoder(Encoder):
             weights_id = f"random{RANDOM_INIT_SEED}"
         else:
             if weights.lower() in ("imagenet", "imagenet1k_v1"):
-                url = ResNet18_Weights.IMAGENET1K_V1.url
-                path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+                url = RESNET18_URL
+                path = str(resnet18_checkpoint_path())
                 if not os.path.isfile(path):
                     raise RuntimeError(
                         f"ImageNet weights for resnet18 are not available on this machine: {path} "
-                        f"does not exist. Copy {os.path.basename(url)} (from {url}, or from "
+                        f"does not exist. Download them with `ralif weights download resnet18:imagenet` "
+                        f"(or the download button of the encoder choice), or copy "
+                        f"{os.path.basename(url)} (from {url}, or from "
                         f"~/.cache/torch/hub/checkpoints on a machine where torchvision downloaded "
                         f"it) to that folder (TORCH_HOME moves it), or pass a local file "
                         f"(spec resnet18:/path/to/resnet18.pth). Use resnet18:none for random weights.")
@@ -347,15 +361,20 @@ class PrecomputedEmbeddings(Encoder):
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"embeddings file not found: {self.path}")
         self.paths: list[str] | None = None
-        if self.path.endswith(".npz"):
-            with np.load(self.path, allow_pickle=False) as data:
-                if "features" not in data:
-                    raise ValueError(f"{self.path} has no 'features' array (arrays: {', '.join(data.files)})")
-                feats = data["features"]
-                if "paths" in data:
-                    self.paths = [str(p) for p in data["paths"].reshape(-1)]
-        else:
-            feats = np.load(self.path, allow_pickle=False)
+        try:
+            if self.path.endswith(".npz"):
+                with np.load(self.path, allow_pickle=False) as data:
+                    if "features" not in data:
+                        raise ValueError(f"{self.path} has no 'features' array (arrays: {', '.join(data.files)})")
+                    feats = read_npz_array(data, "features", self.path)
+                    if "paths" in data:
+                        self.paths = [str(p) for p in read_npz_array(data, "paths", self.path).reshape(-1)]
+            else:
+                feats = np.load(self.path, allow_pickle=False)
+        except ValueError as exc:
+            if is_object_array_error(exc):
+                raise ValueError(object_array_message(self.path, None)) from exc
+            raise
         if feats.ndim != 2:
             raise ValueError(f"{self.path}: features must be a 2-D array (N x D), got shape {feats.shape}")
         if self.paths is not None and len(self.paths) != len(feats):

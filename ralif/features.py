@@ -13,6 +13,16 @@ from pathlib import Path
 import numpy as np
 
 
+class _Checked:
+    """Item access on an npz that names the file when an array holds Python objects."""
+
+    def __init__(self, npz: np.lib.npyio.NpzFile, path: Path) -> None:
+        self.npz, self.path = npz, path
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return read_npz_array(self.npz, key, self.path)
+
+
 @dataclass
 class FeatureSplits:
     x_train: np.ndarray
@@ -24,6 +34,28 @@ class FeatureSplits:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def is_object_array_error(exc: BaseException) -> bool:
+    """Whether numpy refused an array because it holds Python objects (it says so only in text)."""
+    return isinstance(exc, ValueError) and "allow_pickle" in str(exc)
+
+
+def object_array_message(path: str | Path, key: str | None) -> str:
+    where = f"the array '{key}' in {path}" if key else f"{path}"
+    return (f"{where} holds Python objects (dtype=object), which are refused: loading them would "
+            f"need pickle, and a pickle can run any code. Save plain arrays instead (numbers, and "
+            f"text as np.array(names, dtype=str)).")
+
+
+def read_npz_array(data: np.lib.npyio.NpzFile, key: str, path: str | Path) -> np.ndarray:
+    """``data[key]`` with numpy's bare object-array error replaced by one that names the file."""
+    try:
+        return data[key]
+    except ValueError as exc:
+        if is_object_array_error(exc):
+            raise ValueError(object_array_message(path, key)) from exc
+        raise
 
 
 def _dequantize(u8: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -40,6 +72,12 @@ def load_feature_splits(path: str | Path) -> FeatureSplits:
     except Exception as exc:  # numpy raises several types for a damaged archive
         raise ValueError(f"cannot read {path} as a .npz archive: {exc}") from exc
     keys = set(data.files)
+    with data:
+        return _read_splits(path, data, keys)
+
+
+def _read_splits(path: Path, npz: np.lib.npyio.NpzFile, keys: set[str]) -> FeatureSplits:
+    data = _Checked(npz, path)
     if {"x_train", "y_train", "x_test", "y_test"} <= keys:
         x_tr, x_te = data["x_train"].astype(np.float32), data["x_test"].astype(np.float32)
     elif {"emb_train_uint8", "emb_test_uint8", "quant_scale", "quant_zero_point"} <= keys:

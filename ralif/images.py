@@ -37,7 +37,11 @@ UNSUPPORTED_IMAGE_FORMATS = {
     **({} if _AVIF else {".avif": "AVIF"}),
 }
 SPLIT_NAMES = ("train", "val", "test")
+# Kernel pseudo-file systems: their files look regular with a size of 0 but generate their content
+# when read (/proc/self/environ, say), so they are refused before anything reads them.
+_PSEUDO_FS_ROOTS = ("/proc/", "/sys/", "/dev/")
 _HASH_CHUNK = 1 << 20
+_CHECK_CHUNK = 64
 _WHITE = (255, 255, 255)
 
 
@@ -168,6 +172,9 @@ def _check_file(path: str, decode: bool) -> tuple[str | None, str | None]:
             return None, "broken symbolic link"
         if not os.path.isfile(path):
             return None, "not a regular file"
+        real = os.path.realpath(path)
+        if real.startswith(_PSEUDO_FS_ROOTS):
+            return None, f"not a regular file (a system file, {real}, not an image)"
         if os.path.getsize(path) == 0:
             return None, "empty file (0 bytes)"
         with Image.open(path) as im:
@@ -183,6 +190,24 @@ def _check_file(path: str, decode: bool) -> tuple[str | None, str | None]:
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
             Image.DecompressionBombWarning, MemoryError) as exc:
         return None, _describe_error(exc)
+
+
+def check_images(paths: Sequence[str], decode: bool = True,
+                 progress: Callable[[int, int], None] | None = None,
+                 workers: int | None = None) -> list[tuple[str | None, str | None]]:
+    """(sha256, None) for each readable image and (None, reason) for each bad one, in order.
+
+    ``progress(done, total)`` is called after every chunk of files, for a progress bar.
+    """
+    if progress is None:
+        return _check_files(paths, decode, workers)
+    total = len(paths)
+    out: list[tuple[str | None, str | None]] = []
+    progress(0, total)
+    for start in range(0, total, _CHECK_CHUNK):
+        out += _check_files(paths[start:start + _CHECK_CHUNK], decode, workers)
+        progress(len(out), total)
+    return out
 
 
 def _check_files(paths: Sequence[str], decode: bool = True,
@@ -253,6 +278,14 @@ def _walk_images(root: str, recursive: bool,
     return found
 
 
+def walk_image_files(root: str | os.PathLike[str], recursive: bool = True
+                     ) -> tuple[list[str], list[tuple[str, str]]]:
+    """(image paths in sorted order, (path, reason) of files in an unsupported format) under
+    ``root``; nothing is opened. Hidden entries are skipped and folder links followed once."""
+    unsupported: list[tuple[str, str]] = []
+    return _walk_images(os.fspath(root), recursive, unsupported), unsupported
+
+
 def _require_dir(root: str | os.PathLike[str]) -> str:
     path = os.path.abspath(os.fspath(root))
     if not os.path.exists(path):
@@ -263,8 +296,9 @@ def _require_dir(root: str | os.PathLike[str]) -> str:
 
 
 def _build_list(paths: Sequence[str], labels: Sequence[int], classes: list[str], root: str | None,
-                problems: Iterable[tuple[str, str]] = (), decode: bool = True) -> ImageList:
-    checked = _check_files(paths, decode=decode)
+                problems: Iterable[tuple[str, str]] = (), decode: bool = True,
+                progress: Callable[[int, int], None] | None = None) -> ImageList:
+    checked = check_images(paths, decode=decode, progress=progress)
     keep = [i for i, (h, _) in enumerate(checked) if h is not None]
     all_problems = list(problems) + [(p, r) for p, (_, r) in zip(paths, checked) if r is not None]
     good_paths = [paths[i] for i in keep]
@@ -280,7 +314,7 @@ def _build_list(paths: Sequence[str], labels: Sequence[int], classes: list[str],
     )
 
 
-def _no_images_error(where: str, problems: Sequence[tuple[str, str]]) -> ValueError:
+def no_images_error(where: str, problems: Sequence[tuple[str, str]]) -> ValueError:
     exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
     msg = f"no readable images in {where} (looked for {exts})"
     if problems:
@@ -302,7 +336,7 @@ def scan_images(root: str | os.PathLike[str], recursive: bool = True,
     files = _walk_images(path, recursive, unsupported)
     scan = _build_list(files, [-1] * len(files), [], path, problems=unsupported, decode=decode)
     if not scan.paths:
-        raise _no_images_error(path, scan.problems)
+        raise no_images_error(path, scan.problems)
     return scan
 
 
@@ -324,7 +358,8 @@ def _folder_entries(split_root: str, unsupported: list[tuple[str, str]] | None =
     return entries
 
 
-def _sort_classes(names: Iterable[str]) -> list[str]:
+def sort_class_names(names: Iterable[str]) -> list[str]:
+    """Unique class names in label-index order: by value when every name is a number, else sorted."""
     unique = set(names)
     # Numeric class names ("2", "10") sort by value so that label indices follow the numbers.
     if unique and all(n.lstrip("-").isdigit() for n in unique):
@@ -342,7 +377,7 @@ def load_image_folder(root: str | os.PathLike[str], decode: bool = True) -> dict
     split_roots = _split_dirs(path) or {"all": path}
     unsupported: dict[str, list[tuple[str, str]]] = {name: [] for name in split_roots}
     entries = {name: _folder_entries(sr, unsupported[name]) for name, sr in split_roots.items()}
-    classes = _sort_classes(c for es in entries.values() for _, c in es if c is not None)
+    classes = sort_class_names(c for es in entries.values() for _, c in es if c is not None)
     index = {c: i for i, c in enumerate(classes)}
     result = {}
     for name, es in entries.items():
@@ -351,15 +386,17 @@ def load_image_folder(root: str | os.PathLike[str], decode: bool = True) -> dict
         result[name] = _build_list(paths, labels, classes, split_roots[name], problems=unsupported[name],
                                    decode=decode)
     if not any(len(v) for v in result.values()):
-        raise _no_images_error(path, [pr for v in result.values() for pr in v.problems])
+        raise no_images_error(path, [pr for v in result.values() for pr in v.problems])
     return result
 
 
-def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True) -> ImageList:
+def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True,
+                  progress: Callable[[int, int], None] | None = None) -> ImageList:
     """Images listed in a CSV with a ``path`` column and an optional ``label`` column.
 
     Relative paths are resolved against the CSV's folder. Empty labels are unknown (-1). Files that
     are missing, unreadable or listed twice are reported in ``problems``; the CSV order is kept.
+    ``progress(done, total)`` follows the file checks.
     """
     csv_file = os.path.abspath(os.fspath(csv_path))
     if not os.path.isfile(csv_file):
@@ -414,12 +451,12 @@ def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True) -> Imag
             seen.add(full)
         paths.append(full)
         names.append(label)
-    classes = _sort_classes(n for n in names if n)
+    classes = sort_class_names(n for n in names if n)
     index = {c: i for i, c in enumerate(classes)}
     images = _build_list(paths, [index[n] if n else -1 for n in names], classes, base,
-                         problems=problems, decode=decode)
+                         problems=problems, decode=decode, progress=progress)
     if not images.paths:
-        raise _no_images_error(csv_file, images.problems)
+        raise no_images_error(csv_file, images.problems)
     return images
 
 

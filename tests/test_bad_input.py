@@ -564,3 +564,36 @@ def test_checkpoint_from_another_encoder_is_refused(tmp_path, capsys):
     with pytest.raises(RuntimeError, match=r"not_resnet\.pth does not match resnet18"):
         project2.run_round()
     assert _labels(project2) == before
+
+
+def test_npz_with_object_arrays_names_the_file_and_why(tmp_path):
+    # Object arrays would need pickle to load, and a pickle can run code: refused, and said so.
+    emb = tmp_path / "emb.npz"
+    np.savez(emb, features=np.zeros((2, 4), np.float32), paths=np.array(["a.png", None], dtype=object))
+    with pytest.raises(ValueError, match=r"the array 'paths' in .*emb\.npz holds Python objects "
+                                         r"\(dtype=object\), which are refused: loading them would need pickle"):
+        PrecomputedEmbeddings(emb)
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.array([[1.0], [None]], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"plain\.npy holds Python objects .*need pickle"):
+        PrecomputedEmbeddings(plain)
+    x = np.zeros((3, 2), np.float32)
+    y = np.array([0, 1, 0])
+    np.savez(tmp_path / "splits.npz", x_train=x, y_train=y, x_test=x, y_test=y,
+             classes=np.array(["cat", {"not": "text"}], dtype=object))
+    with pytest.raises(ValueError, match=r"the array 'classes' in .*splits\.npz holds Python objects"):
+        load_feature_splits(tmp_path / "splits.npz")
+
+
+@posix_only
+def test_links_to_system_files_are_not_regular_files(tmp_path):
+    src = _colors_folder(tmp_path / "src", per_class=3)
+    os.symlink("/proc/self/environ", src / "red" / "environ.png")
+    if os.path.exists("/dev/null"):
+        os.symlink("/dev/null", src / "blue" / "null.jpg")
+    project = Project.create(tmp_path / "p", src, encoder="pixels:2")
+    bad = _problems(project.import_report)
+    assert bad["environ.png"].startswith("not a regular file") and "empty" not in bad["environ.png"]
+    if "null.jpg" in bad:
+        assert bad["null.jpg"] == "not a regular file"
+    assert project.progress().labeled == 6

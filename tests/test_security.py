@@ -3,7 +3,12 @@ did not create is unpickled, and exports and project paths stay where they belon
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +100,23 @@ def test_a_project_named_in_the_url_must_be_a_project(tmp_path: Path, monkeypatc
         at.run()
         assert not at.exception
         assert any("No project is open" in i.value for i in at.info), value
+
+
+def test_a_foreign_database_named_like_a_project_is_never_written(tmp_path: Path) -> None:
+    folder = tmp_path / "not-mine"
+    folder.mkdir()
+    db = folder / "project.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, secret TEXT)")
+    conn.execute("INSERT INTO accounts(secret) VALUES ('s3cret')")
+    conn.commit()
+    conn.close()
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    out = subprocess.run([sys.executable, "-m", "ralif", "project", "info", str(folder)], capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert out.returncode == 1
+    assert "not a ralif project" in out.stderr and str(db) in out.stderr
+    with pytest.raises(ProjectError, match="not a ralif project"):
+        Project.open(folder)
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    assert sorted(p.name for p in folder.iterdir()) == ["project.sqlite"]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
+
+from ralif.commands.preview import add_decision_argument, terminal_scan_progress
 
 NAME = "project"
 HELP = "Create, inspect, run rounds of and export labeling projects (what the app does, for scripts)."
@@ -35,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add label names that are not in --classes instead of refusing them")
     create.add_argument("--layout", choices=("auto", "imagefolder", "flat"), default="auto")
     create.add_argument("--oracle", action="store_true", help="switch the simulated oracle on")
+    add_decision_argument(create)
 
     demo = sub.add_parser("demo", help="create the bundled CIFAR-10 demo project")
     demo.add_argument("folder", type=Path)
@@ -69,19 +73,39 @@ def _test_source(value: str | None) -> str | float | None:
         return value
 
 
+def _planned_source(args: argparse.Namespace) -> tuple[object, dict | None]:
+    """The source as the preview's import plan (``--layout auto``), with the preview's summary;
+    the detection is printed on stderr so that stdout stays JSON."""
+    from ralif.folder_scan import build_plan, format_preview, parse_decisions, preview_source
+
+    if args.layout != "auto":
+        if args.decisions:
+            raise ValueError("--as decides what each folder is and needs --layout auto")
+        return args.images, None
+    preview = preview_source(args.images, progress=terminal_scan_progress())
+    plan = build_plan(preview, parse_decisions(args.decisions))
+    print(format_preview(preview, plan), file=sys.stderr)
+    summary = preview.to_dict()
+    summary.pop("unreadable")   # the import report lists them
+    summary["plan"] = {"decisions": plan.decisions, "classes": plan.classes, "labeled": plan.labeled,
+                       "unlabeled": plan.unlabeled, "ignored": plan.ignored}
+    return plan.image_lists(), summary
+
+
 def run(args: argparse.Namespace) -> int:
     from ralif.project import Project
 
     if args.action == "create":
         classes = [c for c in (args.classes or "").split(",") if c.strip()] or None
+        images, preview = _planned_source(args)
         project = Project.create(
-            args.folder, args.images, name=args.name, model=args.model, encoder=args.encoder,
+            args.folder, images, name=args.name, model=args.model, encoder=args.encoder,
             strategy=args.strategy, batch_size=args.batch_size, test=_test_source(args.test), classes=classes,
             known_labels=args.known_labels, add_unknown_classes=args.add_classes, layout=args.layout,
             simulated_oracle=args.oracle)
         report = asdict(project.import_report)
         report["problems"] = [f"{p}: {r}" for p, r in report["problems"]]
-        print(json.dumps({"folder": str(project.folder), "import": report,
+        print(json.dumps({"folder": str(project.folder), "import": report, "preview": preview,
                           "progress": asdict(project.progress())}, indent=2))
         return 0
     if args.action == "demo":

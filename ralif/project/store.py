@@ -11,8 +11,22 @@ Durability and concurrency choices:
   check is atomic; ``busy_timeout`` makes a second writer wait instead of failing.
 * Every write is one short transaction.
 
-Schema changes go through ``MIGRATIONS``: a list of SQL scripts, script *i* taking the schema
-from version *i* to *i + 1*. A database written by a newer ralif is refused rather than guessed at.
+Schema changes go through ``MIGRATIONS`` (:mod:`ralif.project.schema`): a list of SQL scripts,
+script *i* taking the schema from version *i* to *i + 1*. A database written by a newer ralif is
+refused rather than guessed at.
+
+Faults a user can meet (each a :class:`StoreError` subclass whose message names the file or folder;
+see :mod:`ralif.project.dbfile` and docs/reliability.md):
+
+* A file that is not a ralif database (another program's SQLite file, an empty or truncated file)
+  is refused before anything is written to it, and left byte for byte as it was.
+* A read-only folder opens read-only: reads work, a write raises :class:`ReadOnlyError`.
+* A full disk rolls the write back and raises :class:`DiskFullError`; the connection stays usable,
+  so the next write succeeds once there is space again.
+* The file's identity (device, inode) is checked before and after every write and by
+  :meth:`Store.check_identity`: a file replaced under an open project (a folder restored from a
+  backup) is reopened, after the same checks as a first open, instead of being written blind; a
+  file that disappeared raises :class:`ProjectGoneError` and nothing is written.
 
 Scale: every page run shows how many images are labeled, per class and split. Counting them from
 ``labels`` and ``images`` grows with the pool (a join of every label to its image), so the counts
@@ -33,198 +47,49 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ralif.project.dbfile import (
+    APPLICATION_ID,
+    SQLITE_CANTOPEN,
+    SQLITE_READONLY,
+    CorruptError,
+    DiskFullError,
+    NewerSchemaError,
+    NotRalifError,
+    ProjectGoneError,
+    ProjectReplacedError,
+    ReadOnlyError,
+    StoreError,
+    check_file,
+    file_uri,
+    has_wal,
+    primary_code,
+    read_only,
+    translate,
+    writable,
+)
+from ralif.project.schema import (
+    HISTORY_SOURCES,
+    LABEL_SOURCES,
+    LABEL_STATES,
+    MIGRATIONS,
+    ROUND_STATUSES,
+    SCHEMA_VERSION,
+    SPLITS,
+    statements,
+)
+
+__all__ = [
+    "APPLICATION_ID", "DB_NAME", "HISTORY_SOURCES", "LABEL_SOURCES", "LABEL_STATES", "MIGRATIONS",
+    "ROUND_STATUSES", "SCHEMA_VERSION", "SPLITS", "CorruptError", "DiskFullError", "NewerSchemaError",
+    "NotRalifError", "ProjectGoneError", "ProjectReplacedError", "ReadOnlyError", "SplitCount", "Store",
+    "StoreError", "fill_ids", "release",
+]
+
 DB_NAME = "project.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 
-SPLITS = ("pool", "test")
-LABEL_STATES = ("labeled", "unsure", "cleared")
-LABEL_SOURCES = ("user", "oracle", "import", "bulk", "map")
-# History rows also record changes that no user made directly.
-HISTORY_SOURCES = LABEL_SOURCES + ("undo", "merge", "delete")
-ROUND_STATUSES = ("queued", "running", "ready", "submitted", "failed")
-
-_V1 = f"""
-CREATE TABLE schema_version (
-    version    INTEGER PRIMARY KEY,
-    applied_at REAL NOT NULL
-);
-CREATE TABLE settings (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL            -- JSON
-) WITHOUT ROWID;
-CREATE TABLE classes (
-    id         INTEGER PRIMARY KEY,
-    name       TEXT NOT NULL,
-    position   INTEGER NOT NULL,
-    deleted    INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
-    created_at REAL NOT NULL
-);
--- Deleted classes keep their rows (history refers to them), so names are unique among live ones.
-CREATE UNIQUE INDEX classes_live_name ON classes(name) WHERE deleted = 0;
-CREATE TABLE images (
-    id            INTEGER PRIMARY KEY,
-    path          TEXT NOT NULL UNIQUE,
-    content_hash  TEXT NOT NULL,
-    width         INTEGER,
-    height        INTEGER,
-    split         TEXT NOT NULL CHECK (split IN ('pool', 'test')),
-    true_class_id INTEGER REFERENCES classes(id),
-    added_at      REAL NOT NULL
-);
-CREATE INDEX images_split ON images(split, id);
-CREATE INDEX images_hash ON images(content_hash);
--- The current label of an image; no row means never labeled. The row stays when a label is
--- removed (state 'cleared') so that its version counter keeps counting.
-CREATE TABLE labels (
-    image_id   INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
-    class_id   INTEGER REFERENCES classes(id),
-    state      TEXT NOT NULL CHECK (state IN {LABEL_STATES!r}),
-    round      INTEGER,
-    source     TEXT NOT NULL CHECK (source IN {LABEL_SOURCES!r}),
-    created_at REAL NOT NULL,
-    version    INTEGER NOT NULL CHECK (version >= 1),
-    client     TEXT,
-    CHECK ((state = 'labeled') = (class_id IS NOT NULL))
-);
-CREATE INDEX labels_class ON labels(class_id);
-CREATE INDEX labels_state ON labels(state);
--- One row per user-visible operation, so that undo reverts a bulk label as a whole.
-CREATE TABLE actions (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind       TEXT NOT NULL,
-    client     TEXT,
-    created_at REAL NOT NULL,
-    undo_of    INTEGER REFERENCES actions(id),
-    undone_by  INTEGER REFERENCES actions(id),
-    detail     TEXT
-);
-CREATE INDEX actions_client ON actions(client, id);
-CREATE TABLE label_history (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    action_id    INTEGER NOT NULL REFERENCES actions(id),
-    image_id     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    old_class_id INTEGER,
-    old_state    TEXT,
-    old_source   TEXT,
-    old_round    INTEGER,
-    new_class_id INTEGER,
-    new_state    TEXT NOT NULL CHECK (new_state IN {LABEL_STATES!r}),
-    source       TEXT NOT NULL CHECK (source IN {HISTORY_SOURCES!r}),
-    round        INTEGER,
-    version      INTEGER NOT NULL,
-    created_at   REAL NOT NULL,
-    client       TEXT
-);
-CREATE INDEX label_history_image ON label_history(image_id, id);
-CREATE INDEX label_history_action ON label_history(action_id);
-CREATE TABLE rounds (
-    number        INTEGER PRIMARY KEY,
-    strategy      TEXT NOT NULL,
-    model_kind    TEXT NOT NULL,
-    batch_size    INTEGER NOT NULL CHECK (batch_size >= 1),
-    status        TEXT NOT NULL CHECK (status IN {ROUND_STATUSES!r}),
-    phase         TEXT,
-    created_at    REAL NOT NULL,
-    started_at    REAL,
-    finished_at   REAL,
-    submitted_at  REAL,
-    seconds       REAL,
-    labeled_count INTEGER,
-    accuracy      REAL,
-    test_count    INTEGER,
-    cold_start    INTEGER,
-    model_path    TEXT,
-    error         TEXT,
-    job_path      TEXT,
-    runner_pid    INTEGER,
-    runner_start  REAL,
-    attempts      INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE selections (
-    round              INTEGER NOT NULL REFERENCES rounds(number) ON DELETE CASCADE,
-    image_id           INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    rank               INTEGER NOT NULL,
-    score              REAL,
-    reason             TEXT NOT NULL,
-    predicted_class_id INTEGER REFERENCES classes(id),
-    confidence         REAL,
-    PRIMARY KEY (round, image_id)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX selections_rank ON selections(round, rank);
-CREATE INDEX selections_image ON selections(image_id);
-"""
-
-# Version 2: counts kept by triggers, so that a page run reads a few rows instead of joining every
-# label to its image or counting a million-row index.
-_V2 = """
-CREATE TABLE image_counts (
-    split  TEXT PRIMARY KEY,
-    images INTEGER NOT NULL,
-    truths INTEGER NOT NULL         -- images with a hidden true class
-) WITHOUT ROWID;
--- Every label row by (split, state, class); class_id 0 stands for none (unsure, cleared) so that
--- it can be part of the key. Rows are never deleted: a count that drops to 0 stays as a 0.
-CREATE TABLE label_counts (
-    split    TEXT NOT NULL,
-    state    TEXT NOT NULL,
-    class_id INTEGER NOT NULL,
-    n        INTEGER NOT NULL,
-    PRIMARY KEY (split, state, class_id)
-) WITHOUT ROWID;
-INSERT INTO image_counts(split, images, truths)
-    SELECT split, COUNT(*), COUNT(true_class_id) FROM images GROUP BY split;
-INSERT INTO label_counts(split, state, class_id, n)
-    SELECT i.split, l.state, COALESCE(l.class_id, 0), COUNT(*) FROM labels l CROSS JOIN images i
-    ON i.id = l.image_id GROUP BY i.split, l.state, COALESCE(l.class_id, 0);
-CREATE TRIGGER images_count_insert AFTER INSERT ON images BEGIN
-    INSERT INTO image_counts(split, images, truths) VALUES (NEW.split, 1, NEW.true_class_id IS NOT NULL)
-        ON CONFLICT(split) DO UPDATE SET images = images + 1, truths = truths + excluded.truths;
-END;
--- BEFORE: the cascade that deletes the image's label runs once the image row is gone, when the
--- label's split can no longer be looked up; its own trigger then finds no split and does nothing.
-CREATE TRIGGER images_count_delete BEFORE DELETE ON images BEGIN
-    UPDATE image_counts SET images = images - 1, truths = truths - (OLD.true_class_id IS NOT NULL)
-        WHERE split = OLD.split;
-    UPDATE label_counts SET n = n - 1 WHERE split = OLD.split
-        AND (state, class_id) = (SELECT state, COALESCE(class_id, 0) FROM labels WHERE image_id = OLD.id);
-END;
--- A merge rewrites true classes of many images: only a change of split or of having a true
--- class moves a count, so the WHEN clause keeps that statement at its own cost.
-CREATE TRIGGER images_count_update AFTER UPDATE OF split, true_class_id ON images
-WHEN OLD.split IS NOT NEW.split OR (OLD.true_class_id IS NULL) != (NEW.true_class_id IS NULL) BEGIN
-    UPDATE image_counts SET images = images - 1, truths = truths - (OLD.true_class_id IS NOT NULL)
-        WHERE split = OLD.split;
-    INSERT INTO image_counts(split, images, truths) VALUES (NEW.split, 1, NEW.true_class_id IS NOT NULL)
-        ON CONFLICT(split) DO UPDATE SET images = images + 1, truths = truths + excluded.truths;
-    UPDATE label_counts SET n = n - 1 WHERE OLD.split IS NOT NEW.split AND split = OLD.split
-        AND (state, class_id) = (SELECT state, COALESCE(class_id, 0) FROM labels WHERE image_id = OLD.id);
-    INSERT INTO label_counts(split, state, class_id, n)
-        SELECT NEW.split, state, COALESCE(class_id, 0), 1 FROM labels
-        WHERE image_id = NEW.id AND OLD.split IS NOT NEW.split
-        ON CONFLICT(split, state, class_id) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER labels_count_insert AFTER INSERT ON labels BEGIN
-    INSERT INTO label_counts(split, state, class_id, n)
-        SELECT split, NEW.state, COALESCE(NEW.class_id, 0), 1 FROM images WHERE id = NEW.image_id
-        ON CONFLICT(split, state, class_id) DO UPDATE SET n = n + 1;
-END;
--- An upsert that finds the row fires this, not the insert trigger.
-CREATE TRIGGER labels_count_update AFTER UPDATE OF image_id, state, class_id ON labels
-WHEN OLD.image_id != NEW.image_id OR OLD.state != NEW.state OR OLD.class_id IS NOT NEW.class_id BEGIN
-    UPDATE label_counts SET n = n - 1 WHERE split = (SELECT split FROM images WHERE id = OLD.image_id)
-        AND state = OLD.state AND class_id = COALESCE(OLD.class_id, 0);
-    INSERT INTO label_counts(split, state, class_id, n)
-        SELECT split, NEW.state, COALESCE(NEW.class_id, 0), 1 FROM images WHERE id = NEW.image_id
-        ON CONFLICT(split, state, class_id) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER labels_count_delete AFTER DELETE ON labels BEGIN
-    UPDATE label_counts SET n = n - 1 WHERE split = (SELECT split FROM images WHERE id = OLD.image_id)
-        AND state = OLD.state AND class_id = COALESCE(OLD.class_id, 0);
-END;
-"""
-
-MIGRATIONS: list[str] = [_V1, _V2]
-SCHEMA_VERSION = len(MIGRATIONS)
+# Kept under its former name: migration scripts are split by the schema module now.
+_statements = statements
 
 
 class SplitCount(NamedTuple):
@@ -232,50 +97,146 @@ class SplitCount(NamedTuple):
     truths: int       # images with a hidden true class (simulations, demos)
 
 
-class StoreError(RuntimeError):
-    """The project database cannot be used (missing, newer format, damaged)."""
+Identity = tuple[int, int]
+
+
+def _identity(path: str) -> Identity | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class _Shared:
-    """The process's connection to one database file, with the lock that serialises its use."""
+    """The process's connection to one database file, with the lock that serialises its use.
+    ``ident`` is the (device, inode) of the file it was opened on; ``closed`` is set under
+    ``lock`` when the connection is closed, so a user holding the lock knows to look it up again."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, create: bool, readonly: bool) -> None:
         self.pid = os.getpid()
         self.lock = threading.RLock()
-        self.conn = _connect(path)
+        self.closed = False
+        self.new = False
+        before = _identity(path)
+        if before is None and not create:
+            raise ProjectGoneError(f"no project database at {path} (was the project folder moved or deleted?)")
+        if before is None:
+            self.new = True
+        else:
+            check_file(path, MIGRATIONS)
+        self.readonly = readonly or not writable(path)
+        if self.new and self.readonly:
+            raise read_only(os.path.dirname(path))
+        if self.readonly:
+            conn = _open_readonly(path)
+        else:
+            try:
+                conn = _open(path, create)
+            except ReadOnlyError:
+                # Read-only underneath although the permissions said otherwise (e.g. a file system
+                # mounted read-only, which root's access checks do not always see).
+                if self.new:
+                    raise
+                self.readonly = True
+                conn = _open_readonly(path)
+        self.conn = conn
+        self.ident = _identity(path)
+        if before is not None and self.ident != before:
+            # Replaced between the check and the open: what was checked is not what is open.
+            self.conn.close()
+            raise ProjectReplacedError(f"the project database {path} was replaced while it was being "
+                                       f"opened; open the project again")
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.conn.close()
 
 
 _REGISTRY: dict[str, _Shared] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    # isolation_level=None: transactions are opened explicitly, so none stays open by accident.
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                           check_same_thread=False)
+def _configure(conn: sqlite3.Connection) -> None:
     conn.row_factory = sqlite3.Row
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if str(mode).lower() != "wal":
-        conn.close()
-        raise StoreError(f"{path}: the file system does not support SQLite's WAL mode (got {mode!r}); "
-                         f"keep the project on a local disk")
-    conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # Statement journals (every insert into a table with count triggers opens one) and the
     # temporary id tables stay in memory: on disk, importing a million images took twice as long.
     conn.execute("PRAGMA temp_store=MEMORY")
+
+
+def _open(path: str, create: bool) -> sqlite3.Connection:
+    # isolation_level=None: transactions are opened explicitly, so none stays open by accident.
+    # mode=rw never creates a file: a database that vanished is not silently replaced by an empty one.
+    conn = sqlite3.connect(file_uri(path, mode="rwc" if create else "rw"), uri=True,
+                           timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: the file system does not support SQLite's WAL mode (got {mode!r}); "
+                             f"keep the project on a local disk")
+        conn.execute("PRAGMA synchronous=FULL")
+        _configure(conn)
+    except BaseException as exc:
+        conn.close()
+        mapped = translate(exc, path) if isinstance(exc, (sqlite3.Error, OSError)) else None
+        if mapped is not None:
+            raise mapped from exc
+        raise
     return conn
 
 
-def _shared(path: str) -> _Shared:
+def _open_readonly(path: str) -> sqlite3.Connection:
+    """Read ``path`` in a folder this process cannot write. ``mode=ro`` reads the write-ahead log
+    too but needs its index file (``-shm``) to exist or be creatable; without one, ``immutable``
+    reads the database file alone, which is all there is when no log lies beside it."""
+    uris = [file_uri(path, mode="ro")]
+    if not has_wal(path):
+        uris.append(file_uri(path, mode="ro", immutable="1"))
+    last: sqlite3.Error | None = None
+    for uri in uris:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            _configure(conn)
+            return conn
+        except sqlite3.Error as exc:
+            conn.close()
+            last = exc
+            if primary_code(exc) not in (SQLITE_READONLY, SQLITE_CANTOPEN):
+                break
+    folder = os.path.dirname(path)
+    raise ReadOnlyError(f"the project folder {folder} is read-only and its database {path} cannot be read "
+                        f"without writing beside it (an unfinished write-ahead log {path}-wal is there; "
+                        f"{last}). Make the folder writable once, or copy the project somewhere writable")
+
+
+def _shared(path: str, create: bool = False, readonly: bool = False) -> _Shared:
     with _REGISTRY_LOCK:
         entry = _REGISTRY.get(path)
         # A forked child must not use its parent's connection (SQLite forbids it).
-        if entry is None or entry.pid != os.getpid():
-            entry = _Shared(path)
+        if entry is None or entry.pid != os.getpid() or entry.closed:
+            entry = _Shared(path, create, readonly)
             _REGISTRY[path] = entry
         return entry
+
+
+def _retire(path: str, entry: _Shared) -> None:
+    """Close ``entry`` and forget it, unless another thread already put a newer one in its place.
+    Closing a connection whose file was replaced is safe: SQLite sees that the file moved and
+    neither checkpoints into nor deletes the log files now at that path."""
+    with entry.lock:
+        with _REGISTRY_LOCK:
+            if _REGISTRY.get(path) is entry:
+                del _REGISTRY[path]
+        if entry.pid == os.getpid():
+            entry.close()
+        else:
+            entry.closed = True
 
 
 def release(path: str | os.PathLike[str]) -> None:
@@ -283,79 +244,206 @@ def release(path: str | os.PathLike[str]) -> None:
     key = os.path.realpath(path)
     with _REGISTRY_LOCK:
         entry = _REGISTRY.pop(key, None)
-    if entry is not None and entry.pid == os.getpid():
-        with entry.lock:
-            entry.conn.close()
+    if entry is not None:
+        if entry.pid == os.getpid():
+            entry.close()
+        else:
+            entry.closed = True
 
 
 class Store:
-    """Transactions on a project database; cheap to create, the connection is shared."""
+    """Transactions on a project database; cheap to create, the connection is shared.
 
-    def __init__(self, path: str | os.PathLike[str], create: bool = False) -> None:
+    ``readonly``: never write (a write raises :class:`ReadOnlyError`); a folder this process
+    cannot write opens read-only without being asked."""
+
+    def __init__(self, path: str | os.PathLike[str], create: bool = False, readonly: bool = False) -> None:
         p = Path(path)
-        if not create and not p.is_file():
-            raise StoreError(f"no project database at {p}")
-        if create:
+        if create and not readonly:
             p.parent.mkdir(parents=True, exist_ok=True)
         self.path = os.path.realpath(p)
-        self._entry = _shared(self.path)
+        self.explicit_readonly = readonly
+        try:
+            self._entry = _shared(self.path, create=create and not readonly, readonly=readonly)
+        except OSError as exc:
+            mapped = translate(exc, self.path)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        self.check_identity()
         self._migrate()
 
     @property
+    def folder(self) -> Path:
+        return Path(self.path).parent
+
+    @property
+    def readonly(self) -> bool:
+        """Whether writes are refused (asked for, or the folder cannot be written)."""
+        return self.explicit_readonly or self._live().readonly
+
+    def _live(self) -> _Shared:
+        entry = self._entry
+        if entry.closed or entry.pid != os.getpid():
+            entry = self._entry = _shared(self.path, readonly=self.explicit_readonly)
+        return entry
+
+    @property
     def _conn(self) -> sqlite3.Connection:
-        if self._entry.pid != os.getpid():
-            self._entry = _shared(self.path)
-        return self._entry.conn
+        return self._live().conn
 
     @contextlib.contextmanager
+    def _locked(self) -> Iterator[_Shared]:
+        # Another thread may close the entry (file replaced) between looking it up and locking it.
+        for _ in range(5):
+            entry = self._live()
+            with entry.lock:
+                if not entry.closed:
+                    yield entry
+                    return
+        raise StoreError(f"the project database {self.path} keeps being replaced; open the project again")
+
+    def _fail(self, exc: BaseException) -> BaseException:
+        mapped = translate(exc, self.path, self.explicit_readonly)
+        if mapped is None:
+            return exc
+        mapped.__cause__ = exc
+        return mapped
+
+    # -- identity ----------------------------------------------------------------------------
+    def check_identity(self) -> bool:
+        """Make sure the open connection is to the file now at :attr:`path`. Returns True when
+        the file had been replaced (e.g. the folder restored from a backup) and the new one was
+        opened, after the same checks as a first open; raises :class:`ProjectGoneError` when
+        there is no file there any more. Cheap (one ``stat``): call it on every page run."""
+        entry = self._live()
+        now = _identity(self.path)
+        if now is None:
+            raise ProjectGoneError(f"the project database {self.path} is gone (was the project folder moved "
+                                   f"or deleted?); nothing was written. Restore the folder or open another project")
+        if now == entry.ident:
+            return False
+        _retire(self.path, entry)
+        self._entry = _shared(self.path, readonly=self.explicit_readonly)
+        return True
+
+    def _writable_entry(self) -> _Shared:
+        if self.explicit_readonly:
+            raise read_only(str(self.folder), explicit=True)
+        self.check_identity()
+        entry = self._live()
+        if entry.readonly:
+            # The folder may have been made writable since the project was opened.
+            if not writable(self.path):
+                raise read_only(str(self.folder))
+            _retire(self.path, entry)
+            entry = self._entry = _shared(self.path)
+            if entry.readonly:
+                raise read_only(str(self.folder))
+        return entry
+
+    # -- transactions ------------------------------------------------------------------------
+    @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, holding the database's write lock from its start."""
-        conn = self._conn
-        with self._entry.lock:
-            conn.execute("BEGIN IMMEDIATE")
+        """One write transaction, holding the database's write lock from its start. Raises
+        :class:`ReadOnlyError`, :class:`DiskFullError` (rolled back: nothing half-written), or
+        :class:`ProjectReplacedError` when the file was replaced while the change was saved."""
+        self._writable_entry()
+        with self._locked() as entry:
+            conn = entry.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from None
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback(entry)
+                failure = self._fail(exc) if isinstance(exc, (sqlite3.Error, OSError)) else exc
+                if failure is exc:
+                    raise
+                raise failure from None
+            if _identity(self.path) != entry.ident:
+                # Replaced or removed while this transaction ran: it went to the old file, so the
+                # caller must not report it saved.
+                raise ProjectReplacedError(
+                    f"the project database {self.path} was replaced or removed while a change was being "
+                    f"saved: the change is not in the current file. Repeat it")
+
+    def _rollback(self, entry: _Shared) -> None:
+        conn = entry.conn
+        if not conn.in_transaction:
+            return      # SQLite already rolled back (it does on a full disk)
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            # A connection that cannot roll back must not serve the next write.
+            _retire(self.path, entry)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for several queries (WAL readers never block writers)."""
-        conn = self._conn
-        with self._entry.lock:
-            conn.execute("BEGIN")
+        with self._locked() as entry:
+            conn = entry.conn
+            try:
+                conn.execute("BEGIN")
+            except sqlite3.Error as exc:
+                raise self._fail(exc) from None
             try:
                 yield conn
             finally:
-                conn.execute("COMMIT")
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
 
     def query(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        with self._entry.lock:
-            return self._conn.execute(sql, params).fetchall()
+        with self._locked() as entry:
+            try:
+                return entry.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                failure = self._fail(exc)
+                if failure is exc:
+                    raise
+                raise failure from None
 
     def query_one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
-        with self._entry.lock:
-            return self._conn.execute(sql, params).fetchone()
+        with self._locked() as entry:
+            try:
+                return entry.conn.execute(sql, params).fetchone()
+            except sqlite3.Error as exc:
+                failure = self._fail(exc)
+                if failure is exc:
+                    raise
+                raise failure from None
 
     # -- schema ------------------------------------------------------------------------------
     def schema_version(self) -> int:
-        with self._entry.lock:
-            exists = self._conn.execute(
+        with self._locked() as entry:
+            exists = entry.conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'").fetchone()
             if not exists:
                 return 0
-            row = self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            row = entry.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
             return int(row[0] or 0)
 
     def _migrate(self) -> None:
         current = self.schema_version()
         if current > SCHEMA_VERSION:
-            raise StoreError(f"{self.path} was written by a newer ralif (schema {current}, this version "
-                             f"reads up to {SCHEMA_VERSION}); upgrade ralif to open it")
-        if current == SCHEMA_VERSION:
+            raise NewerSchemaError(f"{self.path} was written by a newer ralif (schema {current}, this version "
+                                   f"reads up to {SCHEMA_VERSION}); upgrade ralif to open it")
+        row = self.query_one("PRAGMA application_id")
+        marked = row is not None and int(row[0]) == APPLICATION_ID
+        if current == SCHEMA_VERSION and marked:
             return
+        if current == 0 and not self._live().new:
+            # check_file refuses such files; this guards a file emptied after that check.
+            raise NotRalifError(f"not a ralif project: {self.path} has no ralif tables; it was left untouched")
+        if self.readonly:
+            if current == SCHEMA_VERSION:
+                return      # from before the marker, readable as it is; marked on the first write access
+            raise ReadOnlyError(f"the project in {self.folder} was made by an older ralif and must be upgraded "
+                                f"once (schema {current} to {SCHEMA_VERSION}), which needs write access; make the "
+                                f"folder writable and open it again")
         with self.write() as conn:
             # Re-read under the write lock: another process may have migrated meanwhile.
             row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
@@ -363,10 +451,13 @@ class Store:
             current = int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0) \
                 if row else 0
             for version in range(current, SCHEMA_VERSION):
-                for statement in _statements(MIGRATIONS[version]):
+                for statement in statements(MIGRATIONS[version]):
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version(version, applied_at) VALUES (?, ?)",
                              (version + 1, time.time()))
+            # The marker goes in with the schema, in the same transaction.
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- counts ------------------------------------------------------------------------------
     def image_counts(self, conn: sqlite3.Connection | None = None) -> dict[str, SplitCount]:
@@ -400,23 +491,6 @@ class Store:
             return
         with self.write() as c:
             c.executemany(sql, rows)
-
-
-def _statements(script: str) -> list[str]:
-    """The statements of a migration script (executescript would commit the open transaction).
-    A trigger body holds several ``;``: a statement ends where SQLite says it is complete."""
-    out, buf = [], []
-    for line in script.splitlines():
-        buf.append(line.split("--", 1)[0])
-        stmt = "\n".join(buf).strip()
-        if stmt and sqlite3.complete_statement(stmt):
-            if stmt.rstrip(";").strip():
-                out.append(stmt)
-            buf = []
-    tail = "\n".join(buf).strip()
-    if tail:
-        out.append(tail)
-    return out
 
 
 def fill_ids(conn: sqlite3.Connection, ids: Any) -> int:
