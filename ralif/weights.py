@@ -21,7 +21,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -229,7 +228,7 @@ def partial_bytes(source: WeightsSource) -> int:
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003 - urllib's signature
+    def redirect_request(self, *args, **kwargs):  # urllib's signature
         return None
 
 
@@ -239,8 +238,8 @@ def _request(url: str, method: str = "GET", headers: dict[str, str] | None = Non
 
 def _offline_fixes(source: WeightsSource, target: str) -> list[str]:
     return [
-        "choose an encoder whose weights are already on this machine, or one that needs none "
-        "(precomputed embeddings, or ResNet18 from scratch)",
+        ("choose an encoder whose weights are already on this machine, or one that needs none "
+         "(precomputed embeddings, or ResNet18 from scratch)"),
         "give the path of a weights file you have (a local checkpoint)",
         f"download on a machine with internet access and copy the file to {target}",
     ]
@@ -454,7 +453,7 @@ def download(source: WeightsSource, *, progress: ProgressFn | None = None, endpo
         if source.hf_repo:
             return _download_hf(source, endpoint, progress, cancel, timeout)
         return _download_url(source, endpoint, progress, cancel, timeout)
-    except socket.timeout as exc:
+    except TimeoutError as exc:
         raise _unreachable(source, source.url or hf_endpoint(endpoint), exc) from exc
 
 

@@ -89,7 +89,7 @@ def test_weights_in_the_caches_are_found(empty_caches):
     # An interrupted download is shown as resumable.
     (ckpt / "resnet18-f37072fd.pth").unlink()
     (ckpt / "resnet18-f37072fd.pth.partial").write_bytes(b"x" * 3_000_000)
-    frozen = [c for c in encoder_choices(has_gpu=False) if c.key == "resnet18-imagenet-frozen"][0]
+    frozen = next(c for c in encoder_choices(has_gpu=False) if c.key == "resnet18-imagenet-frozen")
     assert frozen.resumable_bytes == 3_000_000 and "3 MB already downloaded" in frozen.status_text()
 
 

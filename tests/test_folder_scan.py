@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -75,7 +76,7 @@ def test_class_folders_plus_unlabeled_folder(tmp_path):
     for g in preview.groups:
         assert len(g.samples) == 2 and all(Path(s).is_file() and Path(s).parent.name == g.key for s in g.samples)
     assert seen[0] == (0, 14) and seen[-1] == (14, 14)
-    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+    assert all(a[0] <= b[0] for a, b in itertools.pairwise(seen))
 
     plan = build_plan(preview)
     assert plan.classes == ["blue", "green", "red"]

@@ -22,7 +22,7 @@ import open_clip
 import pytest
 import torch
 
-import ralif.weights as weights
+from ralif import weights
 from ralif.cli import main as cli_main
 from ralif.encoders import OpenClipEncoder, TorchvisionResNet18Encoder
 from ralif.weights import (
