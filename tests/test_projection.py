@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from ralif import projection as proj
+from ralif.map import layout
 from ralif.project import Project, ProjectError
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
@@ -81,7 +82,8 @@ def test_cache_hit_returns_the_stored_layout_without_refitting(tmp_path, monkeyp
         calls.append(1)
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(proj, "fit_projection", counting_fit)
+    # compute_project_projection looks fit_projection up in its own module.
+    monkeypatch.setattr(layout, "fit_projection", counting_fit)
     first = proj.compute_project_projection(project)
     second = proj.compute_project_projection(project)
     assert len(calls) == 1
