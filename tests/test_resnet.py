@@ -17,9 +17,9 @@ from ralif.models.resnet import (
     TrainConfig,
     TrainedResNet,
     TrainingCancelled,
-    _load_image,
     build_resnet18,
     imagenet_weights_path,
+    load_image,
     train_resnet,
 )
 
@@ -177,7 +177,7 @@ def test_image_files_of_any_mode(trained, tmp_path):
     proba = model.predict_proba([tmp_path / name for name in odd])
     assert proba.shape == (len(odd), K) and np.isfinite(proba).all()
     # 16-bit files keep their contrast instead of saturating to white.
-    wide = _load_image(tmp_path / "wide16.png")
+    wide = load_image(tmp_path / "wide16.png")
     np.testing.assert_array_equal(wide[0].numpy(), images[0][:, :, 1])
 
 
