@@ -31,7 +31,7 @@ from ralif.models.resnet_model import (
     build_resnet18,
     imagenet_weights_path,
 )
-from ralif.models.resnet_training import ProgressFn, TrainingCancelled, train_resnet
+from ralif.models.resnet_training import ProgressFn, TrainingCancelled, TrainingDiverged, train_resnet
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -44,6 +44,7 @@ __all__ = [
     "TrainConfig",
     "TrainedResNet",
     "TrainingCancelled",
+    "TrainingDiverged",
     "build_resnet18",
     "imagenet_weights_path",
     "load_image",

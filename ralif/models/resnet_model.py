@@ -41,6 +41,11 @@ _PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+LR_SCALINGS = ("batch", "none")
+# The automatic warm-up: this share of all steps, capped (a long run needs no longer ramp).
+AUTO_WARMUP_FRACTION = 0.1
+AUTO_WARMUP_MAX = 500
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -49,6 +54,15 @@ class TrainConfig:
     ``weights`` applies to the imagenet variant: ``"auto"`` or ``"imagenet"`` loads torchvision's
     ImageNet weights from the torch hub cache, a file path loads that file, and ``None`` starts
     from random weights.  ``amp`` and ``channels_last`` only take effect on CUDA.
+
+    ``lr`` is the rate for a full batch of ``batch_size`` images.  With ``lr_scaling="batch"``
+    a run with fewer labeled images than a batch scales it down in proportion (the linear
+    scaling rule): the full rate on a batch of a few images is what made from-scratch training
+    on a few labels diverge (benchmarks/resnet_few_labels.py).  ``"none"`` keeps it as given.
+    ``warmup_steps`` ramps the rate up linearly over the first steps (0, the default: none;
+    ``None``: :data:`AUTO_WARMUP_FRACTION` of the run, at most :data:`AUTO_WARMUP_MAX` steps);
+    warm-up alone did not prevent the divergence.  ``clip_grad_norm`` bounds the gradient's
+    norm (``None``, the default: no clipping).
     """
 
     variant: str = "cifar"
@@ -63,6 +77,9 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     weights: str | None = "auto"
+    lr_scaling: str = "batch"
+    warmup_steps: int | None = 0
+    clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -80,6 +97,12 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1 and image_size >= 8")
         if self.num_workers < 0:
             raise ValueError("num_workers must be >= 0")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"unknown lr_scaling {self.lr_scaling!r}; expected one of {LR_SCALINGS}")
+        if self.warmup_steps is not None and int(self.warmup_steps) < 0:
+            raise ValueError("warmup_steps must be >= 0 (or None for the automatic warm-up)")
+        if self.clip_grad_norm is not None and not float(self.clip_grad_norm) > 0:
+            raise ValueError("clip_grad_norm must be > 0 (or None for no clipping)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

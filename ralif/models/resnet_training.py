@@ -27,7 +27,7 @@ from ralif.models.resnet_data import (
     random_flip,
     source_len,
 )
-from ralif.models.resnet_model import TrainConfig, TrainedResNet, build_resnet18
+from ralif.models.resnet_model import AUTO_WARMUP_FRACTION, AUTO_WARMUP_MAX, TrainConfig, TrainedResNet, build_resnet18
 
 ProgressFn = Callable[[dict], None]
 
@@ -39,6 +39,30 @@ class TrainingCancelled(Exception):
     """Raised by :func:`train_resnet` when ``should_stop()`` returned true."""
 
 
+class TrainingDiverged(RuntimeError):
+    """Raised by :func:`train_resnet` when an epoch's loss is not finite or has risen far above
+    the loss the run started from: the weights are no longer worth keeping."""
+
+
+# An epoch loss above this many times the start's (the first epoch's, at least ln K: a uniform
+# guess) is a diverging run.  In benchmarks/resnet_few_labels.py healthy runs never went above
+# 1.02x their start while diverging ones reached 3.7-4.1x (the field report: 11.5 against 2.3).
+DIVERGENCE_FACTOR = 3.0
+
+
+def check_divergence(losses: Sequence[float], num_classes: int) -> str | None:
+    """Why the epoch losses so far (first to last) show a diverging run, or None."""
+    last = losses[-1]
+    if not math.isfinite(last):
+        return f"the loss became {last}"
+    if len(losses) < 2:
+        return None
+    start = max(losses[0], math.log(num_classes))
+    if last > DIVERGENCE_FACTOR * start:
+        return f"the loss rose to {last:.3g} from {losses[0]:.3g} at the start"
+    return None
+
+
 def _amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtype | None]:
     if not enabled or device.type != "cuda":
         return False, None
@@ -47,12 +71,35 @@ def _amp_settings(device: torch.device, enabled: bool) -> tuple[bool, torch.dtyp
     return True, torch.float16
 
 
-def _lr_factor(variant: str, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+def _lr_factor(variant: str, epochs: int, steps_per_epoch: int, warmup: int = 0) -> Callable[[int], float]:
     total = max(1, epochs * steps_per_epoch)
     if variant == "cifar":
         milestone = max(1, round(_STEP_AT * epochs)) * steps_per_epoch
-        return lambda it: 0.1 if it >= milestone else 1.0
-    return lambda it: 0.5 * (1.0 + math.cos(math.pi * min(it, total) / total))
+
+        def schedule(it: int) -> float:
+            return 0.1 if it >= milestone else 1.0
+    else:
+        def schedule(it: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(it, total) / total))
+    if warmup <= 0:
+        return schedule
+    # Linear ramp: step ``it`` runs at (it + 1) / (warmup + 1) of the scheduled rate.
+    return lambda it: schedule(it) * min(1.0, (it + 1) / (warmup + 1))
+
+
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """Steps of linear learning-rate warm-up for a run of ``total_steps``."""
+    if cfg.warmup_steps is not None:
+        return int(cfg.warmup_steps)
+    return min(AUTO_WARMUP_MAX, int(AUTO_WARMUP_FRACTION * total_steps))
+
+
+def base_lr(cfg: TrainConfig, n: int) -> float:
+    """The learning rate of a full batch for ``n`` labeled images (see ``TrainConfig.lr_scaling``)."""
+    lr, bs = float(cfg.lr), int(cfg.batch_size)
+    if cfg.lr_scaling == "batch" and n < bs:
+        return lr * n / bs
+    return lr
 
 
 def train_resnet(
@@ -174,13 +221,14 @@ def _fit(
 
     optimizer = torch.optim.SGD(
         model.parameters(),
-        lr=float(cfg.lr),
+        lr=base_lr(cfg, used),
         momentum=float(cfg.momentum),
         weight_decay=float(cfg.weight_decay),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_factor(cfg.variant, epochs, steps)
+        optimizer, _lr_factor(cfg.variant, epochs, steps, warmup_steps(cfg, epochs * steps))
     )
+    clip = None if cfg.clip_grad_norm is None else float(cfg.clip_grad_norm)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss()
     bench = torch.backends.cudnn.flags(enabled=True, benchmark=True) if on_cuda else None
@@ -201,6 +249,9 @@ def _fit(
                     loss = criterion(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 scaler.step(optimizer)
                 scaler.update()
                 lr_used = optimizer.param_groups[0]["lr"]
@@ -225,10 +276,12 @@ def _fit(
                 raise ValueError("no training batches: too few images for the batch size")
             epoch_loss = float(loss_sum) / seen  # one device sync per epoch
             dt = time.perf_counter() - t0
-            if not math.isfinite(epoch_loss):
-                raise RuntimeError(
-                    f"training diverged in epoch {epoch + 1} (loss {epoch_loss}); "
-                    "try a lower learning rate"
+            why = check_divergence([*(r["loss"] for r in history), epoch_loss], num_classes)
+            if why is not None:
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch + 1} of {epochs}: {why} (learning rate "
+                    f"{base_lr(cfg, used):.3g} for {used} labeled images per epoch). Lower the ResNet "
+                    "learning rate (lr), label more images, or use a pretrained encoder."
                 )
             record = {
                 "epoch": epoch + 1,
