@@ -13,19 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import blobs
 from PIL import Image
 
 from ralif import projection as proj
 from ralif.map import layout
 from ralif.project import Project, ProjectError
 
-DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
-
 
 def _clusters(n: int = 300, dim: int = 16, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=4.0, size=(3, dim))
-    return (centres[rng.integers(0, 3, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+    return blobs(n, dim, 3, seed, spread=4.0)[0]
 
 
 def _images(root: Path, per_class: int, seed: int = 0) -> Path:
