@@ -62,7 +62,7 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
     keep[earlier] = True
     rows = display_rows(n, keep, max_points, seed)
 
-    names = np.asarray(list(class_names) + ["—"], dtype=object)
+    names = np.asarray([*class_names, "—"], dtype=object)
     label_pos = class_pos(data.class_id)
     state_text = np.where(data.state[rows] == LABELED, names[label_pos[rows]],
                           np.where(data.state[rows] == UNSURE, "unsure (skipped)", "unlabeled"))
@@ -119,7 +119,7 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
             symbol="circle-open", line={"width": 2})
     if len(pending):
         pr = np.intersect1d(pending, rows)
-        fill = np.where(data.state[pr] == LABELED, np.asarray(palette + [GREY], dtype=object)[label_pos[pr]], PENDING)
+        fill = np.where(data.state[pr] == LABELED, np.asarray([*palette, GREY], dtype=object)[label_pos[pr]], PENDING)
         add(f"to label now (round {pending_round})", pr, color=fill.tolist(), size=12, symbol="star",
             line={"width": 1.5, "color": "#222"})
     fig.update_layout(

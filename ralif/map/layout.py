@@ -209,7 +209,7 @@ def save_projection(path: str | os.PathLike[str], coords: np.ndarray, image_ids:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     order = np.argsort(image_ids, kind="stable")
-    arrays = {"coords": np.ascontiguousarray(coords[order], dtype=np.float32),
+    arrays: dict[str, Any] = {"coords": np.ascontiguousarray(coords[order], dtype=np.float32),
               "image_ids": np.asarray(image_ids, dtype=np.int64)[order],
               "encoder_id": np.array(encoder_id), "encoder_spec": np.array(encoder_spec),
               "params": np.array(json.dumps(dict(params), sort_keys=True))}

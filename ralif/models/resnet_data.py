@@ -72,7 +72,7 @@ def to_uint8_chw(img: Any) -> torch.Tensor:
     return t.contiguous()
 
 
-def batch_array(source: np.ndarray | torch.Tensor) -> torch.Tensor | None:
+def batch_array(source: Any) -> torch.Tensor | None:
     """A whole N-image array as a uint8 Nx3xHxW tensor, or None if it is not one."""
     if isinstance(source, np.ndarray):
         if source.ndim == 3:

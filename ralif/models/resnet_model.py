@@ -12,13 +12,13 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.models import ResNet18_Weights, resnet18
+from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from ralif.atomic import atomic_write_bytes
 from ralif.compute import resolve_device
@@ -40,6 +40,16 @@ _PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
         "image_size": 224,
     },
 }
+
+_T = TypeVar("_T")
+
+
+def required(value: _T | None) -> _T:
+    """A :class:`TrainConfig` field that ``__post_init__`` has filled in (never None after it)."""
+    if value is None:
+        raise ValueError("a TrainConfig field was left unset")
+    return value
+
 
 LR_SCALINGS = ("batch", "none")
 # The automatic warm-up: this share of all steps, capped (a long run needs no longer ramp).
@@ -93,7 +103,7 @@ class TrainConfig:
             self.weights = os.fspath(self.weights)
             if self.variant == "cifar":
                 raise ValueError("the cifar variant trains from scratch; set weights=None")
-        if int(self.epochs) < 1 or int(self.batch_size) < 1 or int(self.image_size) < 8:
+        if int(required(self.epochs)) < 1 or int(required(self.batch_size)) < 1 or int(required(self.image_size)) < 8:
             raise ValueError("epochs and batch_size must be >= 1 and image_size >= 8")
         if self.num_workers < 0:
             raise ValueError("num_workers must be >= 0")
@@ -139,7 +149,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        state: Any = load_file(str(path))
     else:
         # weights_only keeps a checkpoint from running code while it is read.
         state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -169,7 +179,7 @@ def _load_imagenet_weights(model: nn.Module, weights: str) -> None:
         )
 
 
-def build_resnet18(variant: str, num_classes: int, weights: str | None = None) -> nn.Module:
+def build_resnet18(variant: str, num_classes: int, weights: str | None = None) -> ResNet:
     """torchvision's ResNet18 for ``variant`` with a fresh ``num_classes``-way final layer.
 
     ``weights`` (imagenet variant only): ``"imagenet"`` for the hub-cache ImageNet file, a path,
@@ -197,7 +207,7 @@ def build_resnet18(variant: str, num_classes: int, weights: str | None = None) -
     return model
 
 
-def _penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _penultimate(model: ResNet, x: torch.Tensor) -> torch.Tensor:
     x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
     x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
     return torch.flatten(model.avgpool(x), 1)
@@ -208,7 +218,7 @@ class TrainedResNet:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: ResNet,
         variant: str,
         num_classes: int,
         image_size: int,
@@ -225,7 +235,7 @@ class TrainedResNet:
         self.history = list(history or [])
         self.device = resolve_device(device)
         self.channels_last = self.device.type == "cuda" and config.channels_last
-        self.model = model.to(self.device).eval()
+        self.model: ResNet = model.to(self.device).eval()
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -341,33 +351,33 @@ class TrainedResNet:
         from safetensors import safe_open
         from safetensors.torch import load as st_load
 
-        path = Path(path)
-        if path.suffix == ".json":
-            sidecar = path
+        file = Path(path)
+        if file.suffix == ".json":
+            sidecar = file
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            path = sidecar.parent / meta.get("weights_file", sidecar.with_suffix("").name)
+            file = sidecar.parent / meta.get("weights_file", sidecar.with_suffix("").name)
         else:
-            sidecar = _sidecar_path(path)
+            sidecar = _sidecar_path(file)
             meta = None
             if sidecar.is_file():
                 meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        blob = path.read_bytes()
+        blob = file.read_bytes()
         if meta is None:
             # The weights carry a copy of the metadata, so a lost sidecar is not fatal.
-            with safe_open(str(path), framework="pt") as f:
+            with safe_open(str(file), framework="pt") as f:
                 embedded = (f.metadata() or {}).get("ralif")
             if embedded is None:
-                raise ValueError(f"{path} is not a ralif ResNet checkpoint (no metadata)")
+                raise ValueError(f"{file} is not a ralif ResNet checkpoint (no metadata)")
             meta = json.loads(embedded)
         elif meta.get("weights_sha256") not in (None, hashlib.sha256(blob).hexdigest()):
             raise ValueError(
-                f"{path} does not match {sidecar.name} (an interrupted save?); retrain or "
+                f"{file} does not match {sidecar.name} (an interrupted save?); retrain or "
                 "restore both files together"
             )
         if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path} is not a ralif ResNet checkpoint")
+            raise ValueError(f"{file} is not a ralif ResNet checkpoint")
         if int(meta.get("format_version", 0)) > CHECKPOINT_VERSION:
-            raise ValueError(f"{path} was written by a newer ralif (format {meta['format_version']})")
+            raise ValueError(f"{file} was written by a newer ralif (format {meta['format_version']})")
         config = TrainConfig.from_dict({**meta["config"], "weights": None})
         model = build_resnet18(meta["variant"], int(meta["num_classes"]), weights=None)
         model.load_state_dict(st_load(blob), strict=True)
