@@ -24,4 +24,5 @@ bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
 lint: venv
-	$(BIN)/ruff check
+	$(BIN)/ruff check ralif
+	$(BIN)/mypy

@@ -68,7 +68,7 @@ def sweep_temps(folder: str | os.PathLike, name: str | None = None, max_age_s: f
     that target. Returns how many were removed."""
     removed = 0
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(os.fspath(folder)))
     except OSError:
         return 0
     now = time.time()

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ralif.compute import resolve_device
 from ralif.features import FeatureSplits
 from ralif.head import DEFAULT_L2, LinearHead, Standardizer, fit_head
+
+if TYPE_CHECKING:
+    from ralif.models.resnet import TrainedResNet
 
 
 class Learner(Protocol):
@@ -45,11 +48,16 @@ class LinearProbeLearner:
         self.head = fit_head(self.data.x_train, labeled, labels, self.num_classes, l2=self.l2,
                              standardizer=self.standardizer, device=self.device)
 
+    def _fitted(self) -> LinearHead:
+        if self.head is None:
+            raise RuntimeError("fit() the learner before using it")
+        return self.head
+
     def test_correct(self) -> np.ndarray:
-        return self.head.predict(self.data.x_test) == self.data.y_test
+        return self._fitted().predict(self.data.x_test) == self.data.y_test
 
     def selection_inputs(self) -> tuple[LinearHead, np.ndarray]:
-        return self.head, self.data.x_train
+        return self._fitted(), self.data.x_train
 
 
 class ResNetLearner:
@@ -67,7 +75,7 @@ class ResNetLearner:
         self.config = config or TrainConfig()
         self.device = device
         self.progress = progress
-        self.model = None
+        self.model: TrainedResNet | None = None
         self._features: np.ndarray | None = None
         self._head: LinearHead | None = None
 
@@ -77,20 +85,26 @@ class ResNetLearner:
 
     def fit(self, labeled: np.ndarray, labels: np.ndarray, seed: int) -> None:
         from ralif.models.resnet import train_resnet
+        from ralif.models.resnet_model import required
 
         cfg = replace(self.config, seed=int(seed))
-        self.model = train_resnet(self._take(labeled), labels, self.num_classes, cfg, device=self.device,
-                                  progress=self.progress)
-        feats, _ = self.model.features_and_proba(self.train_images)
-        w, b = self.model.final_layer()
+        model = train_resnet(self._take(labeled), labels, self.num_classes, cfg, device=self.device,
+                             progress=self.progress)
+        self.model = model
+        feats, _ = model.features_and_proba(self.train_images)
+        w, b = model.final_layer()
         # SGD weight decay wd on the mean loss is the L2 term (wd/2)‖W‖²: the same λ for the Hessian.
-        self._head = LinearHead.from_linear_layer(w, b, l2=float(cfg.weight_decay), device=self.device)
+        self._head = LinearHead.from_linear_layer(w, b, l2=float(required(cfg.weight_decay)), device=self.device)
         self._features = feats
 
     def test_correct(self) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("fit() the learner before using it")
         return self.model.predict(self.test_images) == self.y_test
 
     def selection_inputs(self) -> tuple[LinearHead, np.ndarray]:
+        if self._head is None or self._features is None:
+            raise RuntimeError("fit() the learner before using it")
         return self._head, self._features
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import make_images
 from PIL import Image
 
 from ralif.cli import main
@@ -38,16 +39,6 @@ class CountingEncoder(Encoder):
         self.encoded += len(batch)
         time.sleep(self.delay)
         return torch.nn.functional.avg_pool2d(batch, 4).flatten(1)
-
-
-def make_images(root, per_class=8, classes=("cat", "dog", "fox"), seed=0):
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            h, w = rng.integers(12, 40, size=2)
-            arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-            Image.fromarray(arr).save(root / c / f"{c}_{i:02d}.{'png' if i % 2 else 'jpg'}")
 
 
 @pytest.fixture()

@@ -13,18 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import blobs
 from PIL import Image
 
 from ralif import projection as proj
+from ralif.map import layout
 from ralif.project import Project, ProjectError
-
-DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
 
 
 def _clusters(n: int = 300, dim: int = 16, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=4.0, size=(3, dim))
-    return (centres[rng.integers(0, 3, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+    return blobs(n, dim, 3, seed, spread=4.0)[0]
 
 
 def _images(root: Path, per_class: int, seed: int = 0) -> Path:
@@ -81,7 +79,8 @@ def test_cache_hit_returns_the_stored_layout_without_refitting(tmp_path, monkeyp
         calls.append(1)
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(proj, "fit_projection", counting_fit)
+    # compute_project_projection looks fit_projection up in its own module.
+    monkeypatch.setattr(layout, "fit_projection", counting_fit)
     first = proj.compute_project_projection(project)
     second = proj.compute_project_projection(project)
     assert len(calls) == 1

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import colour_images
 from PIL import Image
 
 from ralif.models.resnet import (
@@ -17,29 +18,21 @@ from ralif.models.resnet import (
     TrainConfig,
     TrainedResNet,
     TrainingCancelled,
-    _load_image,
+    TrainingDiverged,
     build_resnet18,
     imagenet_weights_path,
+    load_image,
     train_resnet,
 )
+from ralif.models.resnet_training import base_lr, check_divergence
 
 K = 3
 TINY = {"epochs": 2, "batch_size": 16, "image_size": 16, "seed": 7}
 
 
-def make_images(n: int = 32, size: int = 16, k: int = K, seed: int = 0):
-    """Noisy images whose mean colour depends on the class, so there is something to learn."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % k
-    palette = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220], [200, 200, 40]])[:k]
-    noise = rng.normal(0, 40, (n, size, size, 3))
-    images = np.clip(palette[labels][:, None, None, :] + noise, 0, 255).astype(np.uint8)
-    return images, labels
-
-
 @pytest.fixture(scope="module")
 def trained():
-    images, labels = make_images()
+    images, labels = colour_images()
     records: list[dict] = []
     model = train_resnet(
         images, labels, K, TrainConfig(**TINY), device="cpu", progress=records.append,
@@ -82,7 +75,7 @@ def test_training_reports_progress_each_epoch(trained):
 
 
 def test_per_batch_progress_and_lr_step():
-    images, labels = make_images(n=20)
+    images, labels = colour_images(n=20)
     seen: list[dict] = []
     train_resnet(images, labels, K, TrainConfig(epochs=1, batch_size=8, image_size=16),
                  device="cpu", progress=seen.append, progress_every=1)
@@ -102,7 +95,7 @@ def test_training_is_deterministic_on_cpu(trained):
 
 
 def test_training_leaves_global_rng_alone():
-    images, labels = make_images(n=8)
+    images, labels = colour_images(n=8)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
@@ -177,12 +170,12 @@ def test_image_files_of_any_mode(trained, tmp_path):
     proba = model.predict_proba([tmp_path / name for name in odd])
     assert proba.shape == (len(odd), K) and np.isfinite(proba).all()
     # 16-bit files keep their contrast instead of saturating to white.
-    wide = _load_image(tmp_path / "wide16.png")
+    wide = load_image(tmp_path / "wide16.png")
     np.testing.assert_array_equal(wide[0].numpy(), images[0][:, :, 1])
 
 
 def test_trains_from_image_files(tmp_path):
-    images, labels = make_images(n=12)
+    images, labels = colour_images(n=12)
     paths = []
     for i, im in enumerate(images):
         p = tmp_path / f"{i}.png"
@@ -196,7 +189,7 @@ def test_trains_from_image_files(tmp_path):
 
 
 def test_imagenet_variant_trains_with_random_init():
-    images, labels = make_images(n=12, size=40)
+    images, labels = colour_images(n=12, size=40)
     cfg = TrainConfig(variant="imagenet", weights=None, epochs=1, batch_size=6, image_size=32)
     records: list[dict] = []
     model = train_resnet(images, labels, K, cfg, device="cpu", progress=records.append)
@@ -212,7 +205,7 @@ def test_missing_imagenet_weights_raise_helpful_error(tmp_path, monkeypatch):
         build_resnet18("imagenet", K, weights="imagenet")
     message = str(err.value)
     assert str(expected) in message and "weights=None" in message and "never downloaded" in message
-    images, labels = make_images(n=4)
+    images, labels = colour_images(n=4)
     with pytest.raises(RuntimeError, match="ImageNet weights"):
         train_resnet(images, labels, K, TrainConfig(variant="imagenet", epochs=1), device="cpu")
     with pytest.raises(RuntimeError, match="does not exist"):
@@ -235,7 +228,7 @@ def test_imagenet_weights_are_read_from_hub_cache_or_a_path(tmp_path, monkeypatc
 
 
 def test_should_stop_cancels_training():
-    images, labels = make_images(n=24)
+    images, labels = colour_images(n=24)
     calls = {"n": 0}
 
     def stop_on_third_batch() -> bool:
@@ -249,7 +242,7 @@ def test_should_stop_cancels_training():
 
 
 def test_rejects_bad_labels():
-    images, labels = make_images(n=8)
+    images, labels = colour_images(n=8)
     with pytest.raises(ValueError, match="labels"):
         train_resnet(images, labels + 5, K, TrainConfig(epochs=1, image_size=16), device="cpu")
     with pytest.raises(ValueError, match="labels"):
@@ -257,7 +250,7 @@ def test_rejects_bad_labels():
 
 
 def test_trains_from_a_dataset_of_pil_images_and_labels():
-    images, labels = make_images(n=10)
+    images, labels = colour_images(n=10)
 
     class Pairs(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -269,3 +262,51 @@ def test_trains_from_a_dataset_of_pil_images_and_labels():
     model = train_resnet(Pairs(), None, K, TrainConfig(epochs=1, batch_size=5, image_size=16),
                          device="cpu")
     assert model.predict_proba(Pairs()).shape == (10, K)
+
+
+def _few_label_losses(scaling: str) -> list[float]:
+    """Epoch losses of a from-scratch run on 20 images of 10 classes with the project's round
+    settings (batches of 64, SGD lr 0.1): one small batch per epoch."""
+    rng = np.random.default_rng(0)
+    templates = rng.uniform(40, 215, (10, 4, 4, 3)).repeat(4, 1).repeat(4, 2)
+    y = np.arange(20) % 10
+    x = np.clip(templates[y] + rng.normal(0, 45, (20, 16, 16, 3)), 0, 255).astype(np.uint8)
+    losses: list[float] = []
+    cfg = TrainConfig(variant="cifar", epochs=15, batch_size=64, image_size=16, seed=0, lr_scaling=scaling)
+    train_resnet(x, y, 10, cfg, device="cpu", progress=lambda r: losses.append(r["loss"]))
+    return losses
+
+
+def test_few_labels_from_scratch_do_not_diverge():
+    scaled = _few_label_losses("batch")
+    assert max(scaled[1:]) <= 1.05 * scaled[0] and scaled[-1] < 0.5 * scaled[0], scaled
+    # The full rate on a batch of 20 images (as before) makes the loss climb: the setting matters.
+    unscaled = _few_label_losses("none")
+    assert max(unscaled) > 1.5 * unscaled[0], unscaled
+
+
+def test_a_diverging_run_is_reported():
+    images, labels = colour_images(n=16)
+    cfg = TrainConfig(epochs=4, batch_size=8, image_size=16, lr=1e4, lr_scaling="none")
+    with pytest.raises(TrainingDiverged, match=r"training diverged in epoch \d of 4: the loss .*Lower the ResNet"):
+        train_resnet(images, labels, K, cfg, device="cpu")
+
+
+def test_divergence_rule():
+    assert check_divergence([2.3], 10) is None
+    assert check_divergence([2.3, 2.9, 1.0], 10) is None
+    # One epoch far above the start can be a spike; two in a row are a diverging run.
+    assert check_divergence([2.3, 7.5], 10) is None
+    assert check_divergence([2.3, 7.5, 2.0], 10) is None
+    assert "rose to 7.5 then 8" in check_divergence([2.3, 7.5, 8.0], 10)
+    assert "nan" in check_divergence([2.3, float("nan")], 10)
+    # A low first loss (a pretrained start) is measured against a uniform guess, ln K.
+    assert check_divergence([0.1, 1.5], 2) is None
+
+
+def test_learning_rate_scales_with_fewer_images_than_a_batch():
+    cfg = TrainConfig(batch_size=64, lr=0.1)
+    assert base_lr(cfg, 16) == pytest.approx(0.025) and base_lr(cfg, 200) == 0.1
+    assert base_lr(TrainConfig(batch_size=64, lr=0.1, lr_scaling="none"), 16) == 0.1
+    with pytest.raises(ValueError, match="lr_scaling"):
+        TrainConfig(lr_scaling="sqrt")
