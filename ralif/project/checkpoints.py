@@ -115,14 +115,49 @@ def _find_sidecar(path: Path) -> Path:
     raise ValueError(f"{path} is not a model: pass a project folder, a model folder, or a .safetensors/.json file")
 
 
+def read_sidecar(sidecar: Path) -> dict[str, Any]:
+    """A model's JSON description, checked: every message names the file."""
+    try:
+        text = sidecar.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{sidecar}: not a model description (not UTF-8 text)") from exc
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{sidecar}: not a model description (invalid JSON: {exc})") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"{sidecar}: not a model description (a JSON object was expected)")
+    names = meta.get("class_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise ValueError(f"{sidecar}: class_names must be a list of names")
+    if meta.get("format") == LINEAR_FORMAT and not names:
+        raise ValueError(f"{sidecar}: the model has no classes (class_names is empty or missing)")
+    if names is not None and not names:
+        raise ValueError(f"{sidecar}: the model has no classes (class_names is empty)")
+    return meta
+
+
+def weights_path(sidecar: Path, meta: dict[str, Any]) -> Path:
+    """The weights file a sidecar names: a plain file name beside it (a project's models/ or an
+    exported model folder), never a path that leads elsewhere."""
+    name = meta.get("weights_file", sidecar.with_suffix(".safetensors").name)
+    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name \
+            or "\\" in name:
+        raise ValueError(f"{sidecar}: weights_file must name a file in the same folder, not {name!r}")
+    path = sidecar.parent / name
+    if not path.resolve().is_relative_to(sidecar.parent.resolve()):
+        raise ValueError(f"{sidecar}: weights_file {name!r} leads outside {sidecar.parent}")
+    return path
+
+
 def load_model(path: str | os.PathLike[str], device: str | None = None) -> ProjectModel:
     """A model saved by a project round (or exported): a project folder (its current model), an
     exported model folder, or the weights/.json file itself."""
     sidecar = _find_sidecar(Path(path))
     if not sidecar.is_file():
         raise FileNotFoundError(f"model description not found: {sidecar}")
-    meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    weights = sidecar.parent / meta.get("weights_file", sidecar.with_suffix(".safetensors").name)
+    meta = read_sidecar(sidecar)
+    weights = weights_path(sidecar, meta)
     fmt = meta.get("format")
     if fmt == "ralif-resnet18":
         from ralif.models.resnet import TrainedResNet
@@ -143,8 +178,16 @@ def load_model(path: str | os.PathLike[str], device: str | None = None) -> Proje
     if meta.get("weights_sha256") not in (None, hashlib.sha256(blob).hexdigest()):
         raise ValueError(f"{weights} does not match {sidecar.name} (an interrupted save?)")
     t = st_load(blob)
+    if not {"weight", "mean", "scale"} <= set(t):
+        raise ValueError(f"{weights} lacks the tensors of a ralif linear model (weight, mean, scale)")
     st = Standardizer(mean=t["mean"].numpy(), scale=t["scale"].numpy())
-    head = LinearHead(t["weight"], st, float(meta.get("l2", 1e-2)), resolve_device(device))
+    try:
+        head = LinearHead(t["weight"], st, float(meta.get("l2", 1e-2)), resolve_device(device))
+    except KeyError as exc:
+        raise ValueError(f"{weights} lacks the tensor {exc} of a ralif linear model") from exc
+    if head.num_classes != len(meta["class_names"]):
+        raise ValueError(f"{sidecar} names {len(meta['class_names'])} classes but {weights.name} has "
+                         f"{head.num_classes}")
     return ProjectModel("linear", list(meta["class_names"]), meta, weights, head=head)
 
 

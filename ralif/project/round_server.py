@@ -94,7 +94,8 @@ def ensure_server(folder: str | os.PathLike[str], idle_s: float = DEFAULT_IDLE_S
             if read_status(path).get("state") not in FINAL_STATES:
                 job_for(path).status()
         return start_job("ralif.project.round_server:serve_rounds",
-                         {"folder": str(folder), "idle_s": float(idle_s), "parent_pid": os.getpid()},
+                         {"folder": str(folder), "idle_s": float(idle_s), "parent_pid": os.getpid(),
+                          "parent_started": process_start_time(os.getpid())},
                          path, job_id="round-server", detached=True)
 
 
@@ -170,8 +171,13 @@ def _run_one(book: RoundBook, number: int, job_path: str) -> dict[str, Any]:
 
 
 def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
-                 parent_pid: int | None = None) -> dict[str, Any]:
-    """Job function of the round server: run queued rounds of the project at ``folder`` until idle."""
+                 parent_pid: int | None = None, parent_started: float | None = None) -> dict[str, Any]:
+    """Job function of the round server: run queued rounds of the project at ``folder`` until idle.
+
+    The server belongs to the process that started it (``parent_pid``, the app): once that is gone
+    (stopped with SIGTERM, Ctrl-C or killed), the server finishes the round it runs, and any round
+    already queued for it, then leaves instead of waiting ``idle_s``. A round is never cut short
+    by the app stopping: its result is recorded and its batch waits for the next start."""
     import signal
 
     # Ctrl-C in the app's terminal reaches this process too; the app stopping is noticed below
@@ -195,7 +201,7 @@ def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
             last_work = time.monotonic()
             job.report({"rounds": served}, phase="idle", force=True)
             continue
-        orphaned = parent_pid is not None and pid_alive(parent_pid, None) is False
+        orphaned = parent_pid is not None and pid_alive(parent_pid, parent_started) is False
         if orphaned or time.monotonic() - last_work > idle_s:
             # Say so first, then look once more: a round queued in between is served, never stranded.
             job.report({"rounds": served}, phase="exiting", force=True)
