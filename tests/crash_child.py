@@ -134,7 +134,7 @@ def install_hooks(points: KillPoints) -> None:
     import builtins
 
     import ralif.atomic
-    from ralif.project.session import Project
+    from ralif.project.lifecycle import RoundBook
     from ralif.project.store import Store
 
     real_open = builtins.open
@@ -190,16 +190,16 @@ def install_hooks(points: KillPoints) -> None:
     Store.write = write  # type: ignore[method-assign]
 
     def phased(name: str, phase_of: Any) -> None:
-        real = getattr(Project, name)
+        real = getattr(RoundBook, name)
 
         @functools.wraps(real)
-        def hooked(self: Project, *args: Any, **kwargs: Any) -> Any:
+        def hooked(self: RoundBook, *args: Any, **kwargs: Any) -> Any:
             phase = phase_of(*args)
             if phase is not None and phase != points.phase:
                 points.set_phase(phase)
             return real(self, *args, **kwargs)
 
-        setattr(Project, name, hooked)
+        setattr(RoundBook, name, hooked)
 
     import ralif.ui.grid
 
@@ -212,9 +212,9 @@ def install_hooks(points: KillPoints) -> None:
 
     ralif.ui.grid._apply_one = apply_one
 
-    phased("_claim_round", lambda *a: "claim")
-    phased("_set_round_phase", lambda number, phase: phase)
-    phased("_finish_round", lambda *a: "finishing")
+    phased("claim", lambda *a: "claim")
+    phased("set_phase", lambda number, phase: phase)
+    phased("finish", lambda *a: "finishing")
 
 
 # ----------------------------------------------------------------------------- activities
@@ -263,12 +263,12 @@ class Labeler:
         """What undo should bring back: the values this tab's last undoable action replaced (None:
         nothing to undo). Replayed answers that found their value already in place wrote nothing,
         so the database's action log, not this process's memory, says which action is last."""
-        from ralif.project.session import _UNDOABLE
+        from ralif.project.validation import UNDOABLE
 
-        marks = ",".join("?" * len(_UNDOABLE))
+        marks = ",".join("?" * len(UNDOABLE))
         act = self.project.store.query_one(
             f"SELECT id FROM actions WHERE client = ? AND kind IN ({marks}) AND undone_by IS NULL"
-            " AND undo_of IS NULL ORDER BY id DESC LIMIT 1", (self.spec["client"], *_UNDOABLE))
+            " AND undo_of IS NULL ORDER BY id DESC LIMIT 1", (self.spec["client"], *UNDOABLE))
         if act is None:
             return None
         rows = self.project.store.query("SELECT image_id, old_state, old_class_id FROM label_history"

@@ -187,3 +187,39 @@ def test_a_server_leaves_when_idle(tmp_path: Path) -> None:
     final = job.wait(120)
     assert final["state"] == "done" and final["result"]["rounds"] == 0
     assert not server_alive(project.folder)
+
+
+def test_the_server_finishes_its_round_and_leaves_when_the_app_is_stopped(demo: Project) -> None:
+    import subprocess
+    import sys
+
+    # The app: opens the project, starts its round server (ahead of the next submit), runs on.
+    app = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from ralif.project import Project; "
+         "Project.open(sys.argv[1]).ensure_round_server(); print('up', flush=True); time.sleep(600)",
+         str(demo.folder)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert app.stdout is not None and app.stdout.readline().strip() == "up"
+        pid = _server_pid(demo)
+        _wait(lambda: read_status(server_status_path(demo.folder)).get("phase") == "idle")
+        fifo, data = _block_extraction(demo)
+        _submit(demo)
+        job = demo.start_round()     # the app's server takes it (no second server is started)
+        _wait(lambda: read_status(job.status_path).get("phase") == "extracting")
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(30) == -signal.SIGTERM
+        time.sleep(0.5)
+        assert pid_alive(pid, None), "the round under way is finished, not cut short"
+        _unblock(fifo, data)
+        status = _finished(demo)
+        assert status["status"] == "ready", status
+        assert read_status(job.status_path)["pid"] == pid
+        # Then it leaves at once, instead of waiting out its idle time (15 minutes).
+        _wait(lambda: pid_alive(pid, None) is False, timeout=30)
+        final = read_status(server_status_path(demo.folder))
+        assert final["state"] == "done" and final["result"]["rounds"] == 1
+        assert not server_alive(demo.folder)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()

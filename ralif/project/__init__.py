@@ -1,11 +1,16 @@
 """Labeling projects: a folder with the images' labels, rounds and models, and the API the app uses.
 
 ``Project.create(folder, images, ...)`` / ``Project.open(folder)`` / ``Project.create_demo(folder)``;
-see :mod:`ralif.project.session` for the flow and :mod:`ralif.project.store` for the database.
+see :mod:`ralif.project.session` for the flow, :mod:`ralif.project.lifecycle` for rounds and
+:mod:`ralif.project.store` for the database (docs/architecture.md has the module map).
 """
 
-from ralif.project.rounds import ProjectModel, load_model, run_next_round
-from ralif.project.session import (
+from ralif.project.checkpoints import ProjectModel, load_model
+from ralif.project.errors import ProjectError, RoundBusy
+from ralif.project.flow import ChangeMarks, Notice
+from ralif.project.insights import AucaSummary, auca_against_random, majority_guess
+from ralif.project.lifecycle import RoundState, RoundStatus
+from ralif.project.records import (
     BatchItem,
     BulkResult,
     ClassInfo,
@@ -14,13 +19,17 @@ from ralif.project.session import (
     LabelResult,
     LabelState,
     Progress,
-    Project,
-    ProjectError,
-    RoundBusy,
     UndoResult,
 )
+from ralif.project.rounds import run_next_round
+from ralif.project.session import Project
 
 __all__ = [
+    "AucaSummary",
+    "ChangeMarks",
+    "Notice",
+    "auca_against_random",
+    "majority_guess",
     "BatchItem",
     "BulkResult",
     "ClassInfo",
@@ -33,6 +42,8 @@ __all__ = [
     "ProjectError",
     "ProjectModel",
     "RoundBusy",
+    "RoundState",
+    "RoundStatus",
     "UndoResult",
     "load_model",
     "run_next_round",

@@ -168,7 +168,7 @@ def export_imagefolder(project: Project, dest: str | os.PathLike[str] | None = N
 def export_model(project: Project, dest: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Path:
     """A folder with the current model's weights and JSON (class names, encoder id), loadable with
     :func:`ralif.project.rounds.load_model` and ``ralif predict --model``."""
-    from ralif.project.session import ProjectError
+    from ralif.project.errors import ProjectError
 
     weights = project.current_model_path()
     if weights is None:

@@ -23,8 +23,9 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ralif.project.lifecycle import RoundBook
 from ralif.worker import (
     FINAL_STATES,
     BackgroundJob,
@@ -36,9 +37,6 @@ from ralif.worker import (
     read_status,
     start_job,
 )
-
-if TYPE_CHECKING:
-    from ralif.project.session import Project
 
 SERVER_STATUS = "round-server.json"
 DEFAULT_IDLE_S = 900.0
@@ -96,7 +94,8 @@ def ensure_server(folder: str | os.PathLike[str], idle_s: float = DEFAULT_IDLE_S
             if read_status(path).get("state") not in FINAL_STATES:
                 job_for(path).status()
         return start_job("ralif.project.round_server:serve_rounds",
-                         {"folder": str(folder), "idle_s": float(idle_s), "parent_pid": os.getpid()},
+                         {"folder": str(folder), "idle_s": float(idle_s), "parent_pid": os.getpid(),
+                          "parent_started": process_start_time(os.getpid())},
                          path, job_id="round-server", detached=True)
 
 
@@ -109,7 +108,7 @@ def stop_server(folder: str | os.PathLike[str], grace_s: float = 10.0) -> None:
         job_for(path).cancel(grace_s=grace_s)
 
 
-def _warm_up(project: Project) -> None:
+def _warm_up(book: RoundBook) -> None:
     """Pay the first round's one-off costs before it arrives: imports, the lazy set-up of the
     first torch operations, and loading the pool's precomputed features into memory."""
     import numpy as np
@@ -118,25 +117,26 @@ def _warm_up(project: Project) -> None:
     from ralif.project.rounds import POOL_MEMO, apply_round_threads
     from ralif.strategies import make_strategy
 
-    apply_round_threads(project.settings)
+    settings = book.store.settings()
+    apply_round_threads(settings)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((256, 8)).astype(np.float32)
     with contextlib.suppress(Exception):  # only a head start: the real round reports any error
         head = fit_head(x, np.arange(24), np.arange(24) % 3, 3)
-        make_strategy(project.strategy).select(head, x, np.arange(24), np.arange(24, 256), 4, rng)
-    with project.store.read() as conn:
-        files = project._image_files(conn)  # the image list every round starts from
-    encoder = str(project.settings.get("encoder") or "")
-    if encoder.partition(":")[0].lower() == "precomputed" and project.model_kind == "clip-linear":
+        make_strategy(str(settings.get("strategy"))).select(head, x, np.arange(24), np.arange(24, 256), 4, rng)
+    with book.store.read() as conn:
+        files = book.image_files(conn)  # the image list every round starts from
+    encoder = str(settings.get("encoder") or "")
+    if encoder.partition(":")[0].lower() == "precomputed" and settings.get("model") == "clip-linear":
         with contextlib.suppress(Exception):  # a bad file is the round's to report, with its reason
             from ralif.head import Standardizer
 
             feats, _ = POOL_MEMO.features(encoder, files.pool_paths, files.pool_hashes,
-                                           project.folder / "cache", None, None)
+                                           book.folder / "cache", None, None)
             POOL_MEMO.standardizer(feats, Standardizer.fit)
 
 
-def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
+def _run_one(book: RoundBook, number: int, job_path: str) -> dict[str, Any]:
     """Run round ``number`` reporting through its own status file, as a one-round worker would."""
     from ralif.project.rounds import RoundCancelled, apply_round_threads, run_next_round
     from ralif.worker import finish_job_status, started_status
@@ -157,9 +157,9 @@ def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
             ctx.set_field("phase_seconds", dict(phases))
         ctx.report(progress if progress is not None else {}, phase=phase)
 
-    apply_round_threads(project.settings)
+    apply_round_threads(book.store.settings())
     try:
-        result = run_next_round(project, report, ctx.should_stop, job_path=job_path)
+        result = run_next_round(book, report, ctx.should_stop, job_path=job_path)
     except BaseException as exc:
         cancelled = isinstance(exc, (RoundCancelled, JobCancelled)) or ctx.should_stop()
         finish_job_status(ctx, exc, cancelled)
@@ -171,38 +171,41 @@ def _run_one(project: Project, number: int, job_path: str) -> dict[str, Any]:
 
 
 def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
-                 parent_pid: int | None = None) -> dict[str, Any]:
-    """Job function of the round server: run queued rounds of the project at ``folder`` until idle."""
-    import signal
+                 parent_pid: int | None = None, parent_started: float | None = None) -> dict[str, Any]:
+    """Job function of the round server: run queued rounds of the project at ``folder`` until idle.
 
-    from ralif.project.session import Project
+    The server belongs to the process that started it (``parent_pid``, the app): once that is gone
+    (stopped with SIGTERM, Ctrl-C or killed), the server finishes the round it runs, and any round
+    already queued for it, then leaves instead of waiting ``idle_s``. A round is never cut short
+    by the app stopping: its result is recorded and its batch waits for the next start."""
+    import signal
 
     # Ctrl-C in the app's terminal reaches this process too; the app stopping is noticed below
     # (the parent is gone), and a round under way is finished rather than failed half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     job.report({"rounds": 0}, phase="warming up", force=True)
-    project = Project.open(folder)
-    if project._queued_round() is None:
-        _warm_up(project)
+    book = RoundBook.open(folder)
+    if book.queued_for_server() is None:
+        _warm_up(book)
     served = 0
     last_work = time.monotonic()
     job.report({"rounds": 0}, phase="idle", force=True)
     while not job.should_stop():
-        queued = project._queued_round()
+        queued = book.queued_for_server()
         if queued is not None:
             number, job_path = queued
             job.report({"rounds": served}, phase=f"round {number}", force=True)
-            if project._take_round(number, job_path):
-                _run_one(project, number, job_path)
+            if book.take(number, job_path):
+                _run_one(book, number, job_path)
                 served += 1
             last_work = time.monotonic()
             job.report({"rounds": served}, phase="idle", force=True)
             continue
-        orphaned = parent_pid is not None and pid_alive(parent_pid, None) is False
+        orphaned = parent_pid is not None and pid_alive(parent_pid, parent_started) is False
         if orphaned or time.monotonic() - last_work > idle_s:
             # Say so first, then look once more: a round queued in between is served, never stranded.
             job.report({"rounds": served}, phase="exiting", force=True)
-            if project._queued_round() is not None:
+            if book.queued_for_server() is not None:
                 job.report({"rounds": served}, phase="idle", force=True)
                 last_work = time.monotonic()
                 continue

@@ -16,464 +16,67 @@ Features come from the project's encoder spec:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ralif.project.checkpoints import (
+    LINEAR_FORMAT,
+    LINEAR_FORMAT_VERSION,
+    ProjectModel,
+    annotate_sidecar,
+    load_model,
+    save_linear_head,
+)
+from ralif.project.errors import RoundBusy
+from ralif.project.features import (
+    PIXELS_DEFAULT,
+    POOL_MEMO,
+    EmbeddingTable,
+    apply_round_threads,
+    embedding_table,
+    encoder_id_for,
+    features_for,
+    pixel_features,
+    pixel_size,
+    round_threads,
+)
+from ralif.project.lifecycle import RoundBook
+from ralif.project.records import RoundInputs, RoundOutcome
+
 if TYPE_CHECKING:
     from ralif.head import LinearHead
-    from ralif.project.session import Project
 
 Reporter = Callable[[str, "dict[str, Any] | None"], None]
 StopCheck = Callable[[], bool]
 
-LINEAR_FORMAT = "ralif-linear-head"
-LINEAR_FORMAT_VERSION = 1
-PIXELS_DEFAULT = 8
 # Cold-start k-means++ costs O(candidates x batch x dim); a random subset this large already
 # covers the pool's modes, so huge pools stay fast.
 COLD_START_MAX_CANDIDATES = 20_000
 DEFAULT_RESNET = {"variant": "cifar", "epochs": 30, "batch_size": 64}
 
 
+# Names other modules import from here; they live in the modules above.
+__all__ = [
+    "COLD_START_MAX_CANDIDATES", "DEFAULT_RESNET", "LINEAR_FORMAT", "LINEAR_FORMAT_VERSION", "PIXELS_DEFAULT",
+    "POOL_MEMO", "EmbeddingTable", "ProjectModel", "RoundCancelled", "RoundInputs", "RoundOutcome",
+    "apply_round_threads", "compute_round", "embedding_table", "encoder_id_for", "features_for", "load_model",
+    "pixel_features", "pixel_size", "round_job", "round_threads", "run_next_round", "save_linear_head",
+]
+
+
 class RoundCancelled(Exception):
     """The round was stopped on request; nothing was written."""
 
 
-# ----------------------------------------------------------------------------- features
+class HasFolder(Protocol):
+    folder: Path
 
-
-def _sha256_prefix(path: str, n: int = 16) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()[:n]
-
-
-class EmbeddingTable:
-    """Precomputed embeddings with the image path of every row.
-
-    Reads an .npz holding ``features`` (N x D) and ``paths``, or the quantised layout
-    (``emb_train_uint8``/``emb_test_uint8``, ``paths_train``/``paths_test``, ``quant_scale``,
-    ``quant_zero_point``). Relative paths are taken from the file's folder.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.path.abspath(os.fspath(path))
-        if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"embeddings file not found: {self.path}")
-        with np.load(self.path, allow_pickle=False) as data:
-            keys = set(data.files)
-            if "features" in keys:
-                if "paths" not in keys:
-                    raise ValueError(f"{self.path} has features but no 'paths' array, so its rows cannot "
-                                     f"be matched to image files")
-                feats = np.asarray(data["features"], dtype=np.float32)
-                paths = [str(p) for p in data["paths"].reshape(-1)]
-            elif {"quant_scale", "quant_zero_point"} <= keys and any(k.startswith("emb_") for k in keys):
-                scale = np.float32(data["quant_scale"])
-                zero = np.float32(data["quant_zero_point"])
-                parts, paths = [], []
-                for split in ("train", "val", "test"):
-                    if f"emb_{split}_uint8" not in keys:
-                        continue
-                    if f"paths_{split}" not in keys:
-                        raise ValueError(f"{self.path} has emb_{split}_uint8 but no paths_{split}")
-                    parts.append((data[f"emb_{split}_uint8"].astype(np.float32) - zero) * scale)
-                    paths += [str(p) for p in data[f"paths_{split}"].reshape(-1)]
-                feats = np.concatenate(parts).astype(np.float32, copy=False)
-            else:
-                raise ValueError(f"{self.path} holds {sorted(keys)}; expected 'features' and 'paths', or "
-                                 f"quantised emb_<split>_uint8 arrays with paths_<split>")
-        if feats.ndim != 2 or len(feats) != len(paths):
-            raise ValueError(f"{self.path}: {len(paths)} paths for feature array of shape {feats.shape}")
-        self.features = feats
-        base = os.path.dirname(self.path)
-        self.paths = [os.path.normpath(os.path.join(base, p)) for p in paths]
-        self.dim = int(feats.shape[1])
-        self.id = f"precomputed:sha256-{_sha256_prefix(self.path)}"
-
-    def rows_for(self, paths: Sequence[str]) -> np.ndarray:
-        import pandas as pd
-
-        index = self.__dict__.get("_index")
-        if index is None:
-            index = pd.Index(self.paths)
-            if not index.is_unique:
-                index = index.drop_duplicates(keep="first")
-            self._index = index
-        rows = index.get_indexer([os.path.normpath(p) for p in paths])
-        miss = np.flatnonzero(rows < 0)
-        if miss.size:
-            # Symbolic links or a moved folder: match the resolved paths before giving up.
-            real = pd.Index([os.path.realpath(p) for p in self.paths])
-            real = real.drop_duplicates(keep="first") if not real.is_unique else real
-            found = real.get_indexer([os.path.realpath(paths[i]) for i in miss])
-            ok = found >= 0
-            rows[miss[ok]] = index.get_indexer(np.asarray(self.paths, dtype=object)[found[ok]])
-            miss = miss[~ok]
-        if miss.size:
-            shown = ", ".join(paths[i] for i in miss[:3])
-            raise ValueError(f"{miss.size} of {len(paths)} images have no row in {self.path}, e.g. {shown}")
-        return rows
-
-    def features_for(self, paths: Sequence[str]) -> np.ndarray:
-        feats = self.features[self.rows_for(paths)]
-        # Checked here, where the file and the images are known, rather than deep in training.
-        bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
-        if bad.size:
-            shown = ", ".join(paths[i] for i in bad[:3])
-            raise ValueError(f"{self.path} holds NaN or inf values for {bad.size} of {len(paths)} images, "
-                             f"e.g. {shown}; re-extract those embeddings")
-        return feats
-
-
-_TABLES: dict[tuple[Any, ...], EmbeddingTable] = {}
-
-
-def embedding_table(path: str | os.PathLike[str]) -> EmbeddingTable:
-    """The table at ``path``, read once per process while the file stays the same (reading and
-    dequantising 60k rows takes seconds, and every round needs the pool's and the held-out rows)."""
-    full = os.path.abspath(os.fspath(path))
-    try:
-        info = os.stat(full)
-    except OSError:
-        return EmbeddingTable(full)  # its own clear error
-    key = (full, info.st_size, info.st_mtime_ns, info.st_ino)
-    table = _TABLES.get(key)
-    if table is None:
-        table = EmbeddingTable(full)
-        _TABLES.clear()  # one table at a time: they can be large
-        _TABLES[key] = table
-    return table
-
-
-def pixel_size(spec: str) -> int:
-    _, _, rest = spec.partition(":")
-    size = int(rest) if rest.strip() else PIXELS_DEFAULT
-    if not 1 <= size <= 64:
-        raise ValueError(f"encoder spec {spec!r}: the thumbnail size must be between 1 and 64")
-    return size
-
-
-def pixel_features(paths: Sequence[str], size: int = PIXELS_DEFAULT,
-                   progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """size x size RGB thumbnails scaled to [0, 1], flattened (N x 3·size²)."""
-    from PIL import Image
-
-    from ralif.images import load_rgb
-
-    out = np.empty((len(paths), size * size * 3), dtype=np.float32)
-    for i, p in enumerate(paths):  # one decode per file: the work is I/O and decoding, not arithmetic
-        im = load_rgb(p, min_side=size).resize((size, size), Image.Resampling.BILINEAR)
-        out[i] = np.asarray(im, dtype=np.float32).reshape(-1) / 255.0
-        if progress is not None and (i + 1) % 256 == 0:
-            progress(i + 1, len(paths))
-    if progress is not None:
-        progress(len(paths), len(paths))
-    return out
-
-
-def encoder_id_for(spec: str) -> str:
-    """The id under which features of ``spec`` are stored (cheap for precomputed and pixels)."""
-    kind = spec.partition(":")[0].lower()
-    if kind == "precomputed":
-        return embedding_table(spec.partition(":")[2]).id
-    if kind == "pixels":
-        return f"pixels:{pixel_size(spec)}"
-    from ralif.encoders import build_encoder
-
-    return build_encoder(spec, device="cpu").id
-
-
-def features_for(spec: str, paths: Sequence[str], hashes: Sequence[str] | None = None,
-                 cache_root: str | os.PathLike[str] | None = None, device: str | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, str]:
-    """(features N x D float32, encoder id) of the images at ``paths`` under encoder ``spec``."""
-    kind, _, rest = spec.partition(":")
-    kind = kind.lower()
-    if kind == "precomputed":
-        table = embedding_table(rest)
-        return table.features_for(paths), table.id
-    if kind == "pixels":
-        size = pixel_size(spec)
-        return pixel_features(paths, size, progress), f"pixels:{size}"
-    from ralif.encoders import build_encoder, extract_features
-    from ralif.feature_cache import fill_cache
-    from ralif.images import ImageList, hash_file
-
-    encoder = build_encoder(spec, device=device)
-    if hashes is None:
-        hashes = [hash_file(p) for p in paths]
-    images = ImageList(paths=list(paths), labels=np.full(len(paths), -1), classes=[], hashes=list(hashes))
-    if cache_root is None:
-        return extract_features(encoder, images, progress=progress), encoder.id
-    return fill_cache(encoder, images, cache_root=cache_root, progress=progress).features, encoder.id
-
-
-class _PoolMemo:
-    """The last pool's features and standardizer, kept by a process that runs many rounds.
-
-    A pool's features never change for the same encoder and the same files, and the round server
-    runs round after round on one pool: reloading them (and refitting the standardizer, a full
-    pass over the pool) every round would be most of a small round's time.
-    """
-
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._value: tuple[np.ndarray, str] | None = None
-        self._standardizer: Any = None
-
-    @staticmethod
-    def _key_for(spec: str, paths: Sequence[str], hashes: Sequence[str] | None,
-                 cache_root: str | os.PathLike[str] | None) -> tuple[Any, ...]:
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update("\n".join(paths).encode("utf-8", "surrogateescape"))
-        digest.update(b"\0" + "\n".join(hashes or ()).encode("ascii", "replace"))
-        source: tuple[Any, ...] = ()
-        if spec.partition(":")[0].lower() == "precomputed":
-            # A replaced embedding file must not be served from memory.
-            with contextlib.suppress(OSError):
-                info = os.stat(spec.partition(":")[2])
-                source = (info.st_size, info.st_mtime_ns, info.st_ino)
-        return (spec, source, str(cache_root), len(paths), digest.hexdigest())
-
-    def features(self, spec: str, paths: Sequence[str], hashes: Sequence[str] | None,
-                 cache_root: str | os.PathLike[str] | None, device: str | None,
-                 progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, str]:
-        key = self._key_for(spec, paths, hashes, cache_root)
-        if key != self._key or self._value is None:
-            self._key, self._value, self._standardizer = None, None, None
-            value = features_for(spec, paths, hashes, cache_root, device, progress)
-            self._key, self._value = key, value
-        elif progress is not None:
-            progress(len(paths), len(paths))
-        return self._value
-
-    def standardizer(self, feats: np.ndarray, fit: Callable[[np.ndarray], Any]) -> Any:
-        if self._value is None or self._value[0] is not feats:
-            return fit(feats)
-        if self._standardizer is None:
-            self._standardizer = fit(feats)
-        return self._standardizer
-
-    def clear(self) -> None:
-        self._key, self._value, self._standardizer = None, None, None
-
-
-POOL_MEMO = _PoolMemo()
-
-
-def round_threads(settings: dict[str, Any]) -> int | None:
-    """Torch threads for a project's rounds: its ``threads`` setting when it has one; one for a
-    linear head, which gains nothing from more on a few thousand labels, while on a busy machine
-    threads waiting on each other made a demo round about five times slower
-    (benchmarks/app_latency.py); otherwise None (torch's default, every core)."""
-    if settings.get("threads"):
-        return int(settings["threads"])
-    return 1 if settings.get("model", "clip-linear") == "clip-linear" else None
-
-
-_DEFAULT_THREADS: list[int] = []
-
-
-def apply_round_threads(settings: dict[str, Any]) -> None:
-    """Set torch's threads for the next round of a project with ``settings``."""
-    import torch
-
-    if not _DEFAULT_THREADS:
-        _DEFAULT_THREADS.append(torch.get_num_threads())
-    want = round_threads(settings) or _DEFAULT_THREADS[0]
-    if torch.get_num_threads() != want:
-        torch.set_num_threads(want)
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class RoundInputs:
-    """Everything a round reads from the project database, read in one snapshot."""
-
-    number: int
-    strategy: str
-    model_kind: str
-    batch_size: int
-    seed: int
-    encoder: str
-    l2: float
-    device: str | None
-    resnet: dict[str, Any]
-    class_ids: list[int]
-    class_names: list[str]
-    pool_ids: np.ndarray
-    pool_paths: list[str]
-    pool_hashes: list[str]
-    test_ids: np.ndarray
-    test_paths: list[str]
-    test_hashes: list[str]
-    labeled_pos: np.ndarray          # positions in the pool
-    labeled_y: np.ndarray            # class index (into class_ids) of each labeled position
-    candidate_pos: np.ndarray        # pool positions that may be picked (never labeled, not skipped)
-    test_pos: np.ndarray             # test positions with a reference label
-    test_y: np.ndarray
-    project_name: str = ""
-
-    @property
-    def labeled_classes(self) -> int:
-        return int(np.unique(self.labeled_y).size)
-
-
-@dataclass
-class RoundOutcome:
-    image_ids: np.ndarray
-    scores: list[float | None]
-    reasons: list[str]
-    predicted: list[int | None]      # class ids
-    confidence: list[float | None]
-    cold_start: bool
-    labeled_count: int
-    accuracy: float | None = None
-    test_count: int = 0
-    model_path: str | None = None    # relative to the project folder
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    from ralif.atomic import atomic_write
-
-    atomic_write(path, lambda f: f.write(data))
-
-
-def save_linear_head(path: str | os.PathLike[str], head: LinearHead, meta: dict[str, Any]) -> Path:
-    """Weights as safetensors plus a JSON sidecar (same name, ``.json``) with class names, encoder id
-    and the weights' sha256, so a pair left mismatched by an interrupted save is detected."""
-    import torch
-    from safetensors.torch import save as st_save
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        "weight": head.weight.detach().to("cpu", torch.float64).contiguous(),
-        "mean": torch.as_tensor(np.asarray(head.standardizer.mean, dtype=np.float64)),
-        "scale": torch.as_tensor(np.asarray(head.standardizer.scale, dtype=np.float64)),
-    }
-    meta = {"format": LINEAR_FORMAT, "format_version": LINEAR_FORMAT_VERSION, "architecture": "linear",
-            "feature_dim": head.dim, "num_classes": head.num_classes, "l2": head.l2, **meta}
-    blob = st_save(tensors, metadata={"ralif": json.dumps(meta)})
-    _atomic_bytes(path, blob)
-    meta.update(weights_file=path.name, weights_sha256=hashlib.sha256(blob).hexdigest(),
-                saved_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    _atomic_bytes(path.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
-    return path
-
-
-def _annotate_sidecar(weights: Path, extra: dict[str, Any]) -> None:
-    sidecar = weights.with_suffix(".json")
-    meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    meta.update(extra)
-    _atomic_bytes(sidecar, (json.dumps(meta, indent=2) + "\n").encode())
-
-
-@dataclass
-class ProjectModel:
-    """A trained project model, loaded for prediction on image files."""
-
-    kind: str                        # "linear" or "resnet18"
-    class_names: list[str]
-    meta: dict[str, Any]
-    weights_path: Path
-    head: Any = None
-    network: Any = None
-
-    @property
-    def encoder_id(self) -> str | None:
-        return self.meta.get("encoder_id")
-
-    def predict_proba(self, paths: Sequence[str], cache_root: str | os.PathLike[str] | None = None,
-                      device: str | None = None, progress: Callable[[int, int], None] | None = None,
-                      hashes: Sequence[str] | None = None) -> np.ndarray:
-        """Class probabilities (N x K) for the images at ``paths`` (``hashes``: their sha256, when
-        already known, saves reading every file again for the feature cache)."""
-        if not len(paths):
-            return np.zeros((0, len(self.class_names)))
-        if self.kind == "resnet18":
-            return np.asarray(self.network.predict_proba(list(paths)), dtype=np.float64)
-        spec = self.meta["encoder_spec"]
-        feats, enc_id = features_for(spec, paths, hashes, cache_root=cache_root, device=device, progress=progress)
-        if self.encoder_id and enc_id != self.encoder_id:
-            raise ValueError(f"the model was trained on features of {self.encoder_id} but {spec!r} now "
-                             f"gives {enc_id} (different weights or embeddings file)")
-        return self.head.predict_proba(feats)
-
-
-def _find_sidecar(path: Path) -> Path:
-    if path.is_dir():
-        from ralif.project.store import DB_NAME
-
-        if (path / DB_NAME).is_file():
-            from ralif.project.session import Project
-
-            current = Project.open(path).current_model_path()
-            if current is None:
-                raise ValueError(f"project {path} has no trained model yet; finish a round with labels "
-                                 f"of at least two classes first")
-            return current.with_suffix(".json")
-        found = sorted(path.glob("*.json"))
-        if len(found) != 1:
-            raise ValueError(f"{path} should hold exactly one model .json (found {len(found)})")
-        return found[0]
-    if path.suffix == ".json":
-        return path
-    if path.suffix == ".safetensors":
-        return path.with_suffix(".json")
-    raise ValueError(f"{path} is not a model: pass a project folder, a model folder, or a .safetensors/.json file")
-
-
-def load_model(path: str | os.PathLike[str], device: str | None = None) -> ProjectModel:
-    """A model saved by a project round (or exported): a project folder (its current model), an
-    exported model folder, or the weights/.json file itself."""
-    sidecar = _find_sidecar(Path(path))
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"model description not found: {sidecar}")
-    meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    weights = sidecar.parent / meta.get("weights_file", sidecar.with_suffix(".safetensors").name)
-    fmt = meta.get("format")
-    if fmt == "ralif-resnet18":
-        from ralif.models.resnet import TrainedResNet
-
-        net = TrainedResNet.load(weights, device=device)
-        names = list(net.class_names or [str(i) for i in range(net.num_classes)])
-        return ProjectModel("resnet18", names, meta, weights, network=net)
-    if fmt != LINEAR_FORMAT:
-        raise ValueError(f"{sidecar} does not describe a ralif model (format {fmt!r})")
-    if int(meta.get("format_version", 0)) > LINEAR_FORMAT_VERSION:
-        raise ValueError(f"{sidecar} was written by a newer ralif")
-    from safetensors.torch import load as st_load
-
-    from ralif.compute import resolve_device
-    from ralif.head import LinearHead, Standardizer
-
-    blob = weights.read_bytes()
-    if meta.get("weights_sha256") not in (None, hashlib.sha256(blob).hexdigest()):
-        raise ValueError(f"{weights} does not match {sidecar.name} (an interrupted save?)")
-    t = st_load(blob)
-    st = Standardizer(mean=t["mean"].numpy(), scale=t["scale"].numpy())
-    head = LinearHead(t["weight"], st, float(meta.get("l2", 1e-2)), resolve_device(device))
-    return ProjectModel("linear", list(meta["class_names"]), meta, weights, head=head)
 
 
 # ----------------------------------------------------------------------------- the round
@@ -593,9 +196,10 @@ def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck,
     return net, feats, test_pred, cfg
 
 
-def compute_round(project: Project, inputs: RoundInputs, report: Reporter | None = None,
+def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | None = None,
                   should_stop: StopCheck | None = None) -> RoundOutcome:
-    """Features, training, selection and checkpoint for ``inputs``; writes only the model file."""
+    """Features, training, selection and checkpoint for ``inputs``; writes only the model file
+    (under ``project.folder``: a Project or a RoundBook). Pure of the database."""
     from ralif.head import LinearHead, Standardizer, fit_head
 
     report = report or (lambda phase, progress=None: None)
@@ -650,7 +254,7 @@ def compute_round(project: Project, inputs: RoundInputs, report: Reporter | None
         check()
         report("saving", None)
         net.save(weights_path)
-        _annotate_sidecar(weights_path, {**common_meta, "encoder_id": f"resnet18:{cfg.variant}",
+        annotate_sidecar(weights_path, {**common_meta, "encoder_id": f"resnet18:{cfg.variant}",
                                          "accuracy": accuracy, "test_count": len(inputs.test_pos)})
         enc_id = f"resnet18:{cfg.variant}"
     else:
@@ -687,42 +291,47 @@ def compute_round(project: Project, inputs: RoundInputs, report: Reporter | None
                         model_path=os.path.relpath(weights_path, project.folder), info=info)
 
 
-def run_next_round(project: Project | str | os.PathLike[str], report: Reporter | None = None,
+def run_next_round(project: HasFolder | str | os.PathLike[str], report: Reporter | None = None,
                    should_stop: StopCheck | None = None, *, job_path: str | None = None) -> dict[str, Any]:
     """Run the project's queued (or failed) round to completion: the plain function behind the
-    background worker. Returns a summary; on failure the round is marked failed with the reason,
-    labels and the current model stay as they were, and the exception is raised again."""
-    from ralif.project.session import Project
-
-    if not isinstance(project, Project):
-        project = Project.open(project)
-    number = project._claim_round(job_path=job_path)
+    background worker. ``project``: a Project (its ``round_book``), a RoundBook or a folder.
+    Returns a summary; on failure the round is marked failed with the reason, labels and the
+    current model stay as they were, and the exception is raised again."""
+    book = project_rounds(project)
+    number = book.claim(job_path=job_path)
     last_phase: list[str | None] = [None]
 
     def relay(phase: str, progress: dict[str, Any] | None = None) -> None:
         if phase != last_phase[0]:
             last_phase[0] = phase
-            project._set_round_phase(number, phase)
+            book.set_phase(number, phase)
         if report is not None:
             report(phase, progress)
 
     start = time.perf_counter()
     try:
-        inputs = project._round_inputs(number)
-        outcome = compute_round(project, inputs, relay, should_stop)
-        project._finish_round(number, outcome, time.perf_counter() - start, job_path=job_path)
+        inputs = book.inputs(number)
+        outcome = compute_round(book, inputs, relay, should_stop)
+        book.finish(number, outcome, time.perf_counter() - start, job_path=job_path)
     except BaseException as exc:
-        from ralif.project.session import RoundBusy
-
         if not isinstance(exc, RoundBusy):  # a round taken over is the other runner's to record
             reason = "cancelled on request" if isinstance(exc, RoundCancelled) else f"{type(exc).__name__}: {exc}"
-            project._fail_round(number, reason, only_if_running=True, job_path=job_path)
+            book.fail(number, reason, only_if_running=True, job_path=job_path)
         raise
     if report is not None:
         report("done", None)
     return {"round": number, "selected": len(outcome.image_ids), "cold_start": outcome.cold_start,
             "accuracy": outcome.accuracy, "labeled": outcome.labeled_count, "model": outcome.model_path,
             "seconds": round(time.perf_counter() - start, 3)}
+
+
+def project_rounds(project: Any) -> RoundBook:
+    """The RoundBook of a Project, a RoundBook, or a project folder."""
+    if isinstance(project, RoundBook):
+        return project
+    if isinstance(project, (str, os.PathLike)):
+        return RoundBook.open(project)
+    return project.round_book
 
 
 def round_job(job: Any, folder: str, threads: int | None = None) -> dict[str, Any]:

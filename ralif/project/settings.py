@@ -1,0 +1,78 @@
+"""A project's settings: read, validated and changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ralif.project.errors import ProjectError
+from ralif.project.store import Store
+from ralif.project.validation import (
+    validate_batch,
+    validate_strategy,
+)
+
+if TYPE_CHECKING:
+    from ralif.project.lifecycle import RoundBook
+
+
+class SettingsMixin:
+    """Part of :class:`ralif.project.Project`; it uses the project's store."""
+
+    store: Store
+    folder: Path
+    client: str
+    round_book: RoundBook
+
+    # -- settings ----------------------------------------------------------------------------
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.store.settings()
+
+    @property
+    def name(self) -> str:
+        return str(self.store.get_setting("name", self.folder.name))
+
+    @property
+    def model_kind(self) -> str:
+        return str(self.store.get_setting("model"))
+
+    @property
+    def encoder_spec(self) -> str:
+        return str(self.store.get_setting("encoder"))
+
+    @property
+    def strategy(self) -> str:
+        return str(self.store.get_setting("strategy"))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.store.get_setting("batch_size"))
+
+    def update_settings(self, **values: Any) -> None:
+        """Change settings for the rounds to come: ``strategy``, ``batch_size``, ``name``,
+        ``simulated_oracle``, ``device``, ``l2``, ``resnet`` (dict), ``seed``."""
+        allowed = {"strategy", "batch_size", "name", "simulated_oracle", "device", "l2", "resnet", "seed",
+                   "threads", "keep_models"}
+        bad = sorted(set(values) - allowed)
+        if bad:
+            raise ProjectError(f"unknown or read-only setting(s): {', '.join(bad)}; allowed: {', '.join(sorted(allowed))}")
+        if "strategy" in values:
+            values["strategy"] = validate_strategy(values["strategy"])
+        if "batch_size" in values:
+            values["batch_size"] = validate_batch(values["batch_size"])
+        if "l2" in values and not float(values["l2"]) > 0:
+            raise ProjectError("l2 must be positive")
+        if "resnet" in values:
+            from ralif.models.resnet import TrainConfig
+            from ralif.project.rounds import DEFAULT_RESNET
+
+            TrainConfig.from_dict({**DEFAULT_RESNET, **values["resnet"]})
+        if "simulated_oracle" in values:
+            values["simulated_oracle"] = bool(values["simulated_oracle"])
+        if "keep_models" in values:
+            values["keep_models"] = validate_batch(values["keep_models"])
+        self.store.set_settings(values)
+
+    def set_oracle(self, enabled: bool) -> None:
+        self.update_settings(simulated_oracle=enabled)

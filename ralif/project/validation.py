@@ -1,0 +1,104 @@
+"""The rules a project's inputs follow: settings, class names, label sources, image sources."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ralif.project.errors import ProjectError
+from ralif.project.store import LABEL_SOURCES
+
+if TYPE_CHECKING:
+    from ralif.images import ImageList
+
+MODEL_KINDS = ("clip-linear", "resnet18")
+DEFAULT_ENCODER = {"clip-linear": "clip:ViT-B-16:openai", "resnet18": "pixels:8"}
+KNOWN_LABELS = ("import", "truth", "ignore")
+LAYOUTS = ("auto", "imagefolder", "flat")
+DEFAULT_BATCH = 20
+FOLDERS = ("cache", "models", "exports", "jobs")
+UNDOABLE = ("label", "unlabel", "bulk", "oracle")
+
+
+def check_source(source: str) -> None:
+    if source not in LABEL_SOURCES:
+        raise ProjectError(f"label source must be one of {', '.join(LABEL_SOURCES)}, not {source!r}")
+
+
+def clean_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise ProjectError(f"a class name must be text, got {type(name).__name__}")
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise ProjectError("a class name cannot be empty")
+    if len(cleaned) > 200:
+        raise ProjectError("a class name can have at most 200 characters")
+    return cleaned
+
+
+def validate_strategy(spec: str) -> str:
+    from ralif.strategies import make_strategy
+
+    make_strategy(spec)
+    return spec.strip()
+
+
+def validate_encoder(spec: str) -> str:
+    """Catch a mistyped spec at creation; weights themselves are only loaded by the first round."""
+    kind, _, rest = spec.strip().partition(":")
+    kind = kind.lower()
+    if kind == "precomputed":
+        if not Path(rest).expanduser().is_file():
+            raise ProjectError(f"embeddings file not found: {rest!r} (encoder spec {spec!r})")
+        return f"precomputed:{Path(rest).expanduser().resolve()}"
+    if kind == "pixels":
+        from ralif.project.rounds import pixel_size
+
+        pixel_size(spec)
+    elif kind not in ("clip", "open_clip", "openclip") and not kind.startswith("resnet18"):
+        raise ProjectError(f"unknown encoder spec {spec!r}; use clip:<model>:<weights>, resnet18:<weights>, "
+                           f"resnet18-32:<weights>, precomputed:<file.npz> or pixels[:N]")
+    return spec.strip()
+
+
+def validate_batch(n: Any) -> int:
+    if isinstance(n, bool) or int(n) != n or int(n) < 1:
+        raise ProjectError(f"batch size must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def read_source(source: Any, layout: str, decode: bool) -> dict[str, ImageList]:
+    """An image source as ImageLists by split name (``all``, ``train``, ``val``, ``test``)."""
+    from ralif.images import ImageList, load_image_folder, load_manifest, scan_images
+
+    if isinstance(source, ImageList):
+        return {"all": source}
+    if isinstance(source, dict) and all(isinstance(v, ImageList) for v in source.values()):
+        return dict(source)
+    if layout not in LAYOUTS:
+        raise ProjectError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    path = Path(os.fspath(source)).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise ProjectError(f"{path} is a file but not a CSV manifest (a 'path' column, optional 'label')")
+        return {"all": load_manifest(path, decode=decode)}
+    if not path.exists():
+        raise FileNotFoundError(f"image source not found: {path}")
+    if layout == "flat":
+        return {"all": scan_images(path, decode=decode)}
+    if layout == "auto" and not looks_like_imagefolder(path):
+        return {"all": scan_images(path, decode=decode)}
+    return load_image_folder(path, decode=decode)
+
+
+def looks_like_imagefolder(path: Path) -> bool:
+    """Split folders (train/val/test), or images only inside first-level folders."""
+    from ralif.images import SPLIT_NAMES, is_image_file
+
+    entries = [e for e in os.scandir(path) if not e.name.startswith(".")]
+    if any(e.is_dir() and e.name.lower() in SPLIT_NAMES for e in entries):
+        return True
+    has_dirs = any(e.is_dir() for e in entries)
+    loose = any(e.is_file() and is_image_file(e.name) for e in entries)
+    return has_dirs and not loose
