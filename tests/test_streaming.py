@@ -74,3 +74,17 @@ def test_blocks_cover_every_index_once_in_place():
             rows = blk.rows if blk.keep is None else blk.rows[blk.keep]
             out[blk.pos] = rows
         assert torch.equal(out, torch.from_numpy(x[idx])), idx
+
+
+def test_top_k_lowest_partition_matches_a_full_sort():
+    from ralif.ranking import top_k_lowest
+
+    rng = np.random.default_rng(3)
+    s = np.round(rng.normal(size=5000), 1)  # many ties
+    s[rng.choice(5000, 300, replace=False)] = np.nan
+    for k in (1, 10, 400, 4699, 4700, 4800, 5000):
+        got = top_k_lowest(torch.as_tensor(s), k, np.random.default_rng(k))
+        tie = np.random.default_rng(k).random(len(s))
+        nan = np.isnan(s)
+        full = np.lexsort((tie, np.where(nan, np.inf, s), nan.astype(np.int8)))[:k]
+        np.testing.assert_array_equal(got, full)
