@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ralif.compute import as_index, chunk_size, rows
+from ralif.head import LinearHead
 
 
 def min_sq_dist(points: torch.Tensor, refs: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
@@ -37,6 +38,22 @@ def labeled_sq_dist(
     for start in range(0, len(labeled), step):
         ref = rows(features, labeled[start : start + step], device, torch.float32)
         d2 = torch.minimum(d2, min_sq_dist(pts, ref))
+    return pts, d2
+
+
+def candidate_points(
+    features: np.ndarray, cand: np.ndarray, labeled: np.ndarray, head: LinearHead | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``labeled_sq_dist`` in the head's standardised space (``head``) or the raw one (None), with the
+    candidates standardised in float32 in place rather than through a float64 copy."""
+    if head is None:
+        return labeled_sq_dist(features, cand, labeled, device)
+    cand, labeled = as_index(cand), as_index(labeled)
+    pts = head.standardized_rows(features, cand)
+    d2 = torch.full((len(cand),), float("inf"), device=pts.device)
+    step = chunk_size(features.shape[1], itemsize=4)
+    for start in range(0, len(labeled), step):
+        d2 = torch.minimum(d2, min_sq_dist(pts, head.standardized_rows(features, labeled[start:start + step])))
     return pts, d2
 
 
@@ -140,24 +157,58 @@ def mean_shift_pick(
 
 def kcenter_greedy(
     features: np.ndarray, unlabeled: np.ndarray, labeled: np.ndarray, budget: int,
-    rng: np.random.Generator, device: torch.device,
+    rng: np.random.Generator, device: torch.device, block: int = 64, lookahead: int = 256,
 ) -> np.ndarray:
     """Coreset (Sener & Savarese 2018): repeatedly take the pool point farthest from labeled ∪ chosen.
 
-    Distances to the nearest center are kept and updated incrementally: O(|U|·D) per pick, never |U|×|U|.
+    The same picks as updating every point's nearest-center distance after each pick, with the
+    updates made in blocks: the kept distances are upper bounds until the pending centers are
+    applied, one matrix product for ``block`` centers (a read of the pool per block, not per pick).
+    A pick is exact because only the ``lookahead`` largest bounds are refreshed against the pending
+    centers, and the best refreshed distance must reach the largest bound outside them; otherwise
+    the pending centers are applied first.
     """
     unlabeled, labeled = as_index(unlabeled), as_index(labeled)
     pts, d2 = labeled_sq_dist(features, unlabeled, labeled, device)
+    n = len(unlabeled)
     pn = (pts * pts).sum(1)
     chosen = np.empty(budget, dtype=np.int64)
+    pending: list[int] = []
+
+    def apply_pending() -> None:
+        nonlocal d2
+        p = torch.as_tensor(pending, device=pts.device)
+        for start in range(0, n, 16_384):
+            sl = slice(start, start + 16_384)
+            d = (pn[sl, None] + pn[p][None, :] - 2.0 * pts[sl] @ pts[p].T).clamp_(min=0)
+            d2[sl] = torch.minimum(d2[sl], d.min(1).values)
+        d2[p] = -1.0  # never chosen twice, even when duplicates make every distance zero
+        pending.clear()
+
     for i in range(budget):
         if i == 0 and len(labeled) == 0:
-            c = int(rng.integers(len(unlabeled)))
+            c = int(rng.integers(n))
         else:
-            c = int(torch.argmax(d2))
+            while True:
+                t = min(n, lookahead + 1)
+                vals, ids = torch.topk(d2, t)
+                outside = float(vals[-1]) if t > lookahead else -np.inf
+                vals, ids = vals[:lookahead], ids[:lookahead]
+                if pending:
+                    p = torch.as_tensor(pending, device=pts.device)
+                    d = (pn[ids, None] + pn[p][None, :] - 2.0 * pts[ids] @ pts[p].T).clamp_(min=0)
+                    vals = torch.minimum(vals, d.min(1).values)
+                    vals[torch.isin(ids, p)] = -1.0
+                    d2[ids] = vals  # still upper bounds, now tight against the pending centers
+                j = int(torch.argmax(vals))
+                if float(vals[j]) >= outside or not pending:
+                    c = int(ids[j])
+                    break
+                apply_pending()
         chosen[i] = c
-        d2 = torch.minimum(d2, (pn + pn[c] - 2.0 * pts @ pts[c]).clamp_(min=0))
-        d2[c] = -1.0  # never chosen twice, even when duplicates make every distance zero
+        pending.append(c)
+        if len(pending) >= block:
+            apply_pending()
     return unlabeled[chosen]
 
 

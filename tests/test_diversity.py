@@ -88,3 +88,31 @@ def test_kmeans_representatives_fit_on_a_subsample_for_large_candidate_sets():
     # Every point is assigned after the subsample fit, so picks can come from outside the subsample.
     again = kmeans_representatives(x, 4, np.random.default_rng(0), fit_max=100)
     assert picked.tolist() == again.tolist()
+
+
+def test_blocked_kcenter_greedy_picks_what_the_sequential_one_does():
+    import torch
+
+    from ralif.diversity import kcenter_greedy, labeled_sq_dist
+
+    def sequential(x, unl, lab, budget):
+        pts, d2 = labeled_sq_dist(x, unl, lab, torch.device("cpu"))
+        pts, d2 = pts.double(), d2.double()
+        pn = (pts * pts).sum(1)
+        out = []
+        for _ in range(budget):
+            c = int(torch.argmax(d2))
+            out.append(c)
+            d2 = torch.minimum(d2, (pn + pn[c] - 2.0 * pts @ pts[c]).clamp(min=0))
+            d2[c] = -1.0
+        return unl[np.asarray(out)]
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 16)).astype(np.float32) * rng.uniform(0.5, 3, size=(3000, 1)).astype(np.float32)
+    lab = np.arange(20)
+    unl = np.arange(20, 3000)
+    ref = sequential(x, unl, lab, 150)
+    for block, look in ((1, 256), (8, 16), (64, 256), (500, 4)):
+        got = kcenter_greedy(x, unl, lab, 150, np.random.default_rng(0), torch.device("cpu"), block=block,
+                             lookahead=look)
+        np.testing.assert_array_equal(got, ref)
