@@ -96,6 +96,82 @@ def kmeanspp_seeding(
     return chosen
 
 
+def kmeanspp_seeding_blocked(
+    n: int, budget: int, rng: np.random.Generator,
+    dist: Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor],
+    d2: torch.Tensor | None = None, first: int | None = 0, device: torch.device | str = "cpu",
+    block: int = 32, max_rejects: int = 64,
+) -> np.ndarray:
+    """k-means++ seeding with the same D² distribution as ``kmeanspp_seeding``, its distance updates
+    made ``block`` centers at a time: one n×block product instead of ``block`` passes over the points.
+
+    ``dist(rows, centers)`` gives squared distances (rows × centers; ``rows=None``: every point).
+    Between updates the kept distances are upper bounds; a draw from them is accepted with
+    probability true/kept (the point's distance to the pending centers decides), which is exact
+    rejection sampling from the current D² distribution. ``block=1`` draws the same seeds as
+    ``kmeanspp_seeding`` from the same generator.
+    """
+    if budget > n:
+        raise ValueError(f"cannot pick {budget} seeds from {n} points")
+    d2 = (torch.full((n,), float("inf"), dtype=torch.float64, device=device) if d2 is None
+          else d2.to(torch.float64).clone())
+    taken = torch.zeros(n, dtype=torch.bool, device=d2.device)
+    chosen = np.empty(budget, dtype=np.int64)
+    pending: list[int] = []
+    cdf: np.ndarray | None = None
+    w: torch.Tensor | None = None
+    fallback = False  # the cdf is not D² (uniform over uncovered or untaken points): never kept stale
+
+    def flush() -> None:
+        nonlocal d2, cdf
+        if pending:
+            cs = torch.as_tensor(pending, device=d2.device)
+            d2 = torch.minimum(d2, dist(None, cs).to(torch.float64).clamp(min=0).min(1).values)
+            pending.clear()
+        cdf = None
+
+    for i in range(budget):
+        if i == 0 and first is not None:
+            c = int(first)
+        else:
+            rejects = 0
+            while True:
+                if cdf is None:
+                    fallback = False
+                    w = torch.where(taken, torch.zeros_like(d2), d2)
+                    if torch.isinf(w).any():
+                        if pending:  # kept infinities may be finite by now: update before drawing
+                            flush()
+                            continue
+                        w, fallback = torch.isinf(w).to(torch.float64), True
+                    if not float(w.sum()) > 0:
+                        if pending:
+                            flush()
+                            continue
+                        w, fallback = (~taken).to(torch.float64), True
+                    cdf = torch.cumsum(w, 0).cpu().numpy()
+                c = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), n - 1)
+                while w[c] <= 0:  # only reachable through round-off at the cdf's edges
+                    c = (c + 1) % n
+                if not pending:
+                    break
+                kept = float(w[c])
+                # A point taken since the cdf was built has distance 0: always rejected, as it must be.
+                true = 0.0 if bool(taken[c]) else min(kept, float(dist(torch.as_tensor([c], device=d2.device),
+                                            torch.as_tensor(pending, device=d2.device)).clamp(min=0).min()))
+                if rng.random() * kept < true:
+                    break
+                rejects += 1
+                if rejects >= max_rejects:
+                    flush()
+        chosen[i] = c
+        taken[c] = True
+        pending.append(c)
+        if len(pending) >= block or fallback:
+            flush()
+    return chosen
+
+
 def euclidean_dist_to(pts: torch.Tensor) -> Callable[[int], torch.Tensor]:
     pn = (pts * pts).sum(1)
     return lambda c: pn + pn[c] - 2.0 * (pts @ pts[c])
