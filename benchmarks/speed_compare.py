@@ -107,7 +107,7 @@ def main() -> None:
          lambda: old["diversity"].kmeans_representatives(pts, 100, np.random.default_rng(2), covered_d2=d2),
          lambda: new["diversity"].kmeans_representatives(pts, 100, np.random.default_rng(2), covered_d2=d2))
     del pts, d2
-    xc, _ = synthetic_features(args.coreset_pool, args.dim, 10, 1)
+    xc, yc = synthetic_features(args.coreset_pool, args.dim, 10, 1)
     labc = np.arange(1000)
     unlc = np.arange(1000, args.coreset_pool)
     k_old, k_new = part(f"coreset k-center greedy ({args.coreset_pool}, B = {args.coreset_budget})",
@@ -115,6 +115,14 @@ def main() -> None:
                                                                 np.random.default_rng(0), torch.device("cpu")),
                         lambda: new["diversity"].kcenter_greedy(xc, unlc, labc, args.coreset_budget,
                                                                 np.random.default_rng(0), torch.device("cpu")))
+    bl_old = importlib.import_module("ralif_before.strategies.baselines")
+    bl_new = importlib.import_module("ralif.strategies.baselines")
+    hc_new = new["head"].fit_head(xc, labc, yc[labc], 10, device="cpu")
+    hc_old = old["head"].LinearHead(hc_new.weight, old["head"].Standardizer(hc_new.standardizer.mean,
+                                    hc_new.standardizer.scale), hc_new.l2, hc_new.device)
+    part(f"badge ({args.coreset_pool}, B = {args.coreset_budget})",
+         lambda: bl_old.BadgeStrategy()._select(hc_old, xc, labc, unlc, args.coreset_budget, np.random.default_rng(0)),
+         lambda: bl_new.BadgeStrategy()._select(hc_new, xc, labc, unlc, args.coreset_budget, np.random.default_rng(0)))
     print(json.dumps({"threads": torch.get_num_threads(), "pool": args.pool, "dim": args.dim,
                       "delta_max_rel_difference": rel, "candidate_overlap": overlap,
                       "coreset_same_picks": bool(np.array_equal(k_old, k_new))}), flush=True)

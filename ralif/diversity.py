@@ -172,6 +172,17 @@ def kmeanspp_seeding_blocked(
     return chosen
 
 
+def euclidean_dist_block(pts: torch.Tensor) -> Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]:
+    """``dist(rows, centers)`` for ``kmeanspp_seeding_blocked``: squared Euclidean distances."""
+    pn = (pts * pts).sum(1)
+
+    def dist(rows: torch.Tensor | None, cs: torch.Tensor) -> torch.Tensor:
+        x, xn = (pts, pn) if rows is None else (pts[rows], pn[rows])
+        return xn[:, None] + pn[cs][None, :] - 2.0 * x @ pts[cs].T
+
+    return dist
+
+
 def euclidean_dist_to(pts: torch.Tensor) -> Callable[[int], torch.Tensor]:
     pn = (pts * pts).sum(1)
     return lambda c: pn + pn[c] - 2.0 * (pts @ pts[c])
@@ -290,7 +301,7 @@ def kcenter_greedy(
 
 def kmeans_representatives(
     pts: torch.Tensor, budget: int, rng: np.random.Generator, covered_d2: torch.Tensor | None = None,
-    iters: int = 10, fit_max: int = 20_000,
+    iters: int = 10, fit_max: int = 20_000, seeding_block: int = 32,
 ) -> np.ndarray:
     """Lloyd k-means with ``budget`` free clusters over ``pts``; returns, per cluster, the position of
     the point nearest its centroid (a typical member, not an outlier), largest clusters first.
@@ -310,7 +321,9 @@ def kmeans_representatives(
         fx, fxn, fcov = x[sub], xn[sub], None if cov is None else cov[sub]
     else:
         fx, fxn, fcov = x, xn, cov
-    seeds = kmeanspp_seeding(len(fx), budget, rng, euclidean_dist_to(fx), d2=fcov, first=None, device=x.device)
+    # Seeding updates distances ``seeding_block`` seeds at a time (same D² law; 1 = per seed).
+    seeds = kmeanspp_seeding_blocked(len(fx), budget, rng, euclidean_dist_block(fx), d2=fcov, first=None,
+                                     device=x.device, block=seeding_block)
     centers = fx[torch.as_tensor(seeds, device=x.device)].clone()
 
     def nearest(x: torch.Tensor, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -119,11 +119,9 @@ def test_blocked_kcenter_greedy_picks_what_the_sequential_one_does():
 
 
 def _euclid(pts):
-    import torch
+    from ralif.diversity import euclidean_dist_block
 
-    pn = (pts * pts).sum(1)
-    return lambda rows, cs: ((pn if rows is None else pn[rows])[:, None] + pn[cs][None, :]
-                             - 2.0 * (pts if rows is None else pts[rows]) @ pts[cs].T)
+    return euclidean_dist_block(pts)
 
 
 def test_blocked_kmeanspp_with_block_one_is_the_sequential_seeding():
@@ -181,3 +179,26 @@ def test_blocked_badge_batches_cover_as_well_as_sequential_ones():
     blk = [cost(kmeanspp_seeding_blocked(3000, 30, np.random.default_rng(s), dist, first=None, block=16))
            for s in range(12)]
     assert abs(np.mean(blk) / np.mean(seq) - 1) < 0.05, (np.mean(blk), np.mean(seq))
+
+
+def test_kmeans_representatives_blocked_seeding_keeps_batch_quality():
+    """Quality check for the blocked seeding inside the default diversity step: the batch's k-means
+    objective (each candidate to its nearest pick or labeled point) matches per-seed seeding."""
+    import torch
+
+    from ralif.diversity import euclidean_dist_block, kmeans_representatives
+
+    rng = np.random.default_rng(4)
+    centers = rng.normal(scale=3, size=(60, 16))
+    pts = torch.as_tensor(centers[rng.integers(60, size=6000)] + rng.normal(size=(6000, 16)), dtype=torch.float32)
+    cov = torch.as_tensor(rng.uniform(20, 60, size=6000), dtype=torch.float32)
+    dist = euclidean_dist_block(pts)
+
+    def objective(picked):
+        d = dist(None, torch.as_tensor(picked)).clamp(min=0).min(1).values
+        return float(torch.minimum(d, cov).sum())
+
+    old = [objective(kmeans_representatives(pts, 40, np.random.default_rng(s), covered_d2=cov, seeding_block=1))
+           for s in range(6)]
+    new = [objective(kmeans_representatives(pts, 40, np.random.default_rng(s), covered_d2=cov)) for s in range(6)]
+    assert np.mean(new) <= 1.03 * np.mean(old), (np.mean(new), np.mean(old))
