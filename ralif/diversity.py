@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ralif.compute import as_index, chunk_size, rows
+from ralif.head import LinearHead
 
 
 def min_sq_dist(points: torch.Tensor, refs: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
@@ -37,6 +38,22 @@ def labeled_sq_dist(
     for start in range(0, len(labeled), step):
         ref = rows(features, labeled[start : start + step], device, torch.float32)
         d2 = torch.minimum(d2, min_sq_dist(pts, ref))
+    return pts, d2
+
+
+def candidate_points(
+    features: np.ndarray, cand: np.ndarray, labeled: np.ndarray, head: LinearHead | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``labeled_sq_dist`` in the head's standardised space (``head``) or the raw one (None), with the
+    candidates standardised in float32 in place rather than through a float64 copy."""
+    if head is None:
+        return labeled_sq_dist(features, cand, labeled, device)
+    cand, labeled = as_index(cand), as_index(labeled)
+    pts = head.standardized_rows(features, cand)
+    d2 = torch.full((len(cand),), float("inf"), device=pts.device)
+    step = chunk_size(features.shape[1], itemsize=4)
+    for start in range(0, len(labeled), step):
+        d2 = torch.minimum(d2, min_sq_dist(pts, head.standardized_rows(features, labeled[start:start + step])))
     return pts, d2
 
 
@@ -77,6 +94,93 @@ def kmeanspp_seeding(
         taken[c] = True
         d2 = torch.minimum(d2, dist_to(c).to(torch.float64).clamp(min=0))
     return chosen
+
+
+def kmeanspp_seeding_blocked(
+    n: int, budget: int, rng: np.random.Generator,
+    dist: Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor],
+    d2: torch.Tensor | None = None, first: int | None = 0, device: torch.device | str = "cpu",
+    block: int = 32, max_rejects: int = 64,
+) -> np.ndarray:
+    """k-means++ seeding with the same D² distribution as ``kmeanspp_seeding``, its distance updates
+    made ``block`` centers at a time: one n×block product instead of ``block`` passes over the points.
+
+    ``dist(rows, centers)`` gives squared distances (rows × centers; ``rows=None``: every point).
+    Between updates the kept distances are upper bounds; a draw from them is accepted with
+    probability true/kept (the point's distance to the pending centers decides), which is exact
+    rejection sampling from the current D² distribution. ``block=1`` draws the same seeds as
+    ``kmeanspp_seeding`` from the same generator.
+    """
+    if budget > n:
+        raise ValueError(f"cannot pick {budget} seeds from {n} points")
+    d2 = (torch.full((n,), float("inf"), dtype=torch.float64, device=device) if d2 is None
+          else d2.to(torch.float64).clone())
+    taken = torch.zeros(n, dtype=torch.bool, device=d2.device)
+    chosen = np.empty(budget, dtype=np.int64)
+    pending: list[int] = []
+    cdf: np.ndarray | None = None
+    w: torch.Tensor | None = None
+    fallback = False  # the cdf is not D² (uniform over uncovered or untaken points): never kept stale
+
+    def flush() -> None:
+        nonlocal d2, cdf
+        if pending:
+            cs = torch.as_tensor(pending, device=d2.device)
+            d2 = torch.minimum(d2, dist(None, cs).to(torch.float64).clamp(min=0).min(1).values)
+            pending.clear()
+        cdf = None
+
+    for i in range(budget):
+        if i == 0 and first is not None:
+            c = int(first)
+        else:
+            rejects = 0
+            while True:
+                if cdf is None:
+                    fallback = False
+                    w = torch.where(taken, torch.zeros_like(d2), d2)
+                    if torch.isinf(w).any():
+                        if pending:  # kept infinities may be finite by now: update before drawing
+                            flush()
+                            continue
+                        w, fallback = torch.isinf(w).to(torch.float64), True
+                    if not float(w.sum()) > 0:
+                        if pending:
+                            flush()
+                            continue
+                        w, fallback = (~taken).to(torch.float64), True
+                    cdf = torch.cumsum(w, 0).cpu().numpy()
+                c = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), n - 1)
+                while w[c] <= 0:  # only reachable through round-off at the cdf's edges
+                    c = (c + 1) % n
+                if not pending:
+                    break
+                kept = float(w[c])
+                # A point taken since the cdf was built has distance 0: always rejected, as it must be.
+                true = 0.0 if bool(taken[c]) else min(kept, float(dist(torch.as_tensor([c], device=d2.device),
+                                            torch.as_tensor(pending, device=d2.device)).clamp(min=0).min()))
+                if rng.random() * kept < true:
+                    break
+                rejects += 1
+                if rejects >= max_rejects:
+                    flush()
+        chosen[i] = c
+        taken[c] = True
+        pending.append(c)
+        if len(pending) >= block or fallback:
+            flush()
+    return chosen
+
+
+def euclidean_dist_block(pts: torch.Tensor) -> Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]:
+    """``dist(rows, centers)`` for ``kmeanspp_seeding_blocked``: squared Euclidean distances."""
+    pn = (pts * pts).sum(1)
+
+    def dist(rows: torch.Tensor | None, cs: torch.Tensor) -> torch.Tensor:
+        x, xn = (pts, pn) if rows is None else (pts[rows], pn[rows])
+        return xn[:, None] + pn[cs][None, :] - 2.0 * x @ pts[cs].T
+
+    return dist
 
 
 def euclidean_dist_to(pts: torch.Tensor) -> Callable[[int], torch.Tensor]:
@@ -140,30 +244,64 @@ def mean_shift_pick(
 
 def kcenter_greedy(
     features: np.ndarray, unlabeled: np.ndarray, labeled: np.ndarray, budget: int,
-    rng: np.random.Generator, device: torch.device,
+    rng: np.random.Generator, device: torch.device, block: int = 64, lookahead: int = 256,
 ) -> np.ndarray:
     """Coreset (Sener & Savarese 2018): repeatedly take the pool point farthest from labeled ∪ chosen.
 
-    Distances to the nearest center are kept and updated incrementally: O(|U|·D) per pick, never |U|×|U|.
+    The same picks as updating every point's nearest-center distance after each pick, with the
+    updates made in blocks: the kept distances are upper bounds until the pending centers are
+    applied, one matrix product for ``block`` centers (a read of the pool per block, not per pick).
+    A pick is exact because only the ``lookahead`` largest bounds are refreshed against the pending
+    centers, and the best refreshed distance must reach the largest bound outside them; otherwise
+    the pending centers are applied first.
     """
     unlabeled, labeled = as_index(unlabeled), as_index(labeled)
     pts, d2 = labeled_sq_dist(features, unlabeled, labeled, device)
+    n = len(unlabeled)
     pn = (pts * pts).sum(1)
     chosen = np.empty(budget, dtype=np.int64)
+    pending: list[int] = []
+
+    def apply_pending() -> None:
+        nonlocal d2
+        p = torch.as_tensor(pending, device=pts.device)
+        for start in range(0, n, 16_384):
+            sl = slice(start, start + 16_384)
+            d = (pn[sl, None] + pn[p][None, :] - 2.0 * pts[sl] @ pts[p].T).clamp_(min=0)
+            d2[sl] = torch.minimum(d2[sl], d.min(1).values)
+        d2[p] = -1.0  # never chosen twice, even when duplicates make every distance zero
+        pending.clear()
+
     for i in range(budget):
         if i == 0 and len(labeled) == 0:
-            c = int(rng.integers(len(unlabeled)))
+            c = int(rng.integers(n))
         else:
-            c = int(torch.argmax(d2))
+            while True:
+                t = min(n, lookahead + 1)
+                vals, ids = torch.topk(d2, t)
+                outside = float(vals[-1]) if t > lookahead else -np.inf
+                vals, ids = vals[:lookahead], ids[:lookahead]
+                if pending:
+                    p = torch.as_tensor(pending, device=pts.device)
+                    d = (pn[ids, None] + pn[p][None, :] - 2.0 * pts[ids] @ pts[p].T).clamp_(min=0)
+                    vals = torch.minimum(vals, d.min(1).values)
+                    vals[torch.isin(ids, p)] = -1.0
+                    d2[ids] = vals  # still upper bounds, now tight against the pending centers
+                j = int(torch.argmax(vals))
+                if float(vals[j]) >= outside or not pending:
+                    c = int(ids[j])
+                    break
+                apply_pending()
         chosen[i] = c
-        d2 = torch.minimum(d2, (pn + pn[c] - 2.0 * pts @ pts[c]).clamp_(min=0))
-        d2[c] = -1.0  # never chosen twice, even when duplicates make every distance zero
+        pending.append(c)
+        if len(pending) >= block:
+            apply_pending()
     return unlabeled[chosen]
 
 
 def kmeans_representatives(
     pts: torch.Tensor, budget: int, rng: np.random.Generator, covered_d2: torch.Tensor | None = None,
-    iters: int = 10, fit_max: int = 20_000,
+    iters: int = 10, fit_max: int = 20_000, seeding_block: int = 32,
 ) -> np.ndarray:
     """Lloyd k-means with ``budget`` free clusters over ``pts``; returns, per cluster, the position of
     the point nearest its centroid (a typical member, not an outlier), largest clusters first.
@@ -183,7 +321,9 @@ def kmeans_representatives(
         fx, fxn, fcov = x[sub], xn[sub], None if cov is None else cov[sub]
     else:
         fx, fxn, fcov = x, xn, cov
-    seeds = kmeanspp_seeding(len(fx), budget, rng, euclidean_dist_to(fx), d2=fcov, first=None, device=x.device)
+    # Seeding updates distances ``seeding_block`` seeds at a time (same D² law; 1 = per seed).
+    seeds = kmeanspp_seeding_blocked(len(fx), budget, rng, euclidean_dist_block(fx), d2=fcov, first=None,
+                                     device=x.device, block=seeding_block)
     centers = fx[torch.as_tensor(seeds, device=x.device)].clone()
 
     def nearest(x: torch.Tensor, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

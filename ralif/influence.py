@@ -18,6 +18,7 @@ import torch
 
 from ralif.compute import SCORE_DTYPE, as_index
 from ralif.head import LinearHead
+from ralif.streaming import pool_stream
 
 # K(D+1) up to this size: build H densely and factorise it (exact, and cheaper than CG there).
 DENSE_MAX = 2048
@@ -91,27 +92,42 @@ class PoolState:
 
 
 def pool_state(head: LinearHead, features: np.ndarray, unlabeled: np.ndarray) -> PoolState:
+    """Probabilities, L_U and g_U in one streaming pass over ``features[unlabeled]``.
+
+    Per block: one float32 product for the logits and one for Σ r xᵀ (r = p − e_ŷ) while the block
+    is still in cache, both over the raw rows (the standardisation is folded into the weights and
+    into g_U afterwards); every sum across blocks is float64.
+    """
     unlabeled = as_index(unlabeled)
     n = len(unlabeled)
     if n == 0:
         raise ValueError("the unlabeled pool is empty")
     k, d = head.num_classes, head.dim
+    stream = pool_stream(head, features, unlabeled)
+    w32, const = stream.fold(head.weight)
     probs = torch.empty(n, k, dtype=SCORE_DTYPE, device=head.device)
-    grad_w = torch.zeros(k, d, dtype=SCORE_DTYPE, device=head.device)
-    grad_b = torch.zeros(k, dtype=SCORE_DTYPE, device=head.device)
+    raw = torch.zeros(k, d, dtype=SCORE_DTYPE, device=head.device)
+    rsum = torch.zeros(k, dtype=SCORE_DTYPE, device=head.device)
     loss = torch.zeros((), dtype=SCORE_DTYPE, device=head.device)
-    for pos, z in head.chunks(features, unlabeled):
-        logp = torch.log_softmax(head.project(z, head.weight), dim=1)
+    for blk in stream.blocks():
+        logits = (blk.rows @ w32).to(SCORE_DTYPE) + const
+        if blk.keep is not None:
+            logits = logits[blk.keep]
+        logp = torch.log_softmax(logits, dim=1)
         p = logp.exp()
-        probs[pos] = p
+        probs[blk.pos] = p
         top = p.argmax(1)
         loss -= logp.gather(1, top[:, None]).sum()
         resid = p.clone()
         resid[torch.arange(len(p), device=p.device), top] -= 1.0
-        # Per-chunk float32 product, accumulated across chunks in float64.
-        grad_w += (resid.to(torch.float32).T @ z).to(SCORE_DTYPE)
-        grad_b += resid.sum(0)
-    grad = torch.cat([grad_w, grad_b[:, None]], dim=1) / n
+        rsum += resid.sum(0)
+        r32 = resid.to(torch.float32)
+        if blk.keep is not None:
+            # Rows of the block that are not in the pool contribute nothing to g_U.
+            r32 = torch.zeros(blk.rows.shape[0], k, dtype=torch.float32, device=p.device).index_copy_(
+                0, blk.keep, r32)
+        raw += (r32.T @ blk.rows).to(SCORE_DTYPE)
+    grad = stream.unfold_grad(raw, rsum) / n
     return PoolState(probs=probs, pool_loss=float(loss / n), grad=grad)
 
 
@@ -154,9 +170,18 @@ def solve_influence(
 def delta_pool_loss(
     head: LinearHead, features: np.ndarray, idx: np.ndarray, probs: torch.Tensor, sol: InfluenceSolution
 ) -> torch.Tensor:
-    """ΔL_U(x, k) for every row of ``features[idx]`` and every class k: an |idx|×K float64 tensor."""
-    out = torch.empty(len(as_index(idx)), head.num_classes, dtype=SCORE_DTYPE, device=head.device)
-    for pos, z in head.chunks(features, idx):
-        a = head.project(z, sol.s)
-        out[pos] = -((probs[pos] * a).sum(1, keepdim=True) - a) / sol.m
+    """ΔL_U(x, k) for every row of ``features[idx]`` and every class k: an |idx|×K float64 tensor.
+
+    The second streaming pass: one float32 product per block with S folded into raw-row space; the
+    probabilities come from the first pass (``probs``, aligned with ``idx``), not recomputed.
+    """
+    stream = pool_stream(head, features, idx)
+    s32, const = stream.fold(sol.s)
+    out = torch.empty(len(stream), head.num_classes, dtype=SCORE_DTYPE, device=head.device)
+    for blk in stream.blocks():
+        a = (blk.rows @ s32).to(SCORE_DTYPE) + const
+        if blk.keep is not None:
+            a = a[blk.keep]
+        p = probs[blk.pos]
+        out[blk.pos] = -((p * a).sum(1, keepdim=True) - a) / sol.m
     return out

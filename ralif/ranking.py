@@ -11,5 +11,15 @@ def top_k_lowest(scores: torch.Tensor, k: int, rng: np.random.Generator) -> np.n
     s = scores.detach().cpu().numpy().astype(np.float64)
     tie = rng.random(len(s))
     nan = np.isnan(s)
-    order = np.lexsort((tie, np.where(nan, np.inf, s), nan.astype(np.int8)))
-    return order[:k]
+    key = np.where(nan, np.inf, s)
+    sel = None
+    if 0 < k < len(s):
+        # Partition first, then sort only the scores at or below the k-th: the same order as a full
+        # sort (every tie at the k-th value is kept and broken by ``tie``), at O(n) instead of O(n log n).
+        kth = np.partition(key, k - 1)[k - 1]
+        if np.isfinite(kth):
+            sel = np.flatnonzero(key <= kth)
+    if sel is None:
+        return np.lexsort((tie, key, nan.astype(np.int8)))[:k]
+    order = np.lexsort((tie[sel], key[sel]))
+    return sel[order[:k]]

@@ -88,3 +88,117 @@ def test_kmeans_representatives_fit_on_a_subsample_for_large_candidate_sets():
     # Every point is assigned after the subsample fit, so picks can come from outside the subsample.
     again = kmeans_representatives(x, 4, np.random.default_rng(0), fit_max=100)
     assert picked.tolist() == again.tolist()
+
+
+def test_blocked_kcenter_greedy_picks_what_the_sequential_one_does():
+    import torch
+
+    from ralif.diversity import kcenter_greedy, labeled_sq_dist
+
+    def sequential(x, unl, lab, budget):
+        pts, d2 = labeled_sq_dist(x, unl, lab, torch.device("cpu"))
+        pts, d2 = pts.double(), d2.double()
+        pn = (pts * pts).sum(1)
+        out = []
+        for _ in range(budget):
+            c = int(torch.argmax(d2))
+            out.append(c)
+            d2 = torch.minimum(d2, (pn + pn[c] - 2.0 * pts @ pts[c]).clamp(min=0))
+            d2[c] = -1.0
+        return unl[np.asarray(out)]
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 16)).astype(np.float32) * rng.uniform(0.5, 3, size=(3000, 1)).astype(np.float32)
+    lab = np.arange(20)
+    unl = np.arange(20, 3000)
+    ref = sequential(x, unl, lab, 150)
+    for block, look in ((1, 256), (8, 16), (64, 256), (500, 4)):
+        got = kcenter_greedy(x, unl, lab, 150, np.random.default_rng(0), torch.device("cpu"), block=block,
+                             lookahead=look)
+        np.testing.assert_array_equal(got, ref)
+
+
+def _euclid(pts):
+    from ralif.diversity import euclidean_dist_block
+
+    return euclidean_dist_block(pts)
+
+
+def test_blocked_kmeanspp_with_block_one_is_the_sequential_seeding():
+    import torch
+
+    from ralif.diversity import euclidean_dist_to, kmeanspp_seeding, kmeanspp_seeding_blocked
+
+    pts = torch.as_tensor(np.random.default_rng(0).normal(size=(400, 5)))
+    d2 = torch.as_tensor(np.random.default_rng(1).uniform(0.5, 3, size=400))
+    for first, cov in ((0, None), (None, None), (0, d2), (None, d2)):
+        ref = kmeanspp_seeding(400, 40, np.random.default_rng(5), euclidean_dist_to(pts), d2=cov, first=first)
+        got = kmeanspp_seeding_blocked(400, 40, np.random.default_rng(5), _euclid(pts), d2=cov, first=first,
+                                       block=1)
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_blocked_kmeanspp_draws_from_the_exact_d2_distribution():
+    """The second seed, drawn against a pending first one (rejection step), has the D² law."""
+    import torch
+
+    from ralif.diversity import kmeanspp_seeding_blocked
+
+    pts = torch.as_tensor([[0.0], [1.0], [2.0], [4.0], [7.0]], dtype=torch.float64)
+    cov = torch.full((5,), 9.0, dtype=torch.float64)  # kept bound above every true distance
+    rng = np.random.default_rng(0)
+    counts = np.zeros(5)
+    trials = 6000
+    for _ in range(trials):
+        seeds = kmeanspp_seeding_blocked(5, 2, rng, _euclid(pts), d2=cov, first=0, block=8)
+        counts[seeds[1]] += 1
+    true = np.minimum(9.0, (pts[:, 0].numpy() - 0.0) ** 2)
+    expect = true / true.sum() * trials
+    assert counts[0] == 0
+    # Binomial noise: about sqrt(trials·p) per cell; 5 standard deviations.
+    assert np.all(np.abs(counts - expect) <= 5 * np.sqrt(expect + 1)), (counts, expect)
+
+
+def test_blocked_badge_batches_cover_as_well_as_sequential_ones():
+    """Quality check: the k-means cost of the seeds (every point to its nearest seed) is the same
+    in distribution for blocked and per-pick updates (means over seeds within 5 %)."""
+    import torch
+
+    from ralif.diversity import euclidean_dist_to, kmeanspp_seeding, kmeanspp_seeding_blocked
+
+    rng = np.random.default_rng(3)
+    centers = rng.normal(scale=4, size=(30, 8))
+    pts = torch.as_tensor(centers[rng.integers(30, size=3000)] + rng.normal(size=(3000, 8)))
+    dist = _euclid(pts)
+
+    def cost(seeds):
+        return float(dist(None, torch.as_tensor(seeds)).clamp(min=0).min(1).values.sum())
+
+    seq = [cost(kmeanspp_seeding(3000, 30, np.random.default_rng(s), euclidean_dist_to(pts), first=None))
+           for s in range(12)]
+    blk = [cost(kmeanspp_seeding_blocked(3000, 30, np.random.default_rng(s), dist, first=None, block=16))
+           for s in range(12)]
+    assert abs(np.mean(blk) / np.mean(seq) - 1) < 0.05, (np.mean(blk), np.mean(seq))
+
+
+def test_kmeans_representatives_blocked_seeding_keeps_batch_quality():
+    """Quality check for the blocked seeding inside the default diversity step: the batch's k-means
+    objective (each candidate to its nearest pick or labeled point) matches per-seed seeding."""
+    import torch
+
+    from ralif.diversity import euclidean_dist_block, kmeans_representatives
+
+    rng = np.random.default_rng(4)
+    centers = rng.normal(scale=3, size=(60, 16))
+    pts = torch.as_tensor(centers[rng.integers(60, size=6000)] + rng.normal(size=(6000, 16)), dtype=torch.float32)
+    cov = torch.as_tensor(rng.uniform(20, 60, size=6000), dtype=torch.float32)
+    dist = euclidean_dist_block(pts)
+
+    def objective(picked):
+        d = dist(None, torch.as_tensor(picked)).clamp(min=0).min(1).values
+        return float(torch.minimum(d, cov).sum())
+
+    old = [objective(kmeans_representatives(pts, 40, np.random.default_rng(s), covered_d2=cov, seeding_block=1))
+           for s in range(6)]
+    new = [objective(kmeans_representatives(pts, 40, np.random.default_rng(s), covered_d2=cov)) for s in range(6)]
+    assert np.mean(new) <= 1.03 * np.mean(old), (np.mean(new), np.mean(old))

@@ -166,3 +166,30 @@ def test_fit_rejects_nan_features_and_bad_l2():
         fit_head(x, np.arange(5), np.zeros(5, dtype=int), 2, standardizer=Standardizer.identity(2))
     with pytest.raises(ValueError, match="l2 must be positive"):
         fit_head(np.nan_to_num(x), np.arange(5), np.zeros(5, dtype=int), 2, l2=0.0)
+
+
+def test_head_fit_device_keeps_small_fits_on_the_cpu():
+    from ralif.head import GPU_FIT_MIN_WORK, head_fit_device
+
+    cuda = torch.device("cuda")  # a device object only: nothing runs on it
+    assert head_fit_device(1000, 1024, 10, torch.device("cpu")).type == "cpu"
+    assert head_fit_device(1000, 1024, 10, cuda).type == "cpu"  # the measured slow case
+    big = int(GPU_FIT_MIN_WORK // (1025 * 10)) + 1
+    assert head_fit_device(big, 1024, 10, cuda) == cuda
+    assert head_fit_device(big - 2, 1024, 10, cuda).type == "cpu"
+
+
+def test_fit_device_choice_gives_the_same_head(monkeypatch):
+    import ralif.head as rh
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    lab = np.arange(200)
+    auto = fit_head(x, lab, y[lab], 2, device="cpu")
+    explicit = fit_head(x, lab, y[lab], 2, device="cpu", fit_device="cpu")
+    assert torch.equal(auto.weight, explicit.weight) and auto.device.type == "cpu"
+    seen = []
+    monkeypatch.setattr(rh, "head_fit_device", lambda *a: seen.append(a) or torch.device("cpu"))
+    fit_head(x, lab, y[lab], 2, device="cpu")
+    assert seen == [(200, 6, 2, torch.device("cpu"))]

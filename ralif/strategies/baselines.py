@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ralif.compute import as_index
-from ralif.diversity import kcenter_greedy, kmeanspp_seeding
+from ralif.diversity import kcenter_greedy, kmeanspp_seeding_blocked
 from ralif.head import LinearHead
 from ralif.ranking import top_k_lowest
 from ralif.strategies.base import Strategy
@@ -69,11 +69,16 @@ class BadgeStrategy(Strategy):
         zn = (z.double() * z.double()).sum(1) + 1.0
         un = (u * u).sum(1)
         gnorm = un * zn
-        def dist_to(c: int) -> torch.Tensor:
-            return gnorm + gnorm[c] - 2.0 * (u @ u[c]) * ((z @ z[c]).double() + 1.0)
+
+        def dist(rows: torch.Tensor | None, cs: torch.Tensor) -> torch.Tensor:
+            # Squared distances between gradient embeddings for a block of centers: two small
+            # matrix products (K and D wide), never the embeddings themselves.
+            ur, zr, gr = (u, z, gnorm) if rows is None else (u[rows], z[rows], gnorm[rows])
+            return gr[:, None] + gnorm[cs][None, :] - 2.0 * (ur @ u[cs].T) * ((zr @ z[cs].T).double() + 1.0)
 
         # BADGE starts from the largest gradient norm, then samples by D².
-        chosen = kmeanspp_seeding(len(unlabeled), budget, rng, dist_to, first=int(torch.argmax(gnorm)), device=dev)
+        chosen = kmeanspp_seeding_blocked(len(unlabeled), budget, rng, dist, first=int(torch.argmax(gnorm)),
+                                          device=dev)
         return unlabeled[chosen]
 
 
