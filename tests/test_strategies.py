@@ -14,6 +14,9 @@ from ralif.strategies.ralif import RalifStrategy
 SPECS = [
     "random",
     "uncertainty",
+    "margin",
+    "typiclust",
+    "typiclust(dims=4)",
     "coreset",
     "badge",
     "gradnorm",
