@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["auca", "auca_ratio", "cycles_below", "paired_permutation_test"]
+__all__ = [
+    "auca", "auca_ratio", "cycles_below", "mean_interval", "paired_permutation_test", "paired_seed_test",
+]
 
 # Upper bound on the number of sign-matrix entries materialised at once by the permutation test;
 # 2**20 float64 entries keep each chunk around 8 MB whatever the test-set size.
@@ -126,3 +128,57 @@ def cycles_below(accuracy_seeds: ArrayLike, random_seeds: ArrayLike) -> int:
     if not (np.all(np.isfinite(a)) and np.all(np.isfinite(r))):
         raise ValueError("accuracies contain NaN or infinite values")
     return int(np.count_nonzero(a[:, 1:] < r[:, 1:]))
+
+
+def mean_interval(values: ArrayLike, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Student-t confidence interval for the mean of per-seed values.
+
+    With one value the interval is undefined and (nan, nan) is returned; identical values give a
+    zero-width interval.
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        raise ValueError("values must be a non-empty sequence of finite numbers")
+    if not 0.0 < level < 1.0:
+        raise ValueError("level must be in (0, 1)")
+    if v.size < 2:
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2.0, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+    m = float(v.mean())
+    return m - half, m + half
+
+
+def paired_seed_test(values_a: ArrayLike, values_b: ArrayLike, max_exact_seeds: int = 20) -> dict[str, float]:
+    """Paired tests across seeds of a per-seed metric (e.g. AUCA) of two strategies, seed i with seed i.
+
+    Returns ``t``: the two-sided paired t-test p-value (nan when it is undefined: fewer than 2 seeds or
+    all differences equal), and ``sign_flip``: the two-sided exact permutation p-value that flips the
+    sign of each seed's difference (all 2^S flips up to ``max_exact_seeds`` seeds, else 100,000 random
+    flips). The sign-flip test assumes only that each difference is symmetric under the null.
+    """
+    from scipy import stats
+
+    a = np.asarray(values_a, dtype=np.float64).ravel()
+    b = np.asarray(values_b, dtype=np.float64).ravel()
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need two equal-length, non-empty per-seed sequences, got {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("per-seed values must be finite")
+    d = a - b
+    s = d.size
+    if s >= 2 and np.ptp(d) > 0:
+        t_p = float(stats.ttest_rel(a, b).pvalue)
+    else:
+        t_p = float("nan") if s < 2 or not np.any(d) else 0.0
+    if not np.any(d):
+        return {"t": t_p if s >= 2 else float("nan"), "sign_flip": 1.0}
+    if s <= max_exact_seeds:
+        signs = 1.0 - 2.0 * ((np.arange(2**s)[:, None] >> np.arange(s)[None, :]) & 1)
+    else:
+        signs = np.random.default_rng(0).choice([-1.0, 1.0], size=(100_000, s))
+    stats_ = np.abs(signs @ d)
+    observed = abs(float(d.sum()))
+    flip_p = float(np.mean(stats_ >= observed - 1e-12 * np.abs(d).sum()))
+    return {"t": t_p, "sign_flip": flip_p}

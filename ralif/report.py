@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ralif.atomic import atomic_write_via_path
-from ralif.evaluation import auca_ratio, cycles_below, paired_permutation_test
+from ralif.evaluation import auca, auca_ratio, cycles_below, mean_interval, paired_permutation_test, paired_seed_test
 
 __all__ = ["RANDOM", "build_results", "write_results"]
 
@@ -106,8 +106,12 @@ def build_results(
 
         if name == RANDOM:
             ratios = np.ones(n_seeds)
+            seed_test = None
         else:
             ratios = np.array([auca_ratio(acc[s], rand[s]) for s in range(n_seeds)])
+            # Paired across seeds: each seed's AUCA against Random's on the same initial set.
+            seed_test = paired_seed_test([auca(a) for a in acc], [auca(r) for r in rand])
+        lo, hi = mean_interval(ratios)
 
         p_value: float | None = None
         if correct_last is not None and name != RANDOM:
@@ -130,11 +134,19 @@ def build_results(
             "auca_ratio": ratios.tolist(),
             "auca_ratio_mean": float(ratios.mean()),
             "auca_ratio_std": float(ratios.std(ddof=0)),
+            # 95 % Student-t interval of the mean ratio over seeds (None with a single seed).
+            "auca_ratio_ci95": None if not np.isfinite(lo) else [lo, hi],
+            "seed_test": None if seed_test is None else {k: _finite_or_none(v) for k, v in seed_test.items()},
             "cycles_below_random": cycles_below(acc, rand),
+            "cycles_compared": int(n_seeds * (n_points - 1)),
             "select_seconds": secs.tolist(),
             "p_value": None if p_value is None else float(p_value),
         }
     return {"config": _plain(dict(config)), "strategies": strategies}
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
 
 
 def _seed_labels(config: Mapping[str, Any], n_seeds: int) -> list:
@@ -197,28 +209,41 @@ def _format_p(p: float | None) -> str:
     return text + ("*" if p < SIGNIFICANCE else "")
 
 
+def _format_ci(ci: Sequence[float] | None) -> str:
+    return "—" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _format_seed_test(test: Mapping[str, float | None] | None) -> str:
+    if not test:
+        return "—"
+    return f"{_format_p(test.get('sign_flip'))} / {_format_p(test.get('t'))}"
+
+
 def _markdown(results: dict) -> str:
     strategies = results["strategies"]
     n_seeds = len(next(iter(strategies.values()))["accuracy"]) if strategies else 0
     lines = [
         (
-            "| Strategy | First cycle acc. (%) | Last cycle acc. (%) | AUCA ratio | Cycles below Random "
-            "| p-value vs Random |"
+            "| Strategy | First cycle acc. (%) | Last cycle acc. (%) | AUCA ratio | 95 % CI | "
+            "Seeds paired p (sign-flip / t) | Cycles below Random | p-value vs Random |"
         ),
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, s in strategies.items():
         acc = np.asarray(s["accuracy"], dtype=np.float64)
         ratios = np.asarray(s["auca_ratio"], dtype=np.float64)
         lines.append(
             f"| {name} | {_pm(acc[:, 1], 100.0, 2)} | {_pm(acc[:, -1], 100.0, 2)} | {_pm(ratios, 1.0, 3)} "
-            f"| {s['cycles_below_random']} | {_format_p(s['p_value'])} |"
+            f"| {_format_ci(s.get('auca_ratio_ci95'))} | {_format_seed_test(s.get('seed_test'))} "
+            f"| {s['cycles_below_random']} of {s.get('cycles_compared', '?')} | {_format_p(s['p_value'])} |"
         )
     lines += [
         "",
         (
             f"Mean ± standard deviation over {n_seeds} seed(s). AUCA ratio: area under the accuracy "
-            "curve over the active-learning cycles, relative to Random on the same seed. Cycles below "
+            "curve over the active-learning cycles, relative to Random on the same seed; 95 % CI: Student-t "
+            "interval of its mean over seeds. Seeds paired p: two-sided tests of the per-seed AUCA against "
+            "Random's on the same seed (exact sign-flip permutation / paired t). Cycles below "
             "Random: (seed, cycle) pairs where the strategy's accuracy is strictly below Random's. "
             "p-value: paired permutation test on last-cycle test predictions pooled over seeds; "
             f"* marks p < {SIGNIFICANCE}."

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from ralif.evaluation import auca, auca_ratio, cycles_below, paired_permutation_test
+from ralif.evaluation import (
+    auca, auca_ratio, cycles_below, mean_interval, paired_permutation_test, paired_seed_test,
+)
 
 
 def test_auca_hand_case_skips_cycle_zero():
@@ -107,3 +109,31 @@ def test_cycles_below_hand_case():
     assert cycles_below(random, random) == 0
     with pytest.raises(ValueError):
         cycles_below(strategy, [[0.1, 0.2, 0.3, 0.4]])
+
+
+def test_mean_interval_matches_student_t():
+    from scipy import stats
+
+    v = np.array([1.01, 1.03, 1.02, 1.05, 0.99])
+    lo, hi = mean_interval(v)
+    half = stats.t.ppf(0.975, 4) * v.std(ddof=1) / np.sqrt(5)
+    assert (lo, hi) == pytest.approx((v.mean() - half, v.mean() + half))
+    assert np.isnan(mean_interval([1.0])[0])
+    assert mean_interval([1.0, 1.0]) == (1.0, 1.0)
+    with pytest.raises(ValueError):
+        mean_interval([])
+
+
+def test_paired_seed_test_exact_sign_flip():
+    # Five seeds all ahead: only the all-positive and all-negative flips are as extreme: 2/32.
+    a = np.array([0.71, 0.72, 0.70, 0.73, 0.69])
+    b = a - np.array([0.01, 0.02, 0.015, 0.005, 0.03])
+    res = paired_seed_test(a, b)
+    assert res["sign_flip"] == pytest.approx(2 / 32)
+    assert res["t"] < 0.05
+    # Mixed signs of equal size: no evidence either way.
+    res = paired_seed_test([1.0, 2.0], [2.0, 1.0])
+    assert res["sign_flip"] == 1.0 and res["t"] == pytest.approx(1.0)
+    assert paired_seed_test([1.0, 2.0], [1.0, 2.0])["sign_flip"] == 1.0
+    with pytest.raises(ValueError):
+        paired_seed_test([1.0], [1.0, 2.0])

@@ -61,7 +61,14 @@ def test_build_results_fields():
     assert ent["auca_ratio_std"] == pytest.approx(0.03125)
     # seed 0: cycles 1, 2 below (cycle 3 tied); seed 1: cycles 2, 3 below (cycle 1 above).
     assert ent["cycles_below_random"] == 4
+    assert ent["cycles_compared"] == 6
     assert ent["p_value"] == 1.0
+    # Interval of {0.8125, 0.875}: mean ± t(0.975, 1) · s/√2 = 0.84375 ± 12.706 · 0.03125.
+    assert ent["auca_ratio_ci95"] == pytest.approx([0.84375 - 12.7062 * 0.03125, 0.84375 + 12.7062 * 0.03125],
+                                                   abs=1e-3)
+    # Two seeds, both below Random: the exact sign-flip test can reach no lower than 2/4.
+    assert ent["seed_test"]["sign_flip"] == pytest.approx(0.5)
+    assert rnd["seed_test"] is None
 
     # Plain built-in types only, so the structure is JSON as is.
     assert json.loads(json.dumps(res, allow_nan=False)) == res
@@ -145,7 +152,7 @@ def test_write_results_files(tmp_path):
     assert "1.250 ± 0.250" in ralif_line
     assert ralif_line.rstrip(" |").endswith("*")
     entropy_line = next(line for line in md.splitlines() if line.startswith("| entropy |"))
-    assert "| 4 |" in entropy_line and "*" not in entropy_line
+    assert "| 4 of 6 |" in entropy_line and "*" not in entropy_line
 
     html = paths["html"].read_text()
     assert "plotly" in html.lower() and "ralif" in html and "Number of labeled images" in html

@@ -14,6 +14,9 @@ from ralif.strategies.ralif import RalifStrategy
 SPECS = [
     "random",
     "uncertainty",
+    "margin",
+    "typiclust",
+    "typiclust(dims=4)",
     "coreset",
     "badge",
     "gradnorm",
@@ -29,6 +32,11 @@ SPECS = [
     "ralif(diversity=kmeanspp,space=raw)",
     "ralif(diversity=kmeans,space=raw)",
     "ralif(solver=cg)",
+    "ralif(diversity=kcenter)",
+    "ralif(multiple=25)",
+    "ralif(candidates=balanced)",
+    "ralif(weighting=balanced)",
+    "ralif(cold=5)",
     # The sharded engine on workers in this process (tests/test_sharded.py covers worker processes).
     "ralif(engine=dask,scheduler=threads,workers=2,shards=3)",
 ]
@@ -283,3 +291,48 @@ def test_kmeanspp_batch_is_more_spread_than_top_scores(data):
         return d[np.triu_indices(len(idx), 1)].min()
 
     assert min_pairwise(div) > min_pairwise(top)
+
+
+def test_class_balanced_take_equal_shares_best_first():
+    from ralif.strategies.ralif import class_balanced_take
+
+    order = np.arange(20)
+    classes = np.array([0] * 12 + [1] * 5 + [2] * 3)
+    # Quota 3 per class: the three best of each class, in the given order.
+    assert class_balanced_take(order, classes, 9, 3).tolist() == [0, 1, 2, 12, 13, 14, 17, 18, 19]
+    # Class 2 has only 3: its unused share goes to the others.
+    got = class_balanced_take(order, classes, 12, 3)
+    assert len(got) == 12 and set(got) >= {17, 18, 19} and np.bincount(classes[got]).tolist() == [5, 4, 3]
+
+
+def test_balanced_pool_grad_equals_uniform_when_classes_are_even(data):
+    from ralif.influence import pool_state
+    from ralif.strategies.ralif import balanced_pool_grad
+
+    x, y, labeled, unlabeled, head = data
+    state = pool_state(head, x, unlabeled)
+    pred = state.probs.argmax(1).numpy()
+    # Keep an equal number of pool points per predicted class: then every weight is the same.
+    n = np.bincount(pred).min()
+    even = np.sort(np.concatenate([unlabeled[pred == c][:n] for c in range(4)]))
+    st = pool_state(head, x, even)
+    torch.testing.assert_close(balanced_pool_grad(head, x, even, st.probs), st.grad)
+    # On the uneven pool the weighting differs from the plain mean.
+    assert not torch.allclose(balanced_pool_grad(head, x, unlabeled, state.probs), state.grad)
+
+
+def test_cold_start_takes_typical_points_until_enough_labels(data):
+    x, y, labeled, unlabeled, head = data
+    cold = make_strategy("ralif(cold=20)")  # 30 labels < 20 per class × 4 classes
+    cold.select(head, x, labeled, unlabeled, 8, np.random.default_rng(0))
+    assert cold.last_info.get("cold_start") is True
+    warm = make_strategy("ralif(cold=5)")
+    warm.select(head, x, labeled, unlabeled, 8, np.random.default_rng(0))
+    assert "cold_start" not in warm.last_info
+
+
+def test_candidates_scale_with_the_batch(data):
+    x, y, labeled, unlabeled, head = data
+    s = make_strategy("ralif(multiple=10,diversity=none)")
+    s.select(head, x, labeled, unlabeled, 20, np.random.default_rng(0))
+    assert len(s.last_info["candidates"]) == 200  # 10 × 20, more than 10 % of 270

@@ -33,7 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, default=100, help="labels added per cycle (default 100)")
     parser.add_argument("--cycles", type=int, default=9, help="active-learning cycles (default 9)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds are FIRST..FIRST+S-1 (default 0); development runs use other seeds than reports")
     parser.add_argument("--l2", type=float, default=DEFAULT_L2, help=f"head L2 strength (default {DEFAULT_L2})")
+    pool = parser.add_argument_group("derived pools (with --features)")
+    pool.add_argument("--pool-classes", default="",
+                      help="comma-separated class names to keep (default: all)")
+    pool.add_argument("--pool-size", type=int, default=0,
+                      help="stratified subsample of the pool to about this many rows (default: whole pool)")
+    pool.add_argument("--imbalance", type=float, default=1.0,
+                      help="long-tailed pool: most/least frequent class ratio, e.g. 10 or 100; the test "
+                           "set is then balanced (default 1: the pool as it is)")
+    pool.add_argument("--class-order", type=int, default=0,
+                      help="with --imbalance: seed of the order of classes from frequent to rare")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for results.json and reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -51,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     learner, y_train, extra = _data_source(args)
     cfg = SimulationConfig(
         strategies=split_specs(args.strategies), initial=args.initial, budget=args.budget,
-        cycles=args.cycles, seeds=list(range(args.seeds)), l2=args.l2, device=args.device, extra=extra,
+        cycles=args.cycles, seeds=list(range(args.first_seed, args.first_seed + args.seeds)), l2=args.l2, device=args.device, extra=extra,
     )
     bar = tqdm(total=1, disable=args.quiet, unit="fit", dynamic_ncols=True)
 
@@ -76,9 +88,16 @@ def _data_source(args: argparse.Namespace):
     from ralif.features import FeatureSplits, load_feature_splits
 
     if args.features is not None:
+        from ralif.pools import PoolRecipe, build_pool
+
         data = load_feature_splits(args.features)
+        recipe = PoolRecipe(
+            classes=tuple(c.strip() for c in args.pool_classes.split(",") if c.strip()),
+            pool_size=args.pool_size, imbalance=args.imbalance, class_order=args.class_order,
+        )
+        data = build_pool(data, recipe, source=str(args.features))
         extra = {"features": args.features.name, "pool": len(data.x_train), "dim": int(data.x_train.shape[1]),
-                 "classes": data.num_classes, "test": len(data.x_test)}
+                 "classes": data.num_classes, "test": len(data.x_test), **recipe.describe()}
         return data, data.y_train, extra
 
     from ralif.images import load_image_folder

@@ -18,10 +18,14 @@ from ralif.strategies.baselines import (
     UncertaintyStrategy,
 )
 from ralif.strategies.ralif import RalifStrategy
+from ralif.strategies.strong import MarginStrategy, TypiClustStrategy
 
 REGISTRY: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (RandomStrategy, UncertaintyStrategy, CoresetStrategy, BadgeStrategy, GradNormStrategy, RalifStrategy)
+    for cls in (
+        RandomStrategy, UncertaintyStrategy, MarginStrategy, CoresetStrategy, BadgeStrategy, GradNormStrategy,
+        TypiClustStrategy, RalifStrategy,
+    )
 }
 
 _SPEC = re.compile(r"^\s*([A-Za-z][\w-]*)\s*(?:\((.*)\))?\s*$")

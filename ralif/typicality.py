@@ -1,0 +1,126 @@
+"""Typicality over a clustering of the whole data set (TypiClust, Hacohen, Dekel & Weinshall, ICML 2022).
+
+The data set (labeled and unlabeled) is split by k-means into as many clusters as there will be labels
+after the round (capped, as in the authors' code); each round takes the most typical unlabeled point of
+the largest cluster that holds the fewest labeled points. Typicality is the inverse mean distance to a
+point's k nearest neighbours inside its cluster: a dense, central member rather than an outlier.
+
+Shared by the ``typiclust`` baseline and RALIF's cold start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ralif.compute import as_index, rows
+
+MAX_CLUSTERS = 500  # the authors' cap: more clusters cost time and make most of them tiny
+NEIGHBOURS = 20
+
+
+def standardizing(head) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The head's feature standardisation as a float32 transform (distances as the head sees them)."""
+    mean = torch.as_tensor(head.standardizer.mean, dtype=torch.float32)
+    inv = torch.as_tensor(1.0 / head.standardizer.scale, dtype=torch.float32)
+    return lambda x: (x - mean) * inv
+
+
+def reduced_features(features, idx: np.ndarray, dims: int, rng: np.random.Generator,
+                     transform=None) -> torch.Tensor:
+    """Rows of ``features[idx]`` (optionally passed through ``transform``), projected on their top
+    ``dims`` principal directions and L2-normalised: k-means in 1,000 dimensions on 50k rows is the
+    cost, while cluster structure lives in far fewer directions."""
+    x = rows(features, as_index(idx), torch.device("cpu"), torch.float32)
+    if transform is not None:
+        x = transform(x)
+    x = x - x.mean(0)
+    if x.shape[1] > dims:
+        fit = x if len(x) <= 20_000 else x[torch.as_tensor(np.sort(rng.choice(len(x), 20_000, replace=False)))]
+        _, _, v = torch.linalg.svd(fit, full_matrices=False)
+        x = x @ v[:dims].T
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def kmeans(x: torch.Tensor, k: int, rng: np.random.Generator, iters: int = 20) -> torch.Tensor:
+    """Lloyd k-means (random distinct initial centers); returns each row's cluster."""
+    n = len(x)
+    k = min(k, n)
+    centers = x[torch.as_tensor(np.sort(rng.choice(n, k, replace=False)))].clone()
+    xn = (x * x).sum(1)
+    assign = torch.zeros(n, dtype=torch.long)
+    step = max(1, 2**24 // max(1, k))
+    for it in range(iters):
+        cn = (centers * centers).sum(1)
+        new = torch.empty_like(assign)
+        for s in range(0, n, step):
+            d = xn[s:s + step, None] + cn[None, :] - 2.0 * x[s:s + step] @ centers.T
+            new[s:s + step] = d.argmin(1)
+        if it and torch.equal(new, assign):
+            break
+        assign = new
+        counts = torch.bincount(assign, minlength=k)
+        sums = torch.zeros_like(centers).index_add_(0, assign, x)
+        centers = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None].to(x.dtype), centers)
+    return assign
+
+
+def typicality(x: torch.Tensor, assign: torch.Tensor, neighbours: int = NEIGHBOURS) -> torch.Tensor:
+    """Inverse mean distance to the ``neighbours`` nearest members of the same cluster (per row)."""
+    out = torch.zeros(len(x), dtype=torch.float64)
+    a = assign.numpy()
+    order = np.argsort(a, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, a[order][1:] != a[order][:-1], True])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        members = torch.as_tensor(order[lo:hi])
+        if len(members) == 1:
+            out[members] = 1.0
+            continue
+        kk = min(neighbours, len(members) - 1)
+        pts = x[members]
+        d = torch.cdist(pts, pts)
+        d.fill_diagonal_(float("inf"))
+        near = d.topk(kk, dim=1, largest=False).values.mean(1).double()
+        out[members] = 1.0 / (near + 1e-12)
+    return out
+
+
+def typical_picks(
+    x: torch.Tensor, labeled_mask: np.ndarray, budget: int, rng: np.random.Generator,
+    clusters: int | None = None, allowed: np.ndarray | None = None,
+) -> np.ndarray:
+    """Positions (rows of ``x``) of ``budget`` unlabeled points picked the TypiClust way.
+
+    ``labeled_mask`` marks labeled rows of ``x``; ``allowed`` optionally restricts which unlabeled rows
+    may be picked (every row by default). Clusters are ranked by (labeled or picked count ascending,
+    size descending); from each, its most typical allowed unlabeled member.
+    """
+    n = len(x)
+    k = clusters or min(int(labeled_mask.sum()) + budget, MAX_CLUSTERS)
+    assign = kmeans(x, max(1, k), rng)
+    typ = typicality(x, assign)
+    a = assign.numpy()
+    free = ~labeled_mask if allowed is None else (~labeled_mask & allowed)
+    size = np.bincount(a, minlength=k).astype(np.int64)
+    taken = np.bincount(a[labeled_mask], minlength=k).astype(np.int64)
+    # Per cluster, its free members from most to least typical.
+    cand = np.flatnonzero(free)
+    cand = cand[np.lexsort((-typ.numpy()[cand], a[cand]))]
+    starts = np.searchsorted(a[cand], np.arange(k))
+    ends = np.searchsorted(a[cand], np.arange(k), side="right")
+    used = np.zeros(k, dtype=np.int64)
+    picked = np.empty(budget, dtype=np.int64)
+    tie = rng.random(k)
+    for i in range(budget):
+        avail = starts + used < ends
+        if not avail.any():
+            raise ValueError("fewer free points than the batch")
+        # Fewest labels first, then the largest cluster; random among exact ties.
+        key = np.lexsort((tie, -size, taken))
+        c = int(key[avail[key]][0])
+        picked[i] = cand[starts[c] + used[c]]
+        used[c] += 1
+        taken[c] += 1
+    return picked

@@ -1,0 +1,55 @@
+"""RALIF's data-driven switches: on long-tailed pseudo labels the default favours coverage."""
+
+import numpy as np
+import pytest
+
+from ralif.head import fit_head
+from ralif.strategies import make_strategy
+from ralif.strategies.ralif import BALANCE_FOR_COVERAGE
+
+
+def blobs(counts, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=4.0, size=(len(counts), d))
+    y = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
+    return (centers[y] + rng.normal(size=(len(y), d))).astype(np.float32), y
+
+
+def setup(counts, per_class_labels=3):
+    x, y = blobs(counts)
+    labeled = np.sort(np.concatenate([np.flatnonzero(y == c)[:per_class_labels] for c in range(len(counts))]))
+    unlabeled = np.setdiff1d(np.arange(len(y)), labeled)
+    head = fit_head(x, labeled, y[labeled], len(counts), device="cpu")
+    return x, y, labeled, unlabeled, head
+
+
+def run(spec, x, labeled, unlabeled, head, budget=10):
+    s = make_strategy(spec)
+    picked = s.select(head, x, labeled, unlabeled, budget, np.random.default_rng(0))
+    return s, picked
+
+
+def test_balanced_pool_keeps_the_representative_step():
+    x, y, labeled, unlabeled, head = setup([100] * 4)
+    s, picked = run("ralif", x, labeled, unlabeled, head)
+    assert s.last_info["pseudo_label_balance"] > BALANCE_FOR_COVERAGE
+    assert s.last_info["diversity"] == "kmeans"
+    # On balanced pseudo labels the default is exactly the earlier configuration.
+    _, earlier = run("ralif(candidates=score,weighting=uniform,diversity=kmeans)", x, labeled, unlabeled, head)
+    np.testing.assert_array_equal(picked, earlier)
+
+
+def test_long_tail_switches_to_coverage_and_reaches_rare_classes():
+    counts = [400, 120, 40, 12, 4]
+    x, y, labeled, unlabeled, head = setup(counts, per_class_labels=1)
+    s, picked = run("ralif", x, labeled, unlabeled, head, budget=10)
+    assert s.last_info["pseudo_label_balance"] < BALANCE_FOR_COVERAGE
+    assert s.last_info["diversity"] == "kcenter"
+    # Coverage: the batch reaches more classes than the frequent class's share would suggest.
+    assert len(np.unique(y[picked])) >= 3
+
+
+@pytest.mark.parametrize("option", ["candidates=balanced", "weighting=balanced"])
+def test_sharded_engine_rejects_options_it_cannot_compute(option):
+    with pytest.raises(ValueError, match="engine=dask"):
+        make_strategy(f"ralif({option},engine=dask)")
