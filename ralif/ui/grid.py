@@ -243,12 +243,14 @@ def class_args(classes: Sequence[ClassInfo]) -> list[dict[str, Any]]:
 def label_grid(*, key: str, items: list[dict[str, Any]], classes: Sequence[ClassInfo], mode: str,
                batch_id: Any, acked: list[str], memory: TabMemory, project: Project,
                focus_hint: dict[str, Any] | None = None, capture_page_keys: bool = False,
-               image_px: int = 160, empty: str = "") -> Any:
-    """Draw the grid; returns its value (the events are applied by :func:`apply_pending`)."""
+               image_px: int = 160, empty: str = "", sticky: bool = False) -> Any:
+    """Draw the grid; returns its value (the events are applied by :func:`apply_pending`).
+    ``sticky``: the class bar stays on screen while the page scrolls the grid, and moving the
+    focus scrolls the page (the main grid of a page; a grid in a panel below it stays put)."""
     return _COMPONENT(
         key=key, default=None, items=items, classes=class_args(classes), mode=mode, batch_id=batch_id,
         acked=acked, notice=memory.current_notice(key), focus_hint=focus_hint,
-        capture_page_keys=capture_page_keys, image_px=image_px, empty=empty,
+        capture_page_keys=capture_page_keys, image_px=image_px, empty=empty, sticky=sticky,
         # Unsent actions are kept per tab and project, so a reload resends them to the right place.
         store_key=store_key(project, key))
 
