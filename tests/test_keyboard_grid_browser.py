@@ -93,7 +93,7 @@ def test_three_batches_by_keyboard_keep_the_focus_in_view(small_window: tuple[ob
         wait_until(lambda: project.progress().pending_done == 20, 20, f"batch {number + 1} in the database")
         wait_until(lambda: focus_in_view(page), 3, "the focus in view after the last label")
         page.keyboard.press("Enter")
-        wait_until(lambda: project.pending_round() not in (None, number + 1), 90, f"batch {number + 2}",
+        wait_until(lambda n=number: project.pending_round() not in (None, n + 1), 90, f"batch {number + 2}",
                    every=0.25)
         wait_until(lambda: set(page.frame_locator(GRID).first.locator(".tile").evaluate_all(
             "ts => ts.map(t => +t.dataset.imageId)")) == {b.image_id for b in project.pending_batch()},
