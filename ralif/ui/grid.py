@@ -211,6 +211,23 @@ def short_reason(reason: str) -> str:
     return " · ".join(_OF.sub(r"\1/\2", part.strip()) for part in head.split(","))
 
 
+_PICK = re.compile(r"pick (\d+) of (\d+)")
+
+
+def plain_reason(reason: str) -> str:
+    """Why the image was chosen, in words for the person labeling; the numbers stay in the tooltip."""
+    head = reason.split(";")[0]
+    pick = _PICK.search(head)
+    of = f"; {pick.group(1)} of {pick.group(2)} diverse picks" if pick else ""
+    if _COLD.search(head):
+        return f"chosen to cover the variety of images while there is no model yet{of}"
+    if "influence" in head:
+        return f"chosen because labeling it should help the model most{of}"
+    if "random" in head.lower():
+        return "chosen at random"
+    return short_reason(reason)
+
+
 def _label_fields(label: LabelState) -> dict[str, Any]:
     return {"state": label.state, "class_id": label.class_id, "class_name": label.class_name,
             "version": label.version}
@@ -224,7 +241,7 @@ def batch_items(batch: Sequence[BatchItem], px: int) -> list[dict[str, Any]]:
             "subtitle": Path(b.path).name, "alt": f"image {b.rank} of the batch",
             "predicted": b.predicted_class, "predicted_class_id": b.predicted_class_id,
             "confidence": b.confidence, "no_prediction": "no model yet",
-            "why": short_reason(b.reason), "why_full": b.reason, "tooltip": b.path, "rank": b.rank,
+            "why": plain_reason(b.reason), "why_full": f"{short_reason(b.reason)}\n{b.reason}", "tooltip": b.path, "rank": b.rank,
             **_label_fields(b.label)})
     return items
 

@@ -357,7 +357,12 @@ function updateTile(t, it, index) {
   if (view.pending) labRow.append(el("span", "pending", "saving…"));
   const conf = t.querySelector(".conf");
   const meter = t.querySelector(".meter > i");
-  if (it.predicted_class_id !== null && it.predicted_class_id !== undefined) {
+  const guessed = it.predicted_class_id !== null && it.predicted_class_id !== undefined;
+  if (guessed && !classById(it.predicted_class_id)) {
+    // A guess for a class removed since the batch was picked is not offered.
+    conf.textContent = "model: no guess among the current classes";
+    meter.parentElement.style.visibility = "hidden";
+  } else if (guessed) {
     const pct = it.confidence === null ? "" : ` ${Math.round(it.confidence * 100)}%`;
     conf.textContent = `model: ${it.predicted || "?"}${pct}`;
     meter.parentElement.style.visibility = "visible";
@@ -367,7 +372,7 @@ function updateTile(t, it, index) {
     meter.parentElement.style.visibility = "hidden";
   }
   const why = t.querySelector(".why");
-  why.textContent = it.why ? "why: " + it.why : "";
+  why.textContent = it.why || "";
   why.title = it.why_full || it.why || "";
   t.title = [it.subtitle, it.tooltip].filter(Boolean).join("\n");
 }

@@ -90,7 +90,12 @@ function onKey(e) {
   else if (key === "x" || key === "X" || key === " ") assign(null);
   else if (key === "a" || key === "A") {
     const it = S.items[S.focus];
-    if (it && it.predicted_class_id !== null && !S.selected.size) assign(it.predicted_class_id);
+    const guess = it ? it.predicted_class_id : null;
+    if (guess !== null && guess !== undefined && !classById(guess) && !S.selected.size) {
+      say(`The model's guess for this image (${it.predicted || "a class"}) is a class that no longer exists; ` +
+          "press a class key instead.", "warn");
+    } else if (it && guess !== null && guess !== undefined && !S.selected.size) assign(guess);
+    else if (it && !S.selected.size) say("No suggestion for this image yet (no model): press a class key.", "warn");
     else if (S.selected.size) say("a accepts the suggestion of the focused image only; press a class key to label the selection.", "warn");
   }
   else if (key === "u" || key === "U" || key === "Backspace") undo();
