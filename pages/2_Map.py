@@ -26,7 +26,7 @@ common.sidebar(project)
 COLOR_LABELS = {"labels": "Labels", "truth": "True class", "predicted": "Model's class",
                 "entropy": "Uncertainty"}
 REVIEW_PAGE = 24
-REVIEW_COLS = 4
+REVIEW_COLS = 3
 UNDO_KEY = "ralif_map_last_bulk"
 SKIP = -1          # "unsure" in the class list (None there means nothing chosen yet)
 
@@ -134,10 +134,9 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
         row = p.image(int(image_id))
         where = row.label.class_name if row.label.class_name else row.label.state
         with cols[k % REVIEW_COLS]:
-            st.image(row.path, width="stretch")
-            st.checkbox(f"{image_id}", value=image_id not in left_out, key=f"map-keep-{gen}-{image_id}",
-                        help=f"Now: {where}. Untick to leave this image out.", on_change=_toggle,
-                        args=(gen, image_id))
+            st.image(row.path, width="stretch", caption=f"{image_id} · {where}")
+            st.checkbox("keep", value=image_id not in left_out, key=f"map-keep-{gen}-{image_id}",
+                        on_change=_toggle, args=(gen, image_id))
     kept = np.array([i for i in ids.tolist() if i not in left_out], dtype=np.int64)
     if len(kept) < len(ids):
         st.caption(f"{len(ids) - len(kept):,} image(s) left out by you.")
