@@ -8,6 +8,7 @@ from ralif.project import Project, ProjectError
 from ralif.ui import common, earlier, round_panel
 from ralif.ui.grid import apply_pending, batch_items, label_grid, tab_memory
 from ralif.ui.state import require_project
+from ralif.ui.text import lit
 
 common.setup_page("Label")
 project = require_project()
@@ -27,7 +28,7 @@ def _fill_with_oracle(p: Project) -> None:
     try:
         res = p.oracle_label_batch()
     except ProjectError as exc:
-        common.flash("error", str(exc))
+        common.flash("error", lit(exc))
         return
     common.flash("success", f"The simulated oracle answered {res.changed} image(s) with their true labels. "
                             "Check them, then press Enter to submit.")
@@ -42,41 +43,56 @@ def _add_classes(p: Project, text: str) -> None:
             p.add_class(name)
             added.append(name)
         except ProjectError as exc:
-            common.flash("error", str(exc))
+            common.flash("error", lit(exc))
     if added:
-        common.flash("success", f"Added {len(added)} class(es): {', '.join(added)}.")
+        common.flash("success", f"Added {len(added)} class(es): {', '.join(map(lit, added))}.")
 
+
+# Tile sizes: image height in pixels. Medium fits two rows of five under the header at 1280×720.
+TILE_PX = {"small": 96, "medium": 120, "large": 160}
 
 prog = project.progress()
 common.sidebar(project, prog)
-st.title(f"Label · {project.name}")
+with st.sidebar:
+    tile_size = st.select_slider("Tile size", list(TILE_PX), value="medium", key="label_tile_size",
+                                 help="Smaller tiles show more images at once.")
+# Every pixel above the grid is a row of pictures less: Streamlit's top padding is cut to what
+# its header bar needs, and the page title is folded into the line of counts.
+st.html("<style>[data-testid=stMainBlockContainer]{padding-top:3.9rem;padding-bottom:3rem}"
+        "[data-testid=stMainBlockContainer] [data-testid=stVerticalBlock]{gap:0.6rem}"
+        "[data-testid=stMainBlockContainer] h1{font-size:1.25rem;padding:0;white-space:nowrap;overflow:hidden;"
+        "text-overflow:ellipsis}</style>")
 # Fixed slots: the grid must keep its place in the page from run to run (a message or a button
 # that comes and goes above it would otherwise make the browser rebuild it and lose its focus).
-header, notes, status_slot, tools, grid_slot = (st.container() for _ in range(5))
+header, notes, status_slot, grid_slot = (st.container() for _ in range(4))
 
-header.markdown(common.progress_line(prog))
-header.caption(common.class_counts_line(prog))
+batch = project.pending_batch()
+oracle = bool(batch and project.settings.get("simulated_oracle"))
+title_col, counts_col, tools = header.columns([2, 4, 2] if oracle else [2, 6, 0.01], vertical_alignment="center")
+title_col.title(f"Label · {project.name}", anchor=False)
+per_class = ", ".join(f"{lit(name)} {n:,}" for name, n in prog.per_class.items()) or "no classes yet"
+counts_col.markdown(common.progress_line(prog), help=f"Labeled per class: {per_class}")
 with notes:
     common.show_flash()
     common.show(*outcome)
     if start_error:
-        common.show("error", start_error)
+        common.show("error", lit(start_error))
     for kind, text in main.messages + browse.messages:
         common.show(kind, text)
 
 with status_slot:
     status = round_panel.status_panel(project)
-batch = project.pending_batch()
 classes = project.classes()
 
 if batch:
-    if project.settings.get("simulated_oracle"):
-        tools.button("Fill the rest of the batch with the true labels (simulated oracle)", key="oracle_fill",
+    if oracle:
+        tools.button("Answer the rest with true labels", key="oracle_fill",
                      on_click=_fill_with_oracle, args=(project,), disabled=prog.pending_done >= prog.pending,
-                     help="Demo and simulation projects know every image's true class; this answers the "
-                          "unanswered images of the batch with it. Switch it off on the Classes page.")
+                     help="Simulated oracle: demo and simulation projects know every image's true class; this "
+                          "answers the unanswered images of the batch with it. Switch it off on the Classes "
+                          "page.", width="stretch")
     if not classes:
-        with tools.form("quick_classes"):
+        with notes.form("quick_classes"):
             st.markdown("**This project has no classes yet.** Name them to start labeling; keys 1–9 and 0 "
                         "follow this order (the Classes page can change it later).")
             names = st.text_input("Class names, separated by commas", placeholder="cat, dog, bird",
@@ -85,9 +101,10 @@ if batch:
                 _add_classes(project, names)
                 st.rerun()
     with grid_slot:
-        label_grid(key="label_grid", items=batch_items(batch, 160), classes=classes, mode="batch",
+        px = TILE_PX.get(tile_size, TILE_PX["medium"])
+        label_grid(key="label_grid", items=batch_items(batch, px), classes=classes, mode="batch",
                    batch_id=project.pending_round(), acked=main.acked, memory=memory, project=project,
-                   focus_hint=main.focus_hint, capture_page_keys=True)
+                   focus_hint=main.focus_hint, capture_page_keys=True, image_px=px, sticky=True)
 elif status.get("status") not in round_panel.ACTIVE and status.get("status") != "failed":
     grid_slot.info("There is no batch to label: every pool image is labeled or skipped.")
 

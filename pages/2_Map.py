@@ -16,6 +16,7 @@ from ralif import projection as proj
 from ralif.project import Project, ProjectError
 from ralif.ui import common
 from ralif.ui.state import require_project
+from ralif.ui.text import lit
 from ralif.worker import FINAL_STATES
 
 common.setup_page("Map")
@@ -24,7 +25,10 @@ common.sidebar(project)
 
 COLOR_LABELS = {"labels": "Labels", "truth": "True class", "predicted": "Model's class",
                 "entropy": "Uncertainty"}
-THUMBS = 12
+REVIEW_PAGE = 24
+REVIEW_COLS = 3
+UNDO_KEY = "ralif_map_last_bulk"
+SKIP = -1          # "unsure" in the class list (None there means nothing chosen yet)
 
 
 # -- cached reads: keyed by what makes them change, so a page run does no repeated work ------------
@@ -117,48 +121,115 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
     unlabeled = ids[state == proj.UNLABELED]
     st.markdown(f"**{len(ids):,} selected** · {len(unlabeled):,} unlabeled · "
                 f"{int((state == proj.LABELED).sum()):,} labeled · {int((state == proj.UNSURE).sum()):,} skipped")
-    # Spread over the selection: ids follow import order (often folder by folder), so the first
-    # few would all come from one corner of the dataset.
-    sample = ids[np.unique(np.linspace(0, len(ids) - 1, min(THUMBS, len(ids))).astype(np.int64))]
-    shown = [p.image(int(i)) for i in sample]
-    width = 200 if len(ids) == 1 else 72
-    captions = [f"{r.image_id} · {r.label.class_name}" if r.label.class_name else f"{r.image_id} · {r.label.state}"
-                if r.label.state != "unlabeled" else str(r.image_id) for r in shown]
-    st.image([r.path for r in shown], caption=captions, width=width)
-    if len(ids) > THUMBS:
-        st.caption(f"showing {THUMBS} of {len(ids):,}")
+    gen = st.session_state.get("map_gen", 0)
+    # Every selected image is shown for review, a page at a time; each can be left out. Only what
+    # is ticked here is labeled, so nothing is labeled that nobody saw.
+    pages = max(1, -(-len(ids) // REVIEW_PAGE))
+    at = st.number_input(f"Review page (of {pages})", 1, pages, 1, key=f"map-page-{gen}") if pages > 1 else 1
+    shown_ids = ids[(at - 1) * REVIEW_PAGE: at * REVIEW_PAGE]
+    # Kept apart from the tick boxes: Streamlit forgets a widget's state once its page is not drawn.
+    left_out = st.session_state.setdefault(f"map-out-{gen}", set())
+    cols = st.columns(REVIEW_COLS)
+    for k, image_id in enumerate(shown_ids.tolist()):
+        row = p.image(int(image_id))
+        where = row.label.class_name if row.label.class_name else row.label.state
+        with cols[k % REVIEW_COLS]:
+            st.image(row.path, width="stretch", caption=f"{image_id} · {where}")
+            st.checkbox("keep", value=image_id not in left_out, key=f"map-keep-{gen}-{image_id}",
+                        on_change=_toggle, args=(gen, image_id))
+    kept = np.array([i for i in ids.tolist() if i not in left_out], dtype=np.int64)
+    if len(kept) < len(ids):
+        st.caption(f"{len(ids) - len(kept):,} image(s) left out by you.")
     if not classes:
         st.info("This project has no classes yet: add them on the Classes page first.")
         return
-    options: list[int | None] = [c.id for c in classes] + [None]
+    options = [c.id for c in classes] + [SKIP]
     names = {c.id: c.name for c in classes}
-    default = 0
     if predictions is not None:
-        # Suggest the class the model gives most of the selection; the user decides.
-        at = proj.align_ids(predictions.image_ids, ids)
-        guesses = predictions.class_ids[at[at >= 0]]
+        # The model's most common guess is offered as a hint only; the class is the user's choice.
+        where = proj.align_ids(predictions.image_ids, kept)
+        guesses = predictions.class_ids[where[where >= 0]]
         if len(guesses):
             values, counts = np.unique(guesses, return_counts=True)
             best = int(values[counts.argmax()])
-            default = options.index(best) if best in options else 0
-    gen = st.session_state.get("map_gen", 0)
-    choice = st.selectbox("Label as", options, index=default, key=f"map-class-{gen}",
-                          format_func=lambda c: "Unsure (skip)" if c is None else names[c])
+            if best in names:
+                st.caption(f"Suggestion: the model guesses {lit(names[best])} for {int(counts.max()):,} of "
+                           f"{len(guesses):,}; check the pictures before you choose.")
+    choice = st.selectbox("Label as", options, index=None, key=f"map-class-{gen}", placeholder="Choose a class",
+                          format_func=lambda c: "Unsure (skip)" if c == SKIP else names[c])
+    chosen = choice is not None
+    class_id = None if choice in (None, SKIP) else int(choice)
     only_new = st.checkbox("Only images without a label", value=True, key=f"map-only-new-{gen}",
                            help="Leave labeled and skipped images in the selection as they are.")
-    target = unlabeled if only_new else ids
-    what = "Unsure" if choice is None else names[choice]
-    if st.button(f"Label {len(target):,} as {what}", type="primary", disabled=not len(target),
-                 key=f"map-apply-{gen}"):
-        try:
-            result = p.bulk_label(target.tolist(), choice, source="map")
-        except ProjectError as exc:
-            st.error(str(exc))
+    kept_state = np.where(projection.rows_of(kept) >= 0, data.state[np.maximum(projection.rows_of(kept), 0)],
+                          proj.UNLABELED) if len(kept) else np.array([], dtype=np.int64)
+    target = kept[kept_state == proj.UNLABELED] if only_new else kept
+    what = "…" if not chosen else ("Unsure" if class_id is None else names[class_id])
+    if st.button(f"Label {len(target):,} images as {lit(what)}", type="primary",
+                 disabled=not len(target), key=f"map-apply-{gen}",
+                 help="Writes exactly the reviewed images counted here; Undo on this page takes it back."):
+        if not chosen:
+            st.error("Choose the class first: nothing was labeled.")
             return
-        common.flash("success", f"Labeled {result.changed:,} images as {what}"
+        try:
+            result = p.bulk_label(target.tolist(), class_id, source="map")
+        except ProjectError as exc:
+            st.error(lit(exc))
+            return
+        common.flash("success", f"Labeled {result.changed:,} images as {lit(what)}"
                      + (f" ({result.unchanged:,} already were)" if result.unchanged else ""))
+        st.session_state[UNDO_KEY] = {"action": result.action_id, "ids": target.tolist(), "what": what,
+                                      "folder": str(p.folder)}
         # A new chart key empties the selection, so the next lasso starts fresh.
         st.session_state["map_gen"] = gen + 1
+        st.rerun()
+
+
+def _toggle(gen: int, image_id: int) -> None:
+    out = st.session_state.setdefault(f"map-out-{gen}", set())
+    if st.session_state.get(f"map-keep-{gen}-{image_id}", True):
+        out.discard(image_id)
+    else:
+        out.add(image_id)
+
+
+def _undo_bulk(p: Project, last: dict) -> tuple[int, int]:
+    """Revert one bulk label image by image through the label history: an image whose label
+    changed since the bulk label is left as it is. Returns (restored, left alone)."""
+    restored = kept = 0
+    for image_id in last["ids"]:
+        entry = next((h for h in reversed(p.label_history(image_id)) if h["action_id"] == last["action"]), None)
+        now = p.label_of(image_id)
+        if entry is None or now.version != entry["version"]:
+            kept += entry is not None
+            continue
+        old_state, old_class = entry["old_state"], entry["old_class_id"]
+        try:
+            if old_state in (None, "cleared"):
+                res = p.unlabel(image_id, expected_version=now.version, on_conflict="reject")
+            else:
+                res = p.label(image_id, old_class if old_state == "labeled" else None,
+                              source=entry["old_source"] or "user", expected_version=now.version,
+                              on_conflict="reject")
+        except ProjectError:
+            # The old class was deleted since: the image goes back to having no label.
+            res = p.unlabel(image_id, expected_version=now.version, on_conflict="reject")
+        restored += res.written
+        kept += not res.written
+    return restored, kept
+
+
+def _undo_panel(p: Project) -> None:
+    last = st.session_state.get(UNDO_KEY)
+    if not last or last.get("folder") != str(p.folder) or not last.get("action"):
+        return
+    n = len(last["ids"])
+    if st.button(f"Undo: labeling {n:,} images as {lit(last['what'])}", key="map-undo",
+                 help="Puts back what these images had before the bulk label."):
+        restored, kept = _undo_bulk(p, last)
+        st.session_state.pop(UNDO_KEY, None)
+        common.flash("success", f"Undone: {restored:,} images have their earlier label again"
+                     + (f"; {kept:,} changed since were left as they are" if kept else "") + ".")
         st.rerun()
 
 
@@ -184,6 +255,7 @@ if model_path is not None and model_path.is_file():
         st.warning(f"The current model's predictions are not available: {exc}")
 
 common.show_flash()
+_undo_panel(project)
 stale = proj.projection_staleness(project, projection, data.missing)
 if stale:
     st.warning(f"The map is out of date: {stale}.")

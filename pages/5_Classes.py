@@ -8,6 +8,9 @@ from ralif.project import ProjectError
 from ralif.strategies import REGISTRY
 from ralif.ui import common
 from ralif.ui.state import require_project
+from ralif.ui.text import lit
+
+MERGE_KEY = "ralif_merge_pending"
 
 common.setup_page("Classes")
 project = require_project()
@@ -72,19 +75,38 @@ with actions:
         into = st.selectbox("into", list(by_id), format_func=_label, key="merge_into",
                             index=1 if len(by_id) > 1 else 0)
         if st.form_submit_button("Merge", disabled=len(classes) < 2):
-            try:
-                moved = project.merge_classes(int(source), int(into))
-            except (ProjectError, TypeError) as exc:
-                st.error(str(exc))
+            if int(source) == int(into):
+                st.error("Choose two different classes.")
             else:
-                _done(f"Merged {by_id[source].name!r} into {by_id[into].name!r}: {moved:,} label(s) moved.")
+                # Nothing is merged yet: the counts are shown and a second, explicit click does it.
+                st.session_state[MERGE_KEY] = (int(source), int(into))
+    pending = st.session_state.get(MERGE_KEY)
+    if pending and all(c in by_id for c in pending):
+        src, dst = (by_id[c] for c in pending)
+        with merge_tab, st.container(border=True):
+            st.warning(f"Merge {lit(src.name)} into {lit(dst.name)}? {src.count:,} label(s) move to "
+                       f"{lit(dst.name)} (which then has {src.count + dst.count:,}), and the class "
+                       f"{lit(src.name)} is removed. The label history keeps the old answers.")
+            yes, no = st.columns(2)
+            if yes.button(f"Merge: move {src.count:,} label(s)", type="primary", key="merge_confirm"):
+                st.session_state.pop(MERGE_KEY, None)
+                try:
+                    moved = project.merge_classes(src.id, dst.id)
+                except (ProjectError, TypeError) as exc:
+                    st.error(lit(exc))
+                else:
+                    _done(f"Merged {src.name!r} into {dst.name!r}: {moved:,} label(s) moved.")
+            if no.button("Cancel", key="merge_cancel"):
+                st.session_state.pop(MERGE_KEY, None)
+                st.rerun()
 
     with delete_tab, st.form("delete_class", border=False):
         doomed = st.selectbox("Class", list(by_id), format_func=_label, key="delete_which")
         sure = st.checkbox("Its labeled images become unlabeled", key="delete_sure")
         if st.form_submit_button("Delete", disabled=not classes):
             if not sure:
-                st.warning("Tick the box to confirm.")
+                st.warning(f"Tick the box to confirm: deleting {lit(by_id[doomed].name)} removes "
+                           f"{by_id[doomed].count:,} label(s); those images become unlabeled.")
             else:
                 try:
                     cleared = project.delete_class(int(doomed))

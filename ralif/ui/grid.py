@@ -211,6 +211,23 @@ def short_reason(reason: str) -> str:
     return " · ".join(_OF.sub(r"\1/\2", part.strip()) for part in head.split(","))
 
 
+_PICK = re.compile(r"pick (\d+) of (\d+)")
+
+
+def plain_reason(reason: str) -> str:
+    """Why the image was chosen, in words for the person labeling; the numbers stay in the tooltip."""
+    head = reason.split(";")[0]
+    pick = _PICK.search(head)
+    of = f"; {pick.group(1)} of {pick.group(2)} diverse picks" if pick else ""
+    if _COLD.search(head):
+        return f"chosen to cover the variety of images while there is no model yet{of}"
+    if "influence" in head:
+        return f"chosen because labeling it should help the model most{of}"
+    if "random" in head.lower():
+        return "chosen at random"
+    return short_reason(reason)
+
+
 def _label_fields(label: LabelState) -> dict[str, Any]:
     return {"state": label.state, "class_id": label.class_id, "class_name": label.class_name,
             "version": label.version}
@@ -224,7 +241,7 @@ def batch_items(batch: Sequence[BatchItem], px: int) -> list[dict[str, Any]]:
             "subtitle": Path(b.path).name, "alt": f"image {b.rank} of the batch",
             "predicted": b.predicted_class, "predicted_class_id": b.predicted_class_id,
             "confidence": b.confidence, "no_prediction": "no model yet",
-            "why": short_reason(b.reason), "why_full": b.reason, "tooltip": b.path, "rank": b.rank,
+            "why": plain_reason(b.reason), "why_full": f"{short_reason(b.reason)}\n{b.reason}", "tooltip": b.path, "rank": b.rank,
             **_label_fields(b.label)})
     return items
 
@@ -243,12 +260,14 @@ def class_args(classes: Sequence[ClassInfo]) -> list[dict[str, Any]]:
 def label_grid(*, key: str, items: list[dict[str, Any]], classes: Sequence[ClassInfo], mode: str,
                batch_id: Any, acked: list[str], memory: TabMemory, project: Project,
                focus_hint: dict[str, Any] | None = None, capture_page_keys: bool = False,
-               image_px: int = 160, empty: str = "") -> Any:
-    """Draw the grid; returns its value (the events are applied by :func:`apply_pending`)."""
+               image_px: int = 160, empty: str = "", sticky: bool = False) -> Any:
+    """Draw the grid; returns its value (the events are applied by :func:`apply_pending`).
+    ``sticky``: the class bar stays on screen while the page scrolls the grid, and moving the
+    focus scrolls the page (the main grid of a page; a grid in a panel below it stays put)."""
     return _COMPONENT(
         key=key, default=None, items=items, classes=class_args(classes), mode=mode, batch_id=batch_id,
         acked=acked, notice=memory.current_notice(key), focus_hint=focus_hint,
-        capture_page_keys=capture_page_keys, image_px=image_px, empty=empty,
+        capture_page_keys=capture_page_keys, image_px=image_px, empty=empty, sticky=sticky,
         # Unsent actions are kept per tab and project, so a reload resends them to the right place.
         store_key=store_key(project, key))
 

@@ -1,0 +1,499 @@
+"use strict";
+// A bidirectional Streamlit component (protocol v1): the app sends "streamlit:render" messages with
+// the images and their labels; this page sends every labeling action back as an event with a unique
+// id. Events stay in an outbox (and in the tab's sessionStorage) until the app acknowledges them, and every
+// message carries the whole outbox, so a rerun that supersedes an earlier one cannot drop an action.
+
+// Grey is kept for "skipped", so no class colour is grey.
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#e8710a", "#0f9fb5", "#8c564b", "#d6409f",
+                 "#0f766e", "#a59b00", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
+const KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];
+const RESEND_MS = 1500;
+
+const S = {
+  args: null, items: [], classes: [], byId: new Map(), tiles: new Map(),
+  focus: 0, selected: new Set(), anchor: null, batchId: null,
+  outbox: [], seq: 0, counter: 0, nonce: Math.random().toString(36).slice(2, 10),
+  storeKey: null, message: "", messageKind: "", sayTimer: null, lastSent: 0, resendTimer: null,
+  appliedHints: new Set(), lastHeight: 0,
+  finder: {open: false, text: "", index: 0},
+};
+
+function post(type, extra) {
+  window.parent.postMessage(Object.assign({isStreamlitMessage: true, type: type}, extra), "*");
+}
+
+function send() {
+  S.seq += 1;
+  S.lastSent = Date.now();
+  post("streamlit:setComponentValue",
+       {value: {outbox: S.outbox, seq: S.seq, nonce: S.nonce, store: S.storeKey}, dataType: "json"});
+  scheduleResend();
+}
+
+function scheduleResend() {
+  // An event the app has not acknowledged yet (connection lost, page busy) is sent again.
+  if (S.resendTimer) clearTimeout(S.resendTimer);
+  S.resendTimer = null;
+  if (!S.outbox.length) return;
+  S.resendTimer = setTimeout(() => { if (S.outbox.length) { send(); drawStatus(); } }, RESEND_MS * 2);
+}
+
+function persist() {
+  if (!S.storeKey) return;
+  try {
+    if (S.outbox.length) sessionStorage.setItem(S.storeKey, JSON.stringify(S.outbox));
+    else sessionStorage.removeItem(S.storeKey);
+  } catch (e) { /* storage may be disabled; the outbox in memory still protects a rerun */ }
+}
+
+function enqueue(ev) {
+  S.counter += 1;
+  ev.id = S.nonce + "-" + S.counter;
+  ev.t = Date.now();
+  S.outbox.push(ev);
+  persist();
+  send();
+  drawAll();
+}
+
+// ---------------------------------------------------------------------------------- state
+
+function classById(id) { return S.classes.find((c) => c.id === id) || null; }
+function classColor(id) {
+  const i = S.classes.findIndex((c) => c.id === id);
+  return PALETTE[(i < 0 ? 0 : i) % PALETTE.length];
+}
+
+// What a tile shows: the app's last word, then every action still on its way, in order.
+function shown(item) {
+  let state = item.state, cls = item.class_id, pending = false;
+  for (const ev of S.outbox) {
+    const hits = ev.type === "bulk" ? ev.image_ids.includes(item.id) : ev.image_id === item.id;
+    if (!hits) continue;
+    if (ev.type === "label" || ev.type === "bulk") {
+      state = ev.class_id === null ? "unsure" : "labeled"; cls = ev.class_id; pending = true;
+    } else if (ev.type === "clear") {
+      state = "unlabeled"; cls = null; pending = true;
+    }
+  }
+  return {state: state, class_id: cls, pending: pending};
+}
+
+function remaining() {
+  return S.items.filter((it) => shown(it).state === "unlabeled");
+}
+
+// ---------------------------------------------------------------------------------- actions
+
+function targets() {
+  if (S.selected.size) return S.items.filter((it) => S.selected.has(it.id));
+  const it = S.items[S.focus];
+  return it ? [it] : [];
+}
+
+function assign(classId) {
+  const ts = targets();
+  if (!ts.length) return;
+  if (classId !== null && !classById(classId)) return;
+  if (ts.length > 1) {
+    enqueue({type: "bulk", image_ids: ts.map((t) => t.id), class_id: classId});
+    S.selected.clear();
+    S.anchor = null;
+    say(`${classId === null ? "Skipped" : "Labeled"} ${ts.length} images` +
+        (classId === null ? "." : ` as ${classById(classId).name}.`), "");
+    advance(true);
+  } else {
+    const it = ts[0];
+    enqueue({type: "label", image_id: it.id, class_id: classId, version: it.version});
+    S.selected.clear();
+    advance(false);
+  }
+}
+
+function advance(toFirstOpen) {
+  if (!S.items.length) return;
+  // Next image without an answer after the focused one (wrapping); stay when all are answered.
+  const n = S.items.length;
+  const start = toFirstOpen ? -1 : S.focus;
+  for (let step = 1; step <= n; step++) {
+    const j = (start + step + n) % n;
+    if (shown(S.items[j]).state === "unlabeled") { setFocus(j); return; }
+  }
+  if (!toFirstOpen && S.focus < n - 1) setFocus(S.focus + 1); else drawAll();
+}
+
+function setFocus(i, scroll) {
+  if (!S.items.length) return;
+  S.focus = Math.max(0, Math.min(S.items.length - 1, i));
+  drawAll();
+  const tile = S.tiles.get(S.items[S.focus].id);
+  if (tile && scroll !== false) keepInView(tile);
+}
+
+function columns() {
+  const grid = document.getElementById("grid");
+  const cols = getComputedStyle(grid).gridTemplateColumns.split(" ").filter(Boolean).length;
+  return Math.max(1, cols);
+}
+
+function submit() {
+  if (S.args.mode !== "batch") return;
+  const left = remaining();
+  if (left.length) {
+    const ranks = left.slice(0, 8).map((it) => "#" + it.rank).join(", ");
+    say(`${left.length} of ${S.items.length} images still need a label or a skip ` +
+        `(${ranks}${left.length > 8 ? ", …" : ""}). Press a class key, or x to skip.`, "warn");
+    setFocus(S.items.indexOf(left[0]));
+    return;
+  }
+  enqueue({type: "submit", round: S.batchId});
+  say("Submitting the batch: training the model and picking the next batch…", "");
+}
+
+function undo() {
+  enqueue({type: "undo"});
+  say("Undoing your last action…", "");
+}
+
+function say(text, kind) {
+  S.message = text;
+  S.messageKind = kind || "";
+  drawMessage();
+  // Plain news fades; a warning stays longer; an error stays until the next message.
+  if (S.sayTimer) clearTimeout(S.sayTimer);
+  S.sayTimer = null;
+  const keep = {"": 5000, warn: 15000}[S.messageKind];
+  if (text && keep) S.sayTimer = setTimeout(() => { S.message = ""; drawMessage(); }, keep);
+}
+
+// ---------------------------------------------------------------------------------- drawing
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = text;
+  return e;
+}
+
+function drawMessage() {
+  const m = document.getElementById("msg");
+  m.textContent = S.message;
+  m.className = "msg" + (S.message ? " show" : "") + (S.messageKind ? " " + S.messageKind : "");
+  fitHeight();
+}
+
+function drawBar() {
+  const bar = document.getElementById("bar");
+  bar.replaceChildren();
+  S.classes.forEach((c, i) => {
+    const b = el("button", "cls");
+    b.type = "button";
+    b.dataset.classId = c.id;
+    const k = el("span", "k", i < KEYS.length ? KEYS[i] : "·");
+    k.style.background = classColor(c.id);
+    b.append(k, document.createTextNode(c.name));
+    b.title = (i < KEYS.length ? `Key ${KEYS[i]}: ` : `Press / and type "${c.name}" or ${i + 1}: `) +
+              `label the focused (or selected) images ${c.name}`;
+    b.addEventListener("click", () => assign(c.id));
+    bar.append(b);
+  });
+  const skip = el("button", "act", "Skip (x)");
+  skip.type = "button";
+  skip.title = "Not sure: skip the focused (or selected) images; they are not asked again";
+  skip.addEventListener("click", () => assign(null));
+  const und = el("button", "act", "Undo (u)");
+  und.type = "button";
+  und.addEventListener("click", undo);
+  bar.append(skip, und);
+  if (S.args.mode === "batch") {
+    const sub = el("button", "act primary", "Submit batch (Enter)");
+    sub.type = "button";
+    sub.id = "submit";
+    sub.addEventListener("click", submit);
+    bar.append(sub);
+  }
+  const keys = el("button", "act keys", "Keys (?)");
+  keys.type = "button";
+  keys.id = "keys";
+  keys.title = "Show or hide the keyboard keys";
+  keys.setAttribute("aria-expanded", String(helpOpen()));
+  keys.addEventListener("click", toggleHelp);
+  bar.append(keys);
+}
+
+// The list of keys is folded away (it costs a line above the pictures); "?" or the button opens
+// it, and the choice is remembered in this browser.
+function helpOpen() {
+  try { return localStorage.getItem("ralif-grid-help") === "open"; } catch (e) { return false; }
+}
+
+function toggleHelp() {
+  const open = !helpOpen();
+  try { localStorage.setItem("ralif-grid-help", open ? "open" : "closed"); } catch (e) { /* not kept */ }
+  const b = document.getElementById("keys");
+  if (b) b.setAttribute("aria-expanded", String(open));
+  drawHelp();
+  fitHeight();
+}
+
+function drawStatus() {
+  const st = document.getElementById("status");
+  st.replaceChildren();
+  if (S.args.mode === "batch") {
+    const done = S.items.length - remaining().length;
+    const s = el("span");
+    s.append(el("b", null, `${done} of ${S.items.length}`), document.createTextNode(" answered"));
+    st.append(s);
+    const sub = document.getElementById("submit");
+    if (sub) sub.setAttribute("aria-disabled", done < S.items.length ? "true" : "false");
+  }
+  if (S.selected.size) st.append(el("span", null, `${S.selected.size} selected: a class key labels them all (Esc clears)`));
+  if (S.outbox.length) {
+    const waited = Date.now() - (S.outbox[0].t || Date.now());
+    st.append(el("span", waited > RESEND_MS * 3 ? "offline" : "saving",
+                 waited > RESEND_MS * 3 ? `${S.outbox.length} action(s) not saved yet: waiting for the app…`
+                                        : "saving…"));
+  } else if (S.items.length) {
+    st.append(el("span", "saved", "✓ every answer saved"));
+  }
+}
+
+function drawHelp() {
+  const h = document.getElementById("help");
+  const parts = [["1–9, 0", "label"], ["/ or c", S.classes.length > KEYS.length ? "find any class" : "find a class"],
+                 ["a", "accept suggestion"], ["← → ↑ ↓", "move"], ["x / space", "skip"], ["u / ⌫", "undo"]];
+  if (S.args.mode === "batch") parts.push(["Enter", "submit"]);
+  parts.push(["shift+click", "select a range"], ["Esc", "clear selection"]);
+  h.replaceChildren();
+  h.className = "help" + (helpOpen() ? " show" : "");
+  parts.push(["?", "hide these keys"]);
+  parts.forEach(([k, what], i) => {
+    if (i) h.append(document.createTextNode(" · "));
+    h.append(el("kbd", null, k), document.createTextNode(" " + what));
+  });
+  if (S.args.mode !== "batch") h.append(document.createTextNode(" (click a picture first)"));
+}
+
+function makeTile(it) {
+  const t = el("div", "tile");
+  t.tabIndex = -1;
+  t.setAttribute("role", "gridcell");
+  t.dataset.imageId = it.id;
+  const box = el("div", "img");
+  const img = document.createElement("img");
+  img.alt = "";
+  img.draggable = false;
+  box.append(img);
+  // Under the picture, one row: the selection box with the image's number, then its answer.
+  const labRow = el("div", "lab top");
+  const lab = el("label");
+  const cb = document.createElement("input");
+  cb.type = "checkbox";
+  cb.tabIndex = -1;
+  cb.addEventListener("click", (e) => {
+    e.stopPropagation();
+    toggle(it.id, cb.checked);
+  });
+  lab.addEventListener("click", (e) => e.stopPropagation());
+  lab.append(cb, el("span", "ttl"));
+  labRow.append(lab, el("span", "answer"));
+  const conf = el("div", "conf");
+  const meter = el("div", "meter");
+  meter.append(el("i"));
+  const why = el("div", "why");
+  t.append(box, labRow, conf, meter, why);
+  t.addEventListener("click", (e) => onTileClick(e, it.id));
+  return t;
+}
+
+function toggle(id, on) {
+  if (on) S.selected.add(id); else S.selected.delete(id);
+  S.anchor = id;
+  drawAll();
+}
+
+function onTileClick(e, id) {
+  const i = S.items.findIndex((x) => x.id === id);
+  if (i < 0) return;
+  if (e.shiftKey) {
+    const a = S.anchor === null ? S.focus : Math.max(0, S.items.findIndex((x) => x.id === S.anchor));
+    const [lo, hi] = a < i ? [a, i] : [i, a];
+    for (let j = lo; j <= hi; j++) S.selected.add(S.items[j].id);
+  } else if (e.ctrlKey || e.metaKey) {
+    if (S.selected.has(id)) S.selected.delete(id); else S.selected.add(id);
+    S.anchor = id;
+  } else {
+    S.selected.clear();
+    S.anchor = id;
+  }
+  S.focus = i;
+  window.focus();
+  drawAll();
+}
+
+function updateTile(t, it, index) {
+  const view = shown(it);
+  t.classList.toggle("focus", index === S.focus);
+  t.classList.toggle("sel", S.selected.has(it.id));
+  t.querySelector("input").checked = S.selected.has(it.id);
+  t.querySelector(".ttl").textContent = it.title;
+  const img = t.querySelector("img");
+  if (img.getAttribute("src") !== it.src) img.setAttribute("src", it.src);
+  img.alt = it.alt || it.title;
+  const labRow = t.querySelector(".answer");
+  labRow.replaceChildren();
+  let chip;
+  if (view.state === "labeled") {
+    const c = classById(view.class_id);
+    chip = el("span", "chip", c ? c.name : (it.class_name || "deleted class"));
+    chip.style.background = classColor(view.class_id);
+  } else if (view.state === "unsure") {
+    chip = el("span", "chip unsure", "skipped");
+  } else {
+    chip = el("span", "chip none", "no label yet");
+  }
+  labRow.append(chip);
+  if (view.pending) labRow.append(el("span", "pending", "saving…"));
+  const conf = t.querySelector(".conf");
+  const meter = t.querySelector(".meter > i");
+  const guessed = it.predicted_class_id !== null && it.predicted_class_id !== undefined;
+  if (guessed && !classById(it.predicted_class_id)) {
+    // A guess for a class removed since the batch was picked is not offered.
+    conf.textContent = "model: no guess among the current classes";
+    meter.parentElement.style.visibility = "hidden";
+  } else if (guessed) {
+    const pct = it.confidence === null ? "" : ` ${Math.round(it.confidence * 100)}%`;
+    conf.textContent = `model: ${it.predicted || "?"}${pct}`;
+    meter.parentElement.style.visibility = "visible";
+    meter.style.width = `${Math.round((it.confidence || 0) * 100)}%`;
+  } else {
+    conf.textContent = it.no_prediction || "";
+    meter.parentElement.style.visibility = "hidden";
+  }
+  const why = t.querySelector(".why");
+  why.textContent = it.why || "";
+  why.title = it.why_full || it.why || "";
+  t.title = [it.subtitle, it.tooltip].filter(Boolean).join("\n");
+}
+
+function drawGrid() {
+  const grid = document.getElementById("grid");
+  const keep = new Set(S.items.map((it) => it.id));
+  for (const [id, t] of S.tiles) if (!keep.has(id)) { t.remove(); S.tiles.delete(id); }
+  S.items.forEach((it, i) => {
+    let t = S.tiles.get(it.id);
+    if (!t) { t = makeTile(it); S.tiles.set(it.id, t); }
+    if (grid.children[i] !== t) grid.insertBefore(t, grid.children[i] || null);
+    updateTile(t, it, i);
+  });
+  if (!S.items.length && !grid.querySelector(".empty")) {
+    grid.append(el("div", "empty", S.args.empty || "Nothing to show."));
+  } else if (S.items.length) {
+    const e = grid.querySelector(".empty");
+    if (e) e.remove();
+  }
+}
+
+function drawAll() {
+  if (!S.args) return;
+  drawGrid();
+  drawStatus();
+  fitHeight();
+}
+
+function fitHeight() {
+  // The content's own height: the document's scroll height never drops below the frame's height,
+  // so measuring it would let the frame grow with every render and never shrink.
+  const root = document.getElementById("root");
+  const h = Math.ceil(root.getBoundingClientRect().height) + 12;
+  if (Math.abs(h - S.lastHeight) > 1) {
+    S.lastHeight = h;
+    post("streamlit:setFrameHeight", {height: h});
+  }
+  queueStick();
+}
+
+new ResizeObserver(() => fitHeight()).observe(document.getElementById("root"));
+
+// ---------------------------------------------------------------------------------- render
+
+function onRender(args) {
+  const first = S.args === null;
+  S.args = args;
+  document.documentElement.style.setProperty("--img", (args.image_px || 160) + "px");
+  document.documentElement.style.setProperty("--tile-w", ((args.image_px || 160) + 16) + "px");
+  S.classes = args.classes || [];
+  const oldFocusId = S.items[S.focus] ? S.items[S.focus].id : null;
+  S.items = args.items || [];
+  const acked = new Set(args.acked || []);
+  const before = S.outbox.length;
+  S.outbox = S.outbox.filter((ev) => !acked.has(ev.id));
+  if (S.outbox.length !== before) persist();
+  if (args.store_key && S.storeKey !== args.store_key) {
+    S.storeKey = args.store_key;
+    restore();
+  }
+  const ids = new Set(S.items.map((it) => it.id));
+  for (const id of Array.from(S.selected)) if (!ids.has(id)) S.selected.delete(id);
+  if (args.batch_id !== S.batchId) {
+    // A new batch: start at its first image.
+    S.batchId = args.batch_id;
+    S.selected.clear();
+    S.anchor = null;
+    const firstOpen = S.items.findIndex((it) => it.state === "unlabeled");
+    S.focus = Math.max(0, firstOpen);
+    if (!first) say("", "");
+  } else {
+    const k = S.items.findIndex((it) => it.id === oldFocusId);
+    S.focus = k >= 0 ? k : Math.min(S.focus, Math.max(0, S.items.length - 1));
+  }
+  const hint = args.focus_hint;
+  if (hint && hint.event && !S.appliedHints.has(hint.event)) {
+    S.appliedHints.add(hint.event);
+    const k = S.items.findIndex((it) => it.id === hint.image_id);
+    if (k >= 0) S.focus = k;
+  }
+  if (args.notice && args.notice.id && args.notice.id !== S.noticeId) {
+    S.noticeId = args.notice.id;
+    say(args.notice.text, args.notice.kind);
+  }
+  document.body.classList.toggle("browse", args.mode !== "batch");
+  if (first) {
+    drawBar();
+    drawHelp();
+    if (args.capture_page_keys) attachParent();
+  } else if (JSON.stringify(S.classes) !== S.classKey) {
+    drawBar();
+  }
+  S.classKey = JSON.stringify(S.classes);
+  if (!first) drawHelp();
+  drawAll();
+  watchScroll();
+  drawMessage();
+  if (S.outbox.length && Date.now() - S.lastSent > RESEND_MS) send();
+  else scheduleResend();
+}
+
+function restore() {
+  // Actions of this tab that the app had not confirmed when the page was reloaded or left: sent
+  // again, marked as replays so that they never overwrite a label someone set since.
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(S.storeKey) || "[]");
+    const have = new Set(S.outbox.map((e) => e.id));
+    const old = saved.filter((e) => !have.has(e.id) && e.type !== "submit" && e.type !== "undo");
+    if (old.length) {
+      old.forEach((e) => { e.replay = true; });
+      S.outbox = old.concat(S.outbox);
+      persist();
+      send();
+    }
+  } catch (e) { /* unreadable storage: nothing to restore */ }
+}
+
+window.addEventListener("message", (e) => {
+  const d = e.data;
+  if (d && d.type === "streamlit:render") onRender(d.args || {});
+});
+
+post("streamlit:componentReady", {apiVersion: 1});
