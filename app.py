@@ -16,7 +16,8 @@ import streamlit as st
 
 from ralif.project import Project, ProjectError
 from ralif.strategies import REGISTRY
-from ralif.ui import common, projects, round_panel
+from ralif.ui import common, errors, projects, round_panel
+from ralif.ui.literal import code, lit
 from ralif.ui.state import client_id, current_project, projects_root, set_project
 
 HERE = Path(__file__).resolve().parent
@@ -58,7 +59,7 @@ def first_launch(root: Path) -> None:
         with st.spinner("Creating the demo project (2,000 CIFAR-10 images) and its first batch…"):
             demo = projects.ensure_demo(root, client_id())
     except (FileNotFoundError, ProjectError, OSError) as exc:
-        common.flash("warning", f"The demo project could not be created: {exc}")
+        common.flash("warning", f"The demo project could not be created: {lit(exc)}")
         return
     set_project(demo)
     common.flash("success", "Welcome! This is the demo project: label the batch with the number keys, "
@@ -68,7 +69,7 @@ def first_launch(root: Path) -> None:
 
 def project_list(root: Path, project: Project | None) -> None:
     st.subheader("Projects")
-    st.caption(f"Projects live in `{common.display_path(root)}` "
+    st.caption(f"Projects live in {code(common.display_path(root))} "
                "(set `RALIF_PROJECTS` to use another folder).")
     found = [projects.summarize(f) for f in projects.find_projects(root)]
     if not found:
@@ -76,11 +77,11 @@ def project_list(root: Path, project: Project | None) -> None:
     for s in found:
         cols = st.columns([4, 3, 2])
         is_open = project is not None and project.folder == s.folder.resolve()
-        cols[0].markdown(f"**{s.name}**" + (" · open" if is_open else "") + f"  \n`{s.folder.name}`")
+        cols[0].markdown(f"**{lit(s.name)}**" + (" · open" if is_open else "") + f"  \n{code(s.folder.name)}")
         if s.error:
-            cols[1].error(s.error)
+            cols[1].error(lit(s.error))
             continue
-        cols[1].markdown(f"{s.labeled:,} of {s.pool:,} labeled  \nround {s.round} · {s.status or 'no round'}")
+        cols[1].markdown(f"{s.labeled:,} of {s.pool:,} labeled  \nround {s.round} · {lit(s.status or 'no round')}")
         if cols[2].button("Continue labeling" if is_open else "Open", key=f"open-{s.folder.name}",
                           type="primary" if is_open else "secondary"):
             set_project(s.folder)
@@ -91,8 +92,8 @@ def project_list(root: Path, project: Project | None) -> None:
         if st.button("Open folder", key="open_other_btn"):
             try:
                 Project.open(other)
-            except (FileNotFoundError, ProjectError, OSError) as exc:
-                st.error(f"Cannot open `{other}`: {exc}")
+            except errors.USER_ERRORS as exc:
+                errors.show_error(exc, f"Cannot open {other}.")
             else:
                 set_project(other)
                 st.switch_page(LABEL_PAGE)
@@ -143,7 +144,7 @@ def create_form(root: Path) -> None:
     if problem is None and not name.strip():
         problem = "Give the project a name."
     if problem or source is None:
-        st.error(problem)
+        st.error(lit(problem))
         return
     try:
         with st.spinner("Reading and checking every image…"):
@@ -151,7 +152,7 @@ def create_form(root: Path) -> None:
                 root, name, source, model=model, strategy=spec.strip() or strategy,
                 batch_size=int(batch_size), test=test, known_labels=known, layout=layout, client=client_id())
     except ProjectError as exc:
-        st.error(f"The project was not created: {exc}")
+        st.error(f"The project was not created: {lit(exc)}")
         return
     set_project(new.folder)
     error = round_panel.start(new)
@@ -166,11 +167,11 @@ def import_report() -> None:
         return
     rep = shown["report"]
     folder = Path(shown["folder"])
-    st.success(f"Created **{folder.name}**: {rep['pool']:,} pool images, {rep['test']:,} held out, "
+    st.success(f"Created **{lit(folder.name)}**: {rep['pool']:,} pool images, {rep['test']:,} held out, "
                f"{len(rep['classes_added'])} classes, {rep['labels']:,} labels imported. The first batch "
                f"is being picked in the background.")
     if shown.get("error"):
-        st.error(shown["error"])
+        st.error(lit(shown["error"]))
     if rep["problems"]:
         st.warning(f"{len(rep['problems'])} file(s) could not be read and were skipped:")
         st.dataframe([{"file": Path(p).name, "folder": str(Path(p).parent), "reason": r}
@@ -193,7 +194,7 @@ def home() -> None:
     """Projects: open one, create one, see what an import found."""
     root = projects_root()
     first_launch(root)
-    project = current_project()
+    project = current_project(stop_on_error=False)
     common.sidebar(project)
     st.title("ralif: label images with active learning")
     st.caption("ralif picks the images whose labels should help the model most (RALIF: influence "
@@ -216,4 +217,9 @@ pages = [home_page]
 numbered = sorted((HERE / "pages").glob("[0-9]*.py"),
                   key=lambda p: (int(re.match(r"\d+", p.name)[0]), p.name))
 pages += [st.Page(str(p.relative_to(HERE)), title=page_title(p)) for p in numbered]
-st.navigation(pages).run()
+try:
+    st.navigation(pages).run()
+except errors.USER_ERRORS as exc:
+    # A file problem met while a page runs (disk full, read-only folder, a replaced project):
+    # a clear box instead of a traceback, the details in the log it names.
+    errors.show_error(exc, "This page could not be shown.")

@@ -21,6 +21,7 @@ from ralif import projection as proj
 from ralif.evaluation import auca, auca_ratio
 from ralif.project import Project
 from ralif.ui import common
+from ralif.ui.literal import lit
 from ralif.ui.state import require_project
 from ralif.worker import FINAL_STATES
 
@@ -69,7 +70,7 @@ def _random_reference(p: Project, counts: list[int]) -> dict | None:
     status = proj.random_baseline_status(p)
     state = None if status is None else status.get("state")
     if state == "failed":
-        st.warning(f"The Random reference could not be computed: {status.get('error')}")
+        st.warning(f"The Random reference could not be computed: {lit(status.get('error'))}")
         if st.button("Try again"):
             proj.start_random_baseline(p, counts)
             st.rerun()
@@ -98,7 +99,7 @@ else:
                                  name=f"Random, range over {len(rand)} seeds"))
         fig.add_trace(go.Scatter(x=counts, y=rand.mean(0), mode="lines+markers", name="Random (mean)",
                                  line={"color": "#7f7f7f", "dash": "dash"}))
-    fig.add_trace(go.Scatter(x=counts, y=acc, mode="lines+markers", name=f"this project ({project.strategy})",
+    fig.add_trace(go.Scatter(x=counts, y=acc, mode="lines+markers", name=common.plot_text(f"this project ({project.strategy})"),
                              line={"color": "#1f77b4", "width": 3},
                              customdata=[r["number"] for r in measured],
                              hovertemplate="round %{customdata}<br>%{x} labels<br>%{y:.1%}<extra></extra>"))
@@ -123,7 +124,7 @@ with left:
     st.subheader("Labels per class")
     if progress.per_class:
         names = list(progress.per_class)
-        fig = go.Figure(go.Bar(x=names, y=[progress.per_class[n] for n in names],
+        fig = go.Figure(go.Bar(x=[common.plot_text(n) for n in names], y=[progress.per_class[n] for n in names],
                                marker_color=proj.class_palette(len(names))))
         st.plotly_chart(_layout(fig, "", "labeled pool images", 320), key="progress-classes")
     else:

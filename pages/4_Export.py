@@ -15,8 +15,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ralif.project import ProjectError
-from ralif.ui import common
+from ralif.ui import common, errors
+from ralif.ui.literal import code, lit
 from ralif.ui.state import require_project
 
 common.setup_page("Export")
@@ -27,7 +27,7 @@ st.title("Export")
 progress = project.progress()
 st.caption(f"{progress.labeled:,} labeled and {progress.unsure:,} skipped pool images, "
            f"{progress.test_labeled:,} labeled held-out images. Exports go to "
-           f"`{common.display_path(project.folder / 'exports')}` "
+           f"{code(common.display_path(project.folder / 'exports'))} "
            f"unless you name another folder.")
 
 # Paths of this tab's exports of this project, so their download buttons survive reruns (and a
@@ -55,11 +55,11 @@ def _zip_folder(folder: Path) -> bytes:
 def _run(kind: str, export: Callable[[], Path]) -> None:
     try:
         path = export()
-    except (ProjectError, OSError, ValueError) as exc:
-        st.error(f"{kind} export failed: {exc}")
+    except (*errors.USER_ERRORS, ValueError) as exc:
+        errors.show_error(exc, f"{kind} export failed.")
         return
     done[kind] = str(path)
-    st.toast(f"{kind} written to {common.display_path(path)}")
+    st.toast(f"{kind} written to {code(common.display_path(path))}")
 
 
 def _written(kind: str, mime: str | None = None) -> None:
@@ -67,12 +67,12 @@ def _written(kind: str, mime: str | None = None) -> None:
     path = Path(done[kind]) if kind in done else None
     if path is None or not path.exists():
         return
-    st.success(f"Written to `{common.display_path(path)}`")
+    st.success(f"Written to {code(common.display_path(path))}")
     if path.is_file():
-        st.download_button(f"Download {path.name}", path.read_bytes(), file_name=path.name, mime=mime,
+        st.download_button(f"Download {lit(path.name)}", path.read_bytes(), file_name=path.name, mime=mime,
                            key=f"dl-{kind}", on_click="ignore", icon=":material/download:")
     elif kind == "Model":
-        st.download_button(f"Download {path.name}.zip", _zip_folder(path), file_name=f"{path.name}.zip",
+        st.download_button(f"Download {lit(path.name)}.zip", _zip_folder(path), file_name=f"{path.name}.zip",
                            mime="application/zip", key=f"dl-{kind}", on_click="ignore",
                            icon=":material/download:")
 
@@ -113,7 +113,7 @@ with model_col:
     if weights is None:
         st.info("No model yet: it is trained by the first round that has labels of at least two classes.")
     else:
-        st.caption(f"The model of the last round: `{weights.name}`. The export holds its weights and a JSON "
+        st.caption(f"The model of the last round: {code(weights.name)}. The export holds its weights and a JSON "
                    f"description (classes, encoder), loadable with `ralif predict --model <folder>`.")
         if st.button("Export model", type="primary", key="export_model"):
             _run("Model", lambda: project.export_model())

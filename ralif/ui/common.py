@@ -11,6 +11,7 @@ from streamlit.errors import StreamlitAPIException
 
 import ralif
 from ralif.project import Progress, Project
+from ralif.ui.literal import code, lit
 
 _FLASH_KEY = "ralif_flash"
 # The home page as the navigation knows it (set by app.py on every run), for links back to it.
@@ -33,6 +34,7 @@ def show_flash() -> None:
 
 
 def show(kind: str, text: str) -> None:
+    """``text`` is Markdown: user text in it must have gone through :func:`ralif.ui.literal.lit`."""
     if not text:
         return
     {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(text)
@@ -42,10 +44,10 @@ def sidebar(project: Project | None, prog: Progress | None = None) -> None:
     """The open project in the sidebar (``prog``: its progress, when the page has it already)."""
     with st.sidebar:
         if project is not None:
-            st.markdown(f"**{project.name}**")
+            st.markdown(f"**{lit(project.name)}**")
             prog = prog or project.progress()
             st.caption(f"{prog.labeled:,} of {prog.pool:,} labeled · round {prog.round}")
-            st.caption(f"`{display_path(project.folder)}`")
+            st.caption(code(display_path(project.folder)))
         st.caption(f"ralif {ralif.__version__}")
 
 
@@ -63,7 +65,8 @@ def display_path(path: str | os.PathLike[str]) -> str:
 
 
 def encoder_label(spec: str) -> str:
-    """The encoder spec without the machine's folders (an embeddings file by its name)."""
+    """The encoder spec without the machine's folders (an embeddings file by its name); plain text,
+    to be escaped with ``lit`` before it goes into Markdown."""
     kind, _, rest = spec.partition(":")
     return f"precomputed embeddings ({Path(rest).name})" if kind == "precomputed" else spec
 
@@ -80,9 +83,10 @@ def progress_line(prog: Progress) -> str:
 
 
 def class_counts_line(prog: Progress) -> str:
+    """Labels per class as one Markdown line (class names escaped: they are user text)."""
     if not prog.per_class:
         return "No classes yet: add them on the Classes page."
-    return " · ".join(f"{name} {n:,}" for name, n in prog.per_class.items())
+    return " · ".join(f"{lit(name)} {n:,}" for name, n in prog.per_class.items())
 
 
 def set_home(page: Any) -> None:
@@ -96,3 +100,9 @@ def home_link(label: str = "Go to projects") -> None:
     except StreamlitAPIException:
         # A page run on its own (without the app's navigation) has no home page to link to.
         st.caption("Open the Projects page of the app.")
+
+
+def plot_text(text: object) -> str:
+    """User text for a Plotly label: Plotly reads a few HTML tags (links among them) in labels,
+    so ``<``, ``>`` and ``&`` are given as entities, which it shows literally."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -38,7 +38,8 @@ class AppServer:
         env = {**os.environ, "RALIF_PROJECTS": str(self.projects), "PYTHONUNBUFFERED": "1", **self.extra_env}
         cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
                "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+               "--client.showErrorDetails", "none"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child writes to it until stop()
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

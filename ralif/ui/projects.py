@@ -72,13 +72,13 @@ def check_source(path_text: str) -> tuple[Path | None, str | None]:
                       "CSV manifest.")
     path = Path(os.path.expandvars(text)).expanduser()
     if not path.exists():
-        return None, (f"Nothing found at `{path}`. Check the spelling; the path is read on the machine "
+        return None, (f"Nothing found at {path}. Check the spelling; the path is read on the machine "
                       "that runs ralif, so it must exist there.")
     if path.is_file() and path.suffix.lower() != ".csv":
-        return None, (f"`{path}` is a file but not a CSV manifest. Give a folder of images, or a CSV with "
-                      "a `path` column (and optionally `label`).")
+        return None, (f"{path} is a file but not a CSV manifest. Give a folder of images, or a CSV with "
+                      "a 'path' column (and optionally 'label').")
     if path.is_dir() and not os.access(path, os.R_OK | os.X_OK):
-        return None, f"`{path}` cannot be read (permissions)."
+        return None, f"{path} cannot be read (permissions)."
     return path, None
 
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from ralif.project import Project
 from ralif.project.store import DB_NAME
+from ralif.ui import errors
 from ralif.ui.common import home_link
 
 PROJECT_KEY = "ralif_project_dir"
@@ -20,7 +21,7 @@ QUERY_KEY = "project"
 
 def projects_root() -> Path:
     """Where new projects are created: $RALIF_PROJECTS, else ./ralif-projects."""
-    return Path(os.environ.get("RALIF_PROJECTS") or "ralif-projects").resolve()
+    return errors.projects_root()
 
 
 def client_id() -> str:
@@ -54,8 +55,12 @@ def _open(folder: str, client: str) -> Project:
     return Project.open(folder, client=client)
 
 
-def current_project() -> Project | None:
-    """The open project of this tab (one connection per tab, cached), or None."""
+def current_project(stop_on_error: bool = True) -> Project | None:
+    """The open project of this tab (one connection per tab, cached), or None.
+
+    A project that cannot be opened (corrupt, not a ralif file, newer, unreadable) is explained in an
+    error box, with the details in the app's log, and the page stops there (or, with
+    ``stop_on_error=False``, goes on without a project)."""
     folder = st.session_state.get(PROJECT_KEY)
     if not folder:
         folder = _from_url()
@@ -64,7 +69,16 @@ def current_project() -> Project | None:
         st.session_state[PROJECT_KEY] = folder
     if st.query_params.get(QUERY_KEY) != _url_value(folder):
         st.query_params[QUERY_KEY] = _url_value(folder)
-    return _open(folder, client_id())
+    try:
+        return _open(folder, client_id())
+    except errors.USER_ERRORS as exc:
+        st.session_state.pop(PROJECT_KEY, None)
+        st.query_params.pop(QUERY_KEY, None)
+        errors.show_error(exc, f"The project in {folder} could not be opened.")
+        if not stop_on_error:
+            return None
+        home_link()
+        st.stop()
 
 
 def require_project() -> Project:
