@@ -6,14 +6,14 @@ torch.set_num_threads(2)
 from ralif.benchmarking import synthetic_features
 from ralif.head import Standardizer, fit_head
 from ralif.diversity import candidate_points, kmeans_representatives, labeled_sq_dist
-from ralif.strategies.ralif import _StandardizedView
+from ralif.strategies.ralif import StandardizedView
 N=1_000_000
 x,y=synthetic_features(N,1024,10,0)
 rng=np.random.default_rng(0); lab=np.sort(rng.choice(N,100,replace=False))
 st=Standardizer.fit(x); head=fit_head(x,lab,y[lab],10,standardizer=st,device="cpu")
 cand=np.sort(rng.choice(N,N//10,replace=False))
 for r in range(2):
-    t=time.perf_counter(); pts,d2=labeled_sq_dist(_StandardizedView(x,head),cand,lab,head.device); t1=time.perf_counter()
+    t=time.perf_counter(); pts,d2=labeled_sq_dist(StandardizedView(x,head),cand,lab,head.device); t1=time.perf_counter()
     del pts,d2
     pts,d2=candidate_points(x,cand,lab,head,head.device); t2=time.perf_counter()
     kmeans_representatives(pts,100,np.random.default_rng(1),covered_d2=d2,seeding_block=1); t3=time.perf_counter()

@@ -61,7 +61,7 @@ def main() -> None:
     configure_threads()
     new = {m: importlib.import_module(f"ralif.{m}") for m in ("head", "influence", "diversity", "ranking")}
     old = {m: importlib.import_module(f"ralif_before.{m}") for m in ("head", "influence", "diversity", "ranking")}
-    view_cls = importlib.import_module("ralif.strategies.ralif")._StandardizedView
+    view_cls = importlib.import_module("ralif.strategies.ralif").StandardizedView
     from ralif.benchmarking import synthetic_features
 
     x, y = synthetic_features(args.pool, args.dim, 10, 0)

@@ -38,7 +38,7 @@ def process_start_time(pid: int) -> float | None:
         import psutil
 
         return psutil.Process(pid).create_time()
-    except Exception:  # noqa: BLE001 - psutil absent or the process already gone: no check then
+    except Exception:
         return None
 
 
@@ -79,5 +79,5 @@ def reaper_collecting(pid: int) -> bool:
             return False
         parent = proc.ppid()
         return parent != os.getpid() and psutil.Process(parent).name() == REAPER_NAME
-    except Exception:  # noqa: BLE001 - psutil absent, or either process gone: nobody to wait for
+    except Exception:
         return False

@@ -46,8 +46,8 @@ from ralif.feature_cache import CacheResult, FeatureCache, default_cache_root, f
 from ralif.head import LinearHead
 from ralif.images import ImageList
 from ralif.influence import InfluenceSolution, PoolState, delta_pool_loss, pool_state, solve_influence
-from ralif.scoring import ralif_scores
 from ralif.ranking import top_k_lowest
+from ralif.scoring import ralif_scores
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -403,11 +403,11 @@ def get_client(scheduler: str = "local", workers: int = 0) -> Client:
         if client is not None and client.status == "running":
             return client
         if scheduler in ("local", "threads"):
-            from ralif.worker import _main_script_hidden
+            from ralif.worker import main_script_hidden
 
             # Worker processes are spawned: from a Streamlit page (or anything run as a script
             # without a module spec) they would otherwise run that script again on start-up.
-            with _main_script_hidden():
+            with main_script_hidden():
                 cluster = LocalCluster(n_workers=int(workers) or (os.cpu_count() or 1), threads_per_worker=1,
                                        processes=scheduler == "local", dashboard_address=":0")
             client = Client(cluster, set_as_default=False)

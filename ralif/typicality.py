@@ -10,6 +10,7 @@ Shared by the ``typiclust`` baseline and RALIF's cold start.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -73,7 +74,7 @@ def typicality(x: torch.Tensor, assign: torch.Tensor, neighbours: int = NEIGHBOU
     a = assign.numpy()
     order = np.argsort(a, kind="stable")
     bounds = np.flatnonzero(np.r_[True, a[order][1:] != a[order][:-1], True])
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in itertools.pairwise(bounds):
         members = torch.as_tensor(order[lo:hi])
         if len(members) == 1:
             out[members] = 1.0
@@ -97,7 +98,6 @@ def typical_picks(
     may be picked (every row by default). Clusters are ranked by (labeled or picked count ascending,
     size descending); from each, its most typical allowed unlabeled member.
     """
-    n = len(x)
     k = clusters or min(int(labeled_mask.sum()) + budget, MAX_CLUSTERS)
     assign = kmeans(x, max(1, k), rng)
     typ = typicality(x, assign)

@@ -255,7 +255,7 @@ def _child_main(
     job.report(force=True)
     try:
         result = _resolve_target(target)(job, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - every failure must end up in the status file
+    except BaseException as exc:
         # Ctrl-C in a terminal reaches the worker too: the user stopped it, it did not fail.
         cancelled = isinstance(exc, (JobCancelled, KeyboardInterrupt)) or job.should_stop()
         finish_job_status(job, exc, cancelled)
@@ -574,10 +574,6 @@ def main_script_hidden() -> Iterator[None]:
             yield
         finally:
             sys.modules["__main__"] = main
-
-
-# The former name, for callers not yet moved to the public one.
-_main_script_hidden = main_script_hidden
 
 
 # --------------------------------------------------------------------------- training job

@@ -288,6 +288,8 @@ def test_classes_page_renames_merges_and_saves_settings(demo: Project) -> None:
     at.selectbox(key="merge_from").set_value(demo.class_id("dog"))
     at.selectbox(key="merge_into").set_value(demo.class_id("kitten"))
     at.button(key="FormSubmitter:merge_class-Merge").click().run()
+    assert {c.name: c.count for c in demo.classes()}["kitten"] == counts["cat"], "merge before confirming"
+    at.button(key="merge_confirm").click().run()
     assert {c.name: c.count for c in demo.classes()}["kitten"] == counts["cat"] + counts["dog"]
     assert "dog" not in [c.name for c in demo.classes()]
 

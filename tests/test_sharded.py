@@ -33,7 +33,7 @@ from ralif.sharded import (
 from ralif.strategies import make_strategy
 from ralif.ranking import top_k_lowest
 from ralif.strategies.ralif import RalifStrategy
-from ralif.worker import _main_script_hidden
+from ralif.worker import main_script_hidden
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +293,7 @@ def test_worker_processes_select_the_same_batch_and_a_dead_worker_is_reported(da
     mm = npy_memmap(x, tmp_path / "f.npy")
     # No retries, so a worker that dies ends the call at once instead of after three restarts.
     # Spawned workers must not rerun whatever script an earlier test left as __main__ (a page).
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), _main_script_hidden(), \
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), main_script_hidden(), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
             Client(lc, set_as_default=False) as client:
         spec = f"ralif(engine=dask,scheduler={lc.scheduler_address},shards=4)"

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     learner, y_train, extra = _data_source(args)
     cfg = SimulationConfig(
         strategies=split_specs(args.strategies), initial=args.initial, budget=args.budget,
-        cycles=args.cycles, seeds=list(range(args.first_seed, args.first_seed + args.seeds)), l2=args.l2, device=args.device, extra=extra,
+        cycles=args.cycles, seeds=list(range(args.first_seed, args.first_seed + args.seeds)),
+        l2=args.l2, device=args.device, extra=extra,
     )
     bar = tqdm(total=1, disable=args.quiet, unit="fit", dynamic_ncols=True)
 

@@ -26,17 +26,15 @@ from ralif.project.session import Project
 
 __all__ = [
     "AucaSummary",
-    "ChangeMarks",
-    "Notice",
-    "auca_against_random",
-    "majority_guess",
     "BatchItem",
     "BulkResult",
+    "ChangeMarks",
     "ClassInfo",
     "ImageRow",
     "ImportReport",
     "LabelResult",
     "LabelState",
+    "Notice",
     "Progress",
     "Project",
     "ProjectError",
@@ -45,6 +43,8 @@ __all__ = [
     "RoundState",
     "RoundStatus",
     "UndoResult",
+    "auca_against_random",
     "load_model",
+    "majority_guess",
     "run_next_round",
 ]

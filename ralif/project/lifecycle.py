@@ -414,7 +414,7 @@ class RoundBook:
 
     def prune_models(self) -> None:
         keep = int(self.store.get_setting("keep_models", 5) or 5)
-        prune_models(self.folder, self.model_paths()[:keep] + [self.store.get_setting("current_model")])
+        prune_models(self.folder, [*self.model_paths()[:keep], self.store.get_setting("current_model")])
 
     def fail(self, number: int, reason: str, only_if_running: bool = False, job_path: str | None = None) -> None:
         sql = "UPDATE rounds SET status = 'failed', phase = 'failed', error = ?, finished_at = ? WHERE number = ?"

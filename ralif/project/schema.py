@@ -14,7 +14,7 @@ SPLITS = ("pool", "test")
 LABEL_STATES = ("labeled", "unsure", "cleared")
 LABEL_SOURCES = ("user", "oracle", "import", "bulk", "map")
 # History rows also record changes that no user made directly.
-HISTORY_SOURCES = LABEL_SOURCES + ("undo", "merge", "delete")
+HISTORY_SOURCES = (*LABEL_SOURCES, "undo", "merge", "delete")
 ROUND_STATUSES = ("queued", "running", "ready", "submitted", "failed")
 
 V1 = f"""

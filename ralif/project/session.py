@@ -73,8 +73,21 @@ if TYPE_CHECKING:
 
 # Record types and errors are re-exported: callers import them from here and from ralif.project.
 __all__ = [
-    "BatchItem", "BulkResult", "ClassInfo", "ImageRow", "ImportReport", "LabelResult", "LabelState", "Progress",
-    "Project", "ProjectError", "RoundBusy", "RoundStatus", "UndoResult", "MODEL_KINDS", "UNDOABLE",
+    "MODEL_KINDS",
+    "UNDOABLE",
+    "BatchItem",
+    "BulkResult",
+    "ClassInfo",
+    "ImageRow",
+    "ImportReport",
+    "LabelResult",
+    "LabelState",
+    "Progress",
+    "Project",
+    "ProjectError",
+    "RoundBusy",
+    "RoundStatus",
+    "UndoResult",
 ]
 
 # ----------------------------------------------------------------------------- the project

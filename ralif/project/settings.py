@@ -56,7 +56,8 @@ class SettingsMixin:
                    "threads", "keep_models"}
         bad = sorted(set(values) - allowed)
         if bad:
-            raise ProjectError(f"unknown or read-only setting(s): {', '.join(bad)}; allowed: {', '.join(sorted(allowed))}")
+            raise ProjectError(
+                f"unknown or read-only setting(s): {', '.join(bad)}; allowed: {', '.join(sorted(allowed))}")
         if "strategy" in values:
             values["strategy"] = validate_strategy(values["strategy"])
         if "batch_size" in values:

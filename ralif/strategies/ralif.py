@@ -12,17 +12,17 @@ import torch
 
 from ralif.compute import rows
 from ralif.diversity import (
+    candidate_points,
     euclidean_dist_to,
     kcenter_greedy,
     kmeans_representatives,
     kmeanspp_seeding,
-    labeled_sq_dist,
     mean_shift_pick,
 )
 from ralif.influence import delta_pool_loss, pool_state, solve_influence
+from ralif.ranking import top_k_lowest
 from ralif.scoring import READINGS, RULES, ralif_scores
 from ralif.strategies.base import Strategy
-from ralif.ranking import top_k_lowest
 from ralif.typicality import reduced_features, standardizing, typical_picks
 
 DIVERSITY = ("kmeans", "kmeanspp", "none", "meanshift", "kcenter", "auto")
@@ -195,14 +195,16 @@ class RalifStrategy(Strategy):
         self.last_info["diversity"] = diversity
         if diversity == "none":
             return cand[:budget]
-        if self.space == "standardized":
-            features = _StandardizedView(features, head)
+        standardized = self.space == "standardized"
         if diversity == "kcenter":
-            return kcenter_greedy(features, cand, labeled, budget, rng, head.device)
+            view = StandardizedView(features, head) if standardized else features
+            return kcenter_greedy(view, cand, labeled, budget, rng, head.device)
         if diversity == "meanshift":
-            pts = rows(features, cand, head.device, torch.float32)
+            view = StandardizedView(features, head) if standardized else features
+            pts = rows(view, cand, head.device, torch.float32)
             return cand[mean_shift_pick(pts, budget, rng)]
-        pts, d2 = labeled_sq_dist(features, cand, labeled, head.device)
+        # Standardised in float32 as the rows are read, never through a float64 copy of the candidates.
+        pts, d2 = candidate_points(features, cand, labeled, head if standardized else None, head.device)
         if diversity == "kmeans":
             return cand[kmeans_representatives(pts, budget, rng, covered_d2=d2)]
         return cand[kmeanspp_seeding(len(cand), budget, rng, euclidean_dist_to(pts), d2=d2, first=0)]
@@ -257,7 +259,7 @@ def class_balanced_take(order: np.ndarray, classes: np.ndarray, n: int, num_clas
     return order[np.sort(keep)]
 
 
-class _StandardizedView:
+class StandardizedView:
     """Rows of ``features`` as the head sees them ((x − μ)/σ), computed on access, never copied whole."""
 
     def __init__(self, features, head):

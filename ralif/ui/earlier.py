@@ -65,7 +65,7 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
         st.session_state.setdefault(_PAGES_KEY, {})[state_key] = pages[:-1]
         st.rerun()
     if nav[1].button("Next →", key="earlier_next", disabled=not more):
-        st.session_state.setdefault(_PAGES_KEY, {})[state_key] = pages + [rows[-1].image_id]
+        st.session_state.setdefault(_PAGES_KEY, {})[state_key] = [*pages, rows[-1].image_id]
         st.rerun()
     nav[2].caption(f"Page {len(pages)} · images {rows[0].image_id if rows else '-'} to "
                    f"{rows[-1].image_id if rows else '-'}")

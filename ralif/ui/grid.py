@@ -241,7 +241,8 @@ def batch_items(batch: Sequence[BatchItem], px: int) -> list[dict[str, Any]]:
             "subtitle": Path(b.path).name, "alt": f"image {b.rank} of the batch",
             "predicted": b.predicted_class, "predicted_class_id": b.predicted_class_id,
             "confidence": b.confidence, "no_prediction": "no model yet",
-            "why": plain_reason(b.reason), "why_full": f"{short_reason(b.reason)}\n{b.reason}", "tooltip": b.path, "rank": b.rank,
+            "why": plain_reason(b.reason), "why_full": f"{short_reason(b.reason)}\n{b.reason}",
+            "tooltip": b.path, "rank": b.rank,
             **_label_fields(b.label)})
     return items
 
