@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from ralif import projection as proj
-from ralif.project import Project, ProjectError
+from ralif.project import Project, ProjectError, majority_guess
 from ralif.ui import common
 from ralif.ui.state import require_project
 from ralif.ui.text import lit
@@ -55,15 +55,6 @@ def _predictions(_project: Project, model_path: str, mtime: float) -> proj.PoolP
     return proj.pool_predictions(_project)
 
 
-def _change_marks(p: Project) -> tuple[int, tuple[int, int], tuple[int, int]]:
-    """Cheap markers of label, selection and class changes (history and classes only grow; a
-    merge, the one change of true labels, deletes a class)."""
-    history = p.store.query_one("SELECT COALESCE(MAX(id), 0) FROM label_history")[0]
-    picks = p.store.query_one("SELECT COUNT(*), COALESCE(MAX(round), 0) FROM selections")
-    classes = p.store.query_one("SELECT COUNT(*), COALESCE(SUM(deleted), 0) FROM classes")
-    return int(history), (int(picks[0]), int(picks[1])), (int(classes[0]), int(classes[1]))
-
-
 # -- while the layout is being computed -----------------------------------------------------------
 def _computing(p: Project) -> None:
     st.caption("The map is computed once for this project's features, in the background. The other pages "
@@ -76,7 +67,7 @@ def _computing(p: Project) -> None:
         proj.start_projection(p)
         st.session_state[started_key] = True
     elif state in ("failed", "cancelled"):
-        st.error(f"Computing the map {state}: {status.get('error') or status.get('message') or ''}")
+        st.error(f"Computing the map {state}: {lit(status.get('error') or status.get('message') or '')}")
         missing = "not extracted yet" in str(status.get("error"))
         if st.button("Extract the features and compute the map" if missing else "Try again", type="primary"):
             proj.start_projection(p, extract=missing)
@@ -147,14 +138,13 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
     names = {c.id: c.name for c in classes}
     if predictions is not None:
         # The model's most common guess is offered as a hint only; the class is the user's choice.
-        where = proj.align_ids(predictions.image_ids, kept)
-        guesses = predictions.class_ids[where[where >= 0]]
-        if len(guesses):
-            values, counts = np.unique(guesses, return_counts=True)
-            best = int(values[counts.argmax()])
-            if best in names:
-                st.caption(f"Suggestion: the model guesses {lit(names[best])} for {int(counts.max()):,} of "
-                           f"{len(guesses):,}; check the pictures before you choose.")
+        best = majority_guess(predictions.image_ids, predictions.class_ids, kept)
+        if best is not None and best in names:
+            where = proj.align_ids(predictions.image_ids, kept)
+            guesses = predictions.class_ids[where[where >= 0]]
+            agree = int(np.count_nonzero(guesses == best))
+            st.caption(f"Suggestion: the model guesses {lit(names[best])} for {agree:,} of {len(guesses):,}; "
+                       f"check the pictures before you choose.")
     choice = st.selectbox("Label as", options, index=None, key=f"map-class-{gen}", placeholder="Choose a class",
                           format_func=lambda c: "Unsure (skip)" if c == SKIP else names[c])
     chosen = choice is not None
@@ -244,7 +234,7 @@ status = proj.projection_status(project)
 if status is not None and status.get("state") not in FINAL_STATES:
     _watch(project)
 projection = _projection(str(path), path.stat().st_mtime)
-history, picks, class_marks = _change_marks(project)
+history, picks, class_marks = project.change_marks().as_tuple()
 data = _map_data(project, str(path), path.stat().st_mtime, history, picks, class_marks)
 model_path = project.current_model_path()
 predictions = None
@@ -252,13 +242,13 @@ if model_path is not None and model_path.is_file():
     try:
         predictions = _predictions(project, str(model_path), model_path.stat().st_mtime)
     except (ProjectError, ValueError, OSError) as exc:
-        st.warning(f"The current model's predictions are not available: {exc}")
+        st.warning(f"The current model's predictions are not available: {lit(exc)}")
 
 common.show_flash()
 _undo_panel(project)
 stale = proj.projection_staleness(project, projection, data.missing)
 if stale:
-    st.warning(f"The map is out of date: {stale}.")
+    st.warning(f"The map is out of date: {lit(stale)}.")
 
 modes = ["labels"] + (["truth"] if data.has_truth else []) + (["predicted", "entropy"] if predictions else [])
 pending_round = project.pending_round()

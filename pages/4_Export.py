@@ -16,8 +16,8 @@ from pathlib import Path
 import streamlit as st
 
 from ralif.ui import common, errors
-from ralif.ui.literal import code, lit
 from ralif.ui.state import require_project
+from ralif.ui.text import code, lit
 
 common.setup_page("Export")
 project = require_project()
@@ -29,6 +29,9 @@ st.caption(f"{progress.labeled:,} labeled and {progress.unsure:,} skipped pool i
            f"{progress.test_labeled:,} labeled held-out images. Exports go to "
            f"{code(common.display_path(project.folder / 'exports'))} "
            f"unless you name another folder.")
+if project.readonly:
+    st.info("This project is open read-only (its folder cannot be written): name a folder you can write "
+            "for the labels and the ImageFolder export.")
 
 # Paths of this tab's exports of this project, so their download buttons survive reruns (and a
 # project opened next in the tab does not offer the last one's files).

@@ -25,7 +25,7 @@ from test_e2e_browser import BROWSER_ARGS, CHROMIUM, Page, pytestmark, sync_play
 
 from ralif.project import Project
 from ralif.ui.launch import AppServer, free_port
-from ralif.ui.literal import JOINER
+from ralif.ui.text import JOINER
 
 # The Label page's title puts the project name into Markdown unescaped (pages/1_Label.py:
 # ``st.title(f"Label · {project.name}")``); strict, so the test says so once that line uses lit().

@@ -250,3 +250,16 @@ def writable(path: str) -> bool:
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         return False
     return all(os.access(p, os.W_OK) for p in sidecars(path) if os.path.exists(p))
+
+
+def file_fault(exc: BaseException, path: str | os.PathLike[str]) -> StoreError | None:
+    """The :class:`StoreError` for ``exc`` raised while writing a project file other than the
+    database (a model, an export, a status file), naming that file; None for other faults."""
+    err = exc.errno if isinstance(exc, OSError) else None
+    if err in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"the disk is full: {path} could not be written (nothing saved before is lost). "
+                             f"Free some space and try again")
+    if err in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ReadOnlyError(f"{path} cannot be written: its folder is read-only for ralif ({os.strerror(err)}). "
+                             f"Make it writable, or choose a writable folder")
+    return None

@@ -9,6 +9,7 @@ into safe folder names: nothing a user typed as a class name can reach outside t
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,11 +17,13 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ralif.atomic import atomic_write, replace_dir, sweep_temps, temp_path
+from ralif.project.dbfile import file_fault
 
 if TYPE_CHECKING:
     from ralif.project.session import Project
@@ -53,10 +56,26 @@ def _default_dest(project: Project, stem: str, suffix: str = "") -> Path:
     return project.folder / "exports" / f"{stem}-{_timestamp()}{suffix}"
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write names the export it was for: a full disk or a read-only folder as
+    :class:`~ralif.project.store.DiskFullError` / ``ReadOnlyError``, anything else with the file."""
+    try:
+        yield
+    except OSError as exc:
+        mapped = file_fault(exc, path)
+        if mapped is not None:
+            raise mapped from exc
+        if exc.filename is None:
+            raise OSError(exc.errno, f"{exc.strerror or exc} (writing the export {path})", str(path)) from exc
+        raise
+
+
 def _atomic_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = text.encode("utf-8")
-    return atomic_write(path, lambda f: f.write(data))
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(path, lambda f: f.write(data))
 
 
 def label_rows(project: Project, include_unsure: bool = False) -> list[dict[str, Any]]:
@@ -126,6 +145,11 @@ def export_imagefolder(project: Project, dest: str | os.PathLike[str] | None = N
         raise ValueError(f"mode must be one of {', '.join(EXPORT_MODES)}, not {mode!r}")
     dest = Path(dest) if dest is not None else _default_dest(project, "imagefolder")
     dest = dest.expanduser().absolute()
+    with _writing(dest):
+        return _write_imagefolder(project, dest, mode, split_folders, overwrite)
+
+
+def _write_imagefolder(project: Project, dest: Path, mode: str, split_folders: bool, overwrite: bool) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     rows = project.store.query(
         "SELECT i.id, i.path, i.split, l.class_id, c.name FROM labels l JOIN images i ON i.id = l.image_id"
@@ -177,13 +201,14 @@ def export_model(project: Project, dest: str | os.PathLike[str] | None = None, o
     meta = json.loads(sidecar.read_text(encoding="utf-8"))
     dest = Path(dest) if dest is not None else _default_dest(project, f"model-round-{meta.get('round', 0):04d}")
     dest = dest.expanduser().absolute()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_dir(dest)
-    try:
-        shutil.copy2(weights, tmp / weights.name)
-        shutil.copy2(sidecar, tmp / sidecar.name)
-        _replace_dir(tmp, dest, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with _writing(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_dir(dest)
+        try:
+            shutil.copy2(weights, tmp / weights.name)
+            shutil.copy2(sidecar, tmp / sidecar.name)
+            _replace_dir(tmp, dest, overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return dest

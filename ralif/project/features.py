@@ -90,7 +90,7 @@ class EmbeddingTable:
             # Symbolic links or a moved folder: match the resolved paths before giving up.
             real = pd.Index([os.path.realpath(p) for p in self.paths])
             real = real.drop_duplicates(keep="first") if not real.is_unique else real
-            found = real.get_indexer([os.path.realpath(paths[i]) for i in miss])
+            found = real.get_indexer([os.path.realpath(paths[i]) for i in miss.tolist()])
             ok = found >= 0
             rows[miss[ok]] = index.get_indexer(np.asarray(self.paths, dtype=object)[found[ok]])
             miss = miss[~ok]

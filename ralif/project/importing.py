@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ import numpy as np
 from ralif.project.errors import ProjectError
 from ralif.project.records import (
     BulkResult,
+    ClassInfo,
     ImportReport,
 )
 from ralif.project.records import (
@@ -30,6 +32,13 @@ if TYPE_CHECKING:
 from ralif.project.validation import read_source
 
 
+def _row_id(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row just inserted (always set after an INSERT)."""
+    if cur.lastrowid is None:
+        raise ProjectError("the database gave no id for a new class")
+    return int(cur.lastrowid)
+
+
 class ImportMixin:
     """Part of :class:`ralif.project.Project`; it uses the project's store."""
 
@@ -37,6 +46,13 @@ class ImportMixin:
     folder: Path
     client: str
     round_book: RoundBook
+
+    if TYPE_CHECKING:
+        def classes(self) -> list[ClassInfo]: ...
+        def _new_action(self, conn: sqlite3.Connection, kind: str, detail: dict[str, Any] | None = None,
+                        undo_of: int | None = None) -> int: ...
+        def _apply_labels(self, conn: sqlite3.Connection, class_id: int | None, state: str, source: str | None,
+                          action: int, history_source: str) -> int: ...
 
     # -- importing ---------------------------------------------------------------------------
     def add_images(self, source: Any, *, split: str = "pool", known_labels: str = "import",
@@ -70,7 +86,7 @@ class ImportMixin:
             if len(members) > 1:
                 report.duplicates.append([entries[i][0] for i in members])
                 keep[members[1:]] = False
-                names = sorted({entries[i][3] for i in members if entries[i][3] is not None})
+                names = sorted({n for n in (entries[i][3] for i in members) if n is not None})
                 if len(names) > 1:
                     # One picture under two classes: taking the label of whichever copy sorts first
                     # would be a silent guess, so the kept copy comes in unlabeled and is reported.
@@ -131,7 +147,7 @@ class ImportMixin:
                 for n in [c for c in ordered if c in named and c not in live]:
                     cur = conn.execute("INSERT INTO classes(name, position, created_at) VALUES (?, ?, ?)",
                                        (n, next_pos, now))
-                    live[n] = int(cur.lastrowid)
+                    live[n] = _row_id(cur)
                     next_pos += 1
                     report.classes_added.append(n)
             truth = known_labels == "truth"
@@ -203,7 +219,7 @@ class ImportMixin:
             for i, y in enumerate(unknown):
                 cur = conn.execute("INSERT INTO classes(name, position, created_at) VALUES (?, ?, ?)",
                                    (y, pos + i, clock()))
-                live[y] = int(cur.lastrowid)
+                live[y] = _row_id(cur)
             by_class: dict[int, list[int]] = {}
             for p, y in wanted.items():
                 by_class.setdefault(live[y], []).append(ids[p])

@@ -21,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
-from ralif.project.lifecycle import RoundBook
+from ralif.project.dbfile import StoreError
+from ralif.project.lifecycle import RoundBook, RoundState
 from ralif.worker import (
     FINAL_STATES,
     BackgroundJob,
@@ -138,7 +140,7 @@ def _warm_up(book: RoundBook) -> None:
 
 def _run_one(book: RoundBook, number: int, job_path: str) -> dict[str, Any]:
     """Run round ``number`` reporting through its own status file, as a one-round worker would."""
-    from ralif.project.rounds import RoundCancelled, apply_round_threads, run_next_round
+    from ralif.project.rounds import RoundCancelled, apply_round_threads, failure_reason, run_next_round
     from ralif.worker import finish_job_status, started_status
 
     path = Path(job_path)
@@ -147,13 +149,14 @@ def _run_one(book: RoundBook, number: int, job_path: str) -> dict[str, Any]:
 
     # Seconds per phase, kept in the round's status file: where a slow round spends its time.
     phases: dict[str, float] = {}
-    current = ["starting", time.perf_counter()]
+    current_phase = ["starting"]
+    since = [time.perf_counter()]
 
     def report(phase: str, progress: dict[str, Any] | None = None) -> None:
-        if phase != current[0]:
+        if phase != current_phase[0]:
             now = time.perf_counter()
-            phases[current[0]] = round(phases.get(current[0], 0.0) + now - current[1], 3)
-            current[:] = [phase, now]
+            phases[current_phase[0]] = round(phases.get(current_phase[0], 0.0) + now - since[0], 3)
+            current_phase[0], since[0] = phase, now
             ctx.set_field("phase_seconds", dict(phases))
         ctx.report(progress if progress is not None else {}, phase=phase)
 
@@ -162,12 +165,49 @@ def _run_one(book: RoundBook, number: int, job_path: str) -> dict[str, Any]:
         result = run_next_round(book, report, ctx.should_stop, job_path=job_path)
     except BaseException as exc:
         cancelled = isinstance(exc, (RoundCancelled, JobCancelled)) or ctx.should_stop()
-        finish_job_status(ctx, exc, cancelled)
+        # On a full disk the status file may not take the outcome either; the server must live on
+        # to record it in the database once there is space (see ``serve_rounds``).
+        with contextlib.suppress(OSError):
+            finish_job_status(ctx, exc, cancelled)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        return {"round": number, "state": "cancelled" if cancelled else "failed"}
+        return {"round": number, "state": "cancelled" if cancelled else "failed",
+                "reason": failure_reason(exc)}
     ctx.finish("done", phase="done", result=result)
     return result
+
+
+def _still_running(book: RoundBook, number: int, job_path: str) -> bool:
+    """Whether round ``number`` is still recorded as running for this server (its failure could
+    not be written); a read, which works on a full disk too."""
+    try:
+        row = book.store.query_one("SELECT status, job_path FROM rounds WHERE number = ?", (number,))
+    except (StoreError, sqlite3.Error):
+        return True
+    return row is not None and row[0] == RoundState.RUNNING and row[1] == job_path
+
+
+def _record_owed(book: RoundBook, owed: dict[int, tuple[str, str]]) -> None:
+    """Write the failures the database could not take when they happened (full disk, read-only
+    folder); a round is never left showing "running" once its cause is gone."""
+    for number, (job_path, reason) in list(owed.items()):
+        try:
+            book.fail(number, reason, only_if_running=True, job_path=job_path)
+        except (StoreError, sqlite3.Error):
+            continue
+        del owed[number]
+
+
+def _take(book: RoundBook, number: int, job_path: str) -> bool:
+    """Take the round, or fail it with why it cannot be taken (the database cannot be written)."""
+    from ralif.project.rounds import failure_reason
+
+    try:
+        return book.take(number, job_path)
+    except StoreError as exc:
+        with contextlib.suppress(StoreError, sqlite3.Error):
+            book.fail(number, failure_reason(exc), only_if_running=True, job_path=job_path)
+        return False
 
 
 def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
@@ -189,14 +229,21 @@ def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
         _warm_up(book)
     served = 0
     last_work = time.monotonic()
+    owed: dict[int, tuple[str, str]] = {}
     job.report({"rounds": 0}, phase="idle", force=True)
     while not job.should_stop():
-        queued = book.queued_for_server()
+        _record_owed(book, owed)
+        try:
+            queued = book.queued_for_server()
+        except StoreError:
+            queued = None   # e.g. the folder replaced or gone for a moment: look again shortly
         if queued is not None:
             number, job_path = queued
             job.report({"rounds": served}, phase=f"round {number}", force=True)
-            if book.take(number, job_path):
-                _run_one(book, number, job_path)
+            if _take(book, number, job_path):
+                outcome = _run_one(book, number, job_path)
+                if outcome.get("state") == "failed" and _still_running(book, number, job_path):
+                    owed[number] = (job_path, str(outcome.get("reason")))
                 served += 1
             last_work = time.monotonic()
             job.report({"rounds": served}, phase="idle", force=True)

@@ -16,6 +16,7 @@ Features come from the project's encoder spec:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -33,6 +34,7 @@ from ralif.project.checkpoints import (
     load_model,
     save_linear_head,
 )
+from ralif.project.dbfile import StoreError, file_fault
 from ralif.project.errors import RoundBusy
 from ralif.project.features import (
     PIXELS_DEFAULT,
@@ -168,6 +170,8 @@ def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck,
     from ralif.models.resnet import TrainConfig, TrainingCancelled, train_resnet
 
     cfg = TrainConfig.from_dict({**DEFAULT_RESNET, **inputs.resnet})
+    if cfg.image_size is None or cfg.epochs is None:
+        raise ValueError("the project's ResNet settings give no image_size or epochs")
     report("extracting", {"what": "decoding images", "done": 0, "total": len(inputs.pool_paths)})
     if cfg.variant == "cifar":
         # Small images are decoded once and kept in memory; 224-px images are read from disk.
@@ -196,14 +200,22 @@ def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck,
     return net, feats, test_pred, cfg
 
 
+def _no_report(phase: str, progress: dict[str, Any] | None = None) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False
+
+
 def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | None = None,
                   should_stop: StopCheck | None = None) -> RoundOutcome:
     """Features, training, selection and checkpoint for ``inputs``; writes only the model file
     (under ``project.folder``: a Project or a RoundBook). Pure of the database."""
     from ralif.head import LinearHead, Standardizer, fit_head
 
-    report = report or (lambda phase, progress=None: None)
-    stop = should_stop or (lambda: False)
+    report = report or _no_report
+    stop = should_stop or _never
 
     def check() -> None:
         if stop():
@@ -276,7 +288,8 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
     check()
     if budget < 1:
         # Every pool image is labeled: the model is still worth training, there is just nothing to ask.
-        picks, scores, reasons, info = np.zeros(0, np.int64), [], [], {"note": "every image is labeled"}
+        scores: list[float | None] = []
+        picks, reasons, info = np.zeros(0, np.int64), [], {"note": "every image is labeled"}
         predicted: list[int | None] = []
         confidence: list[float | None] = []
     else:
@@ -315,14 +328,30 @@ def run_next_round(project: HasFolder | str | os.PathLike[str], report: Reporter
         book.finish(number, outcome, time.perf_counter() - start, job_path=job_path)
     except BaseException as exc:
         if not isinstance(exc, RoundBusy):  # a round taken over is the other runner's to record
-            reason = "cancelled on request" if isinstance(exc, RoundCancelled) else f"{type(exc).__name__}: {exc}"
-            book.fail(number, reason, only_if_running=True, job_path=job_path)
+            # The database may not take the failure either (the same full disk or read-only
+            # folder): the caller sees the original reason; the round server records it later.
+            with contextlib.suppress(StoreError):
+                book.fail(number, failure_reason(exc), only_if_running=True, job_path=job_path)
         raise
     if report is not None:
         report("done", None)
     return {"round": number, "selected": len(outcome.image_ids), "cold_start": outcome.cold_start,
             "accuracy": outcome.accuracy, "labeled": outcome.labeled_count, "model": outcome.model_path,
             "seconds": round(time.perf_counter() - start, 3)}
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a round failed, as the user reads it: a full disk, a read-only folder or a replaced
+    project file is said plainly with the file or folder; other errors keep their type."""
+    if isinstance(exc, RoundCancelled):
+        return "cancelled on request"
+    if isinstance(exc, StoreError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        mapped = file_fault(exc, exc.filename or "a file of the project")
+        if mapped is not None:
+            return str(mapped)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def project_rounds(project: Any) -> RoundBook:

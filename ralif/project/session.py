@@ -18,6 +18,7 @@ read them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -31,6 +32,7 @@ import numpy as np
 
 import ralif
 from ralif.project.classes import ClassesMixin
+from ralif.project.dbfile import file_fault, read_only
 from ralif.project.errors import ProjectError, RoundBusy
 from ralif.project.flow import RoundFlowMixin
 from ralif.project.importing import ImportMixin
@@ -109,19 +111,35 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
 
     # -- creating and opening ---------------------------------------------------------------
     @classmethod
-    def open(cls, folder: str | os.PathLike[str], client: str | None = None) -> Project:
+    def open(cls, folder: str | os.PathLike[str], client: str | None = None, *,
+             readonly: bool = False) -> Project:
+        """Open the project in ``folder``. A folder this process cannot write opens read-only
+        (``readonly=True`` asks for that): reads, the pages and exports to another folder work,
+        and every change raises :class:`~ralif.project.store.ReadOnlyError`."""
         path = Path(folder).expanduser().resolve()
         db = path / DB_NAME
         if not db.is_file():
             raise FileNotFoundError(f"no ralif project in {path} (missing {DB_NAME}); "
                                     f"create one with Project.create or `ralif project create`")
         try:
-            store = Store(db)
+            store = Store(db, readonly=readonly)
         except (StoreError, sqlite3.DatabaseError) as exc:
             raise ProjectError(f"cannot open the project in {path}: {exc}") from exc
-        for sub in FOLDERS:
-            (path / sub).mkdir(exist_ok=True)
+        if not store.readonly:
+            # The working folders are made on first use too; a read-only project gets none, so
+            # opening it leaves the folder exactly as it was.
+            for sub in FOLDERS:
+                try:
+                    (path / sub).mkdir(exist_ok=True)
+                except OSError as exc:
+                    raise ProjectError(f"cannot open the project in {path}: {path / sub} cannot be made "
+                                       f"({exc.strerror or exc})") from exc
         return cls(path, store, client)
+
+    @property
+    def readonly(self) -> bool:
+        """Whether changes are refused (the folder cannot be written, or it was opened read-only)."""
+        return self.store.readonly
 
     @classmethod
     def create(cls, folder: str | os.PathLike[str], images: Any, *, name: str | None = None,
@@ -181,7 +199,7 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
             for sub in FOLDERS:
                 (path / sub).mkdir(exist_ok=True)
             project = cls(path, store, client)
-            settings = {
+            settings: dict[str, Any] = {
                 "name": name or path.name, "model": model, "encoder": encoder, "strategy": strategy,
                 "batch_size": batch_size, "seed": int(seed), "l2": float(l2 if l2 is not None else DEFAULT_L2),
                 "device": None, "simulated_oracle": bool(simulated_oracle),
@@ -280,7 +298,8 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
         for split, state, cid, n in counts:
             if split == "pool" and state == "labeled":
                 labeled += n
-                per_class[names.get(cid, str(cid))] = per_class.get(names.get(cid, str(cid)), 0) + n
+                cname = names.get(cid, str(cid)) if cid is not None else "None"
+                per_class[cname] = per_class.get(cname, 0) + n
             elif split == "pool":
                 unsure += n
             elif state == "labeled":
@@ -361,17 +380,31 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
         from ralif.worker import BackgroundJob, start_job
 
         book = self.round_book
+        if self.store.readonly:
+            raise read_only(str(self.folder), self.store.explicit_readonly)
         number = book.claim(job_path=None, check_only=True)
         status_path = self.folder / "jobs" / f"round-{number:04d}-{secrets.token_hex(3)}.json"
         if not own_process:
-            status_path.parent.mkdir(parents=True, exist_ok=True)
-            write_queued_status(status_path, f"round-{number}", "round-server")
+            try:
+                status_path.parent.mkdir(parents=True, exist_ok=True)
+                write_queued_status(status_path, f"round-{number}", "round-server")
+            except OSError as exc:
+                # Nothing is claimed yet; the round is failed with the reason where that can be
+                # written, so the page says why instead of showing a round that never moves.
+                status_path.unlink(missing_ok=True)
+                failure = file_fault(exc, status_path) or exc
+                self._record_start_failure(number, failure)
+                raise failure from exc
         # The claim is recorded before any worker sees it, so two tabs cannot start the same round;
         # a round meant for a worker of its own is never picked up by the round server.
         try:
             book.claim(job_path=str(status_path), mark_queued=True, for_server=not own_process)
         except ProjectError:
             status_path.unlink(missing_ok=True)  # another tab claimed it first: no orphan status file
+            raise
+        except StoreError as exc:
+            status_path.unlink(missing_ok=True)
+            self._record_start_failure(number, exc)
             raise
         if not own_process:
             try:
@@ -388,6 +421,13 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
             book.fail(number, f"could not start the worker: {exc}")
             raise
         return job
+
+    def _record_start_failure(self, number: int, exc: BaseException) -> None:
+        """Mark round ``number`` failed with why it could not start, where the database can still
+        be written (a full disk often leaves room for that small change); otherwise it stays
+        queued and the next page run starts it once the cause is gone."""
+        with contextlib.suppress(StoreError, sqlite3.Error):
+            self.round_book.fail(number, f"the round could not start: {exc}")
 
     def ensure_round_server(self) -> None:
         """Start the project's warm round server now, so the next round starts without waiting

@@ -11,7 +11,7 @@ from streamlit.errors import StreamlitAPIException
 
 import ralif
 from ralif.project import Progress, Project
-from ralif.ui.literal import code, lit
+from ralif.ui.text import code, lit
 
 _FLASH_KEY = "ralif_flash"
 # The home page as the navigation knows it (set by app.py on every run), for links back to it.

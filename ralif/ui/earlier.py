@@ -42,9 +42,9 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
     options = _which_options(project)
     cols = st.columns([3, 2, 2, 2])
     label = cols[0].selectbox("Show", list(options), key="earlier_which")
-    which = options[label]
+    which = options[label] if label is not None else "labeled"
     split = cols[1].selectbox("Split", ["pool", "test"], key="earlier_split",
-                              help="The held-out test images can be labeled too; they score the model.")
+                              help="The held-out test images can be labeled too; they score the model.") or "pool"
     jump = cols[2].number_input("Go to image id", min_value=0, step=1, value=0, key="earlier_jump",
                                 help="0 shows the list; an image id shows that image.")
     name_filter = cols[3].text_input("File name contains", key="earlier_name",

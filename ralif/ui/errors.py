@@ -28,7 +28,7 @@ from ralif.project.store import (
     ReadOnlyError,
     StoreError,
 )
-from ralif.ui.literal import code, lit
+from ralif.ui.text import code, lit
 
 LOG_NAME = "ralif-app.log"
 # What a page catches and explains; anything else is a bug and is still shown without a traceback

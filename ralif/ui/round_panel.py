@@ -14,9 +14,10 @@ from typing import Any
 
 import streamlit as st
 
-from ralif.project import Project, ProjectError, RoundBusy
+from ralif.project import Project, RoundState, RoundStatus
+from ralif.ui.text import lit
 
-ACTIVE = ("queued", "running")
+ACTIVE = (RoundState.QUEUED, RoundState.RUNNING)
 _POLL_S = float(os.environ.get("RALIF_ROUND_POLL_S") or 0.25)
 _SEEN_KEY = "ralif_round_seen"
 # Rough share of a round's time per phase, so one bar can cover the whole round.
@@ -25,52 +26,27 @@ _PHASE_SPAN = {"queued": (0.0, 0.02), "starting": (0.0, 0.05), "extracting": (0.
 
 
 def start(project: Project) -> str | None:
-    """Start the queued (or failed) round in the background; an error message, or None."""
-    try:
-        project.start_round()
-    except RoundBusy:
-        return None
-    except (ProjectError, OSError, RuntimeError) as exc:
-        return f"Could not start the round: {exc}"
-    return None
+    """Start the queued (or failed) round in the background; an error message (plain text), or None."""
+    return project.start_round_notice()
 
 
 def submit_and_start(project: Project, batch_round: int | None) -> tuple[str, str]:
-    """Submit the pending batch and start the next round: (kind, message) for the page."""
-    pending = project.pending_round()
-    if pending is None or (batch_round and batch_round != pending):
-        # A second Enter for a batch that is already submitted: nothing to do.
-        return "", ""
-    prog = project.progress()
-    left = prog.pending - prog.pending_done
-    if left > 0:
-        return "warning", (f"{left} of {prog.pending} images of the batch still need a label or a skip; "
-                           f"the batch was not submitted.")
-    try:
-        number = project.submit_batch()
-    except ProjectError as exc:
-        return "error", str(exc)
-    error = start(project)
-    if error:
-        return "error", error
-    return "success", f"Batch submitted; round {number} has started."
+    """Submit the pending batch and start the next round: (kind, message) for the page, the
+    message plain text (it may quote a folder: escape it before it goes into Markdown)."""
+    notice = project.submit_and_start(batch_round)
+    return notice.kind, notice.message
 
 
 def ensure_running(project: Project) -> str | None:
-    """A round that is queued but was never started (the app stopped right after a submit, or a
-    new project) is started here, so the user never waits on nothing; otherwise the project's
-    round server is started ahead of the next submit, so that round pays no process start-up."""
-    status = project.round_status()
-    if status.get("status") == "queued":
-        return start(project)
-    try:
-        project.ensure_round_server()
-    except (OSError, RuntimeError) as exc:
-        return f"Could not start the background worker: {exc}"
-    return None
+    """A round that is queued but was never started is started here, so the user never waits on
+    nothing; otherwise the project's round server is started ahead of the next submit. Nothing
+    is started for a read-only project (it can be looked at, not labeled)."""
+    if project.readonly:
+        return None
+    return project.resume_round()
 
 
-def _fraction(status: dict[str, Any]) -> float:
+def _fraction(status: RoundStatus) -> float:
     phase = status.get("phase") or "queued"
     lo, hi = _PHASE_SPAN.get(phase, (0.0, 1.0))
     prog = status.get("progress") or {}
@@ -82,7 +58,7 @@ def _fraction(status: dict[str, Any]) -> float:
     return max(0.0, min(1.0, lo + (hi - lo) * inner))
 
 
-def describe(status: dict[str, Any], strategy: str) -> str:
+def describe(status: RoundStatus | dict[str, Any], strategy: str) -> str:
     """One line saying what the round is doing right now."""
     phase = status.get("phase") or "queued"
     prog = status.get("progress") or {}
@@ -113,7 +89,7 @@ def describe(status: dict[str, Any], strategy: str) -> str:
     return text
 
 
-def summary(status: dict[str, Any]) -> str:
+def summary(status: RoundStatus | dict[str, Any]) -> str:
     """What the last finished round did, in one line."""
     n = status.get("round")
     secs = status.get("seconds")
@@ -127,10 +103,10 @@ def summary(status: dict[str, Any]) -> str:
     return text + f" · batch chosen by {status.get('strategy')}"
 
 
-def status_panel(project: Project) -> dict[str, Any]:
+def status_panel(project: Project) -> RoundStatus:
     """Draw the round status (self-refreshing while a round is active); returns the status."""
     status = project.round_status()
-    active = status.get("status") in ACTIVE
+    active = status.active
     st.session_state[_SEEN_KEY] = (str(project.folder), status.get("round"), status.get("status"))
 
     # A quarter second between looks: the next batch shows soon after it is ready, and each look is
@@ -139,7 +115,7 @@ def status_panel(project: Project) -> dict[str, Any]:
     def panel() -> None:
         now = project.round_status()
         seen = st.session_state.get(_SEEN_KEY)
-        if seen and seen[0] == str(project.folder) and seen[2] in ACTIVE and now.get("status") not in ACTIVE:
+        if seen and seen[0] == str(project.folder) and seen[2] in ACTIVE and not now.active:
             # The round ended since the page was drawn: redraw all of it, with the new batch.
             st.session_state[_SEEN_KEY] = (str(project.folder), now.get("round"), now.get("status"))
             st.rerun()
@@ -149,32 +125,32 @@ def status_panel(project: Project) -> dict[str, Any]:
     return status
 
 
-def _draw(project: Project, status: dict[str, Any]) -> None:
-    state = status.get("status")
-    if state in ACTIVE:
+def _draw(project: Project, status: RoundStatus) -> None:
+    state = status.state
+    if status.active:
         with st.container(border=True):
             cols = st.columns([5, 1])
-            cols[0].markdown(f"**Training and selecting** · {describe(status, project.strategy)}")
+            cols[0].markdown(f"**Training and selecting** · {lit(describe(status, project.strategy))}")
             cols[0].progress(_fraction(status))
             # Only a round run by a background worker can be stopped from here (a round run in
             # another program, from the command line, has none).
-            if state == "running" and status.get("job_path") and cols[1].button(
+            if state is RoundState.RUNNING and status.get("job_path") and not project.readonly and cols[1].button(
                     "Cancel round", key="round_cancel",
                     help="Stop the round; labels are kept and it can be run again"):
                 project.cancel_round()
                 st.rerun()
             st.caption("You can keep working meanwhile: relabel earlier images below. "
                        "The next batch appears here when it is ready.")
-    elif state == "failed":
+    elif state is RoundState.FAILED:
         with st.container(border=True):
-            reason = status.get("error") or "no reason was recorded"
-            st.error(f"Round {status.get('round')} failed: {reason}. Your labels are safe; the previous "
+            reason = status.error or "no reason was recorded"
+            st.error(f"Round {status.round} failed: {lit(reason)}. Your labels are safe; the previous "
                      "model is kept.")
-            if st.button("Retry the round", key="round_retry", type="primary"):
+            if not project.readonly and st.button("Retry the round", key="round_retry", type="primary"):
                 error = start(project)
                 if error:
-                    st.error(error)
+                    st.error(lit(error))
                 else:
                     st.rerun()
-    elif state == "ready":
-        st.caption(summary(status))
+    elif state is RoundState.READY:
+        st.caption(lit(summary(status)))

@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from ralif.project import Project
-from ralif.project.store import DB_NAME
+from ralif.project.store import DB_NAME, ProjectReplacedError
 from ralif.ui import errors
 from ralif.ui.common import home_link
 
@@ -55,12 +55,27 @@ def _open(folder: str, client: str) -> Project:
     return Project.open(folder, client=client)
 
 
+def _refuse(folder: str, exc: BaseException, context: str, stop_on_error: bool) -> None:
+    """Forget the tab's project, explain ``exc`` in a box and stop the page (unless asked not to)."""
+    # Only this tab's entry: other tabs on other projects keep theirs.
+    _open.clear(folder, client_id())
+    st.session_state.pop(PROJECT_KEY, None)
+    st.query_params.pop(QUERY_KEY, None)
+    errors.show_error(exc, context)
+    if stop_on_error:
+        home_link()
+        st.stop()
+
+
 def current_project(stop_on_error: bool = True) -> Project | None:
     """The open project of this tab (one connection per tab, cached), or None.
 
     A project that cannot be opened (corrupt, not a ralif file, newer, unreadable) is explained in an
     error box, with the details in the app's log, and the page stops there (or, with
-    ``stop_on_error=False``, goes on without a project)."""
+    ``stop_on_error=False``, goes on without a project). The database file's identity is checked on
+    every page run: a folder replaced under the open project (restored from a backup) is reopened
+    after the same checks as a first open, and one that is gone is refused, so nothing is written
+    to a file that is no longer the project's."""
     folder = st.session_state.get(PROJECT_KEY)
     if not folder:
         folder = _from_url()
@@ -70,15 +85,18 @@ def current_project(stop_on_error: bool = True) -> Project | None:
     if st.query_params.get(QUERY_KEY) != _url_value(folder):
         st.query_params[QUERY_KEY] = _url_value(folder)
     try:
-        return _open(folder, client_id())
+        project = _open(folder, client_id())
     except errors.USER_ERRORS as exc:
-        st.session_state.pop(PROJECT_KEY, None)
-        st.query_params.pop(QUERY_KEY, None)
-        errors.show_error(exc, f"The project in {folder} could not be opened.")
-        if not stop_on_error:
-            return None
-        home_link()
-        st.stop()
+        _refuse(folder, exc, f"The project in {folder} could not be opened.", stop_on_error)
+        return None
+    try:
+        if project.store.check_identity():
+            errors.write_log(ProjectReplacedError(f"{project.store.path} was replaced; reopened"),
+                             f"The project in {folder} was replaced on disk and opened again.")
+    except errors.USER_ERRORS as exc:
+        _refuse(folder, exc, f"The project in {folder} can no longer be used.", stop_on_error)
+        return None
+    return project
 
 
 def require_project() -> Project:

@@ -5,6 +5,12 @@ extensions (``:red[...]``, ``$...$`` LaTeX, emoji shortcodes, raw HTML where all
 user must show as typed: an image link in a class name would make the browser fetch an outside URL.
 ``lit`` escapes every character that Markdown or those extensions could act on, so the text renders
 literally wherever it is interpolated into Markdown.
+
+Escaping alone does not stop GitHub-flavoured Markdown's automatic links: bare ``http://...``,
+``www.`` and ``name@host`` text becomes a live link after parsing, so a class named
+``![p](http://host/x.png)`` still showed a link to ``host``. A WORD JOINER (U+2060, invisible and
+zero-width) after ``http``/``https``/``www``/``ftp`` and before ``@`` keeps those patterns from
+matching, and the text reads the same.
 """
 
 from __future__ import annotations
@@ -14,16 +20,28 @@ import re
 # Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping all of them is
 # simpler and safer than choosing the ones that matter in each context.
 _PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
+_AUTOLINK = re.compile(r"(?i)(https?|www|ftp)(?=[:.])|(?=@)")
+JOINER = "\u2060"
+
+
+def no_autolink(text: object) -> str:
+    """``text`` with a zero-width joiner where an automatic link would otherwise start."""
+    return _AUTOLINK.sub(lambda m: (m.group(1) or "") + JOINER, str(text))
 
 
 def lit(text: object) -> str:
-    """``text`` escaped so that Markdown shows it literally (no links, images, HTML, LaTeX, colours)."""
-    s = str(text).replace("\r", " ").replace("\n", " ")
-    return _PUNCT.sub(r"\\\1", s)
+    """``text`` escaped so that Markdown shows it literally (no links, written or automatic, images,
+    HTML, LaTeX, colours)."""
+    s = no_autolink(str(text).replace("\r", " ").replace("\n", " "))
+    out = _PUNCT.sub(r"\\\1", s)
+    # A hyphen acts only at the start of a line (lists, rules) and newlines are gone, so inside the
+    # text it is left plain: "CIFAR-10" stays readable in the Markdown source too.
+    return out[:2] + out[2:].replace("\\-", "-")
 
 
 def code(text: object) -> str:
-    """``text`` as inline code that cannot be closed early by a backtick inside it."""
+    """``text`` as inline code that cannot be closed early by a backtick inside it (code spans are
+    never linked)."""
     s = str(text).replace("\r", " ").replace("\n", " ")
     run = max((len(m) for m in re.findall(r"`+", s)), default=0)
     fence = "`" * (run + 1)
