@@ -177,7 +177,7 @@ def test_two_processes_label_one_project_at_once_and_lose_nothing(tmp_path: Path
     procs = [subprocess.Popen([sys.executable, "-c", _LABELER, str(folder), str(i), "150", str(outs[i])],
                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     acks = [a for o in outs for a in _acknowledged(o)]
     assert len(acks) == 2 * 170
