@@ -99,11 +99,12 @@ def test_a_round_that_cannot_save_its_model_fails_with_that_reason(demo_project:
     project.submit_batch()
     labeled = project.progress().labeled
     monkeypatch.setattr(rounds_mod, "save_linear_head", _no_space)
-    with pytest.raises(OSError):
+    with pytest.raises(DiskFullError):
         project.run_round()
     status = project.round_status()
     assert status.state is RoundState.FAILED
     assert "disk is full" in str(status.error) and "Errno" not in str(status.error)
+    assert str(project.folder / "models" / "round-0002.safetensors") in str(status.error)
     assert project.progress().labeled == labeled
     # Space again: the same round runs.
     monkeypatch.undo()
@@ -123,10 +124,10 @@ def test_a_round_whose_failure_cannot_be_written_keeps_its_own_reason(demo_proje
         raise DiskFullError("the disk holding the project folder is full")
 
     monkeypatch.setattr(book, "fail", fail)
-    with pytest.raises(OSError) as caught:
+    with pytest.raises(DiskFullError) as caught:
         project.run_round()
     # The error the caller sees is the round's, not the one met while recording it.
-    assert caught.value.errno == errno.ENOSPC
+    assert "round-0002.safetensors" in str(caught.value)
 
 
 def test_a_round_that_cannot_start_on_a_full_disk_is_failed_with_the_reason(

@@ -196,7 +196,7 @@ def test_a_deleted_project_is_never_written(tmp_path: Path) -> None:
     folder = tmp_path / "p"
     store = _store(folder)
     shutil.rmtree(folder)
-    with pytest.raises(ProjectGoneError, match="is gone .*nothing was written") as info:
+    with pytest.raises(ProjectGoneError, match=r"is gone .*nothing was written") as info:
         _add(store, ["lost"])
     assert str(folder / DB_NAME) in str(info.value)
     with pytest.raises(ProjectGoneError):
@@ -221,7 +221,7 @@ def test_a_file_replaced_during_a_write_is_not_reported_saved(tmp_path: Path) ->
     folder = tmp_path / "p"
     store = _store(folder, rows=1)
     shutil.copytree(folder, tmp_path / "backup")
-    with pytest.raises(ProjectReplacedError, match="is not in the current file. Repeat it"), \
+    with pytest.raises(ProjectReplacedError, match=r"is not in the current file\. Repeat it"), \
             store.write() as conn:
         conn.execute("INSERT INTO classes(name, position, created_at) VALUES ('during', 0, 0)")
         shutil.rmtree(folder)

@@ -215,7 +215,7 @@ def test_a_damaged_file_is_reported_as_corrupt_never_opened_as_new(tmp_path: Pat
     with pytest.raises(CorruptError, match=message) as info:
         Store(db)
     assert str(db) in str(info.value)
-    with pytest.raises(ProjectError, match="damaged|empty"):
+    with pytest.raises(ProjectError, match=r"damaged|empty"):
         Project.open(folder)
     # `ralif project info` says so too, with its usual error line and exit code.
     out = subprocess.run([sys.executable, "-m", "ralif", "project", "info", str(folder)], capture_output=True,
@@ -357,7 +357,7 @@ def test_a_folder_that_cannot_be_written_opens_read_only_and_recovers(tmp_path: 
     store = Store(folder / DB_NAME)
     assert store.readonly
     assert len(store.query("SELECT * FROM classes")) == 3
-    with pytest.raises(ReadOnlyError, match="the project folder .* is read-only: ralif can show and export") as info:
+    with pytest.raises(ReadOnlyError, match=r"the project folder .* is read-only: ralif can show and export") as info:
         _add(store, ["new"])
     assert str(folder) in str(info.value)
     assert "unable to open" not in str(info.value)

@@ -20,7 +20,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -200,6 +200,18 @@ def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck,
     return net, feats, test_pred, cfg
 
 
+@contextlib.contextmanager
+def _saving(path: Path) -> Iterator[None]:
+    """A model that cannot be written (full disk, read-only folder) fails the round naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        mapped = file_fault(exc, path)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
 def _no_report(phase: str, progress: dict[str, Any] | None = None) -> None:
     pass
 
@@ -265,7 +277,8 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
             accuracy = float(np.mean(test_pred[inputs.test_pos] == inputs.test_y))
         check()
         report("saving", None)
-        net.save(weights_path)
+        with _saving(weights_path):
+            net.save(weights_path)
         annotate_sidecar(weights_path, {**common_meta, "encoder_id": f"resnet18:{cfg.variant}",
                                          "accuracy": accuracy, "test_count": len(inputs.test_pos)})
         enc_id = f"resnet18:{cfg.variant}"
@@ -282,9 +295,10 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
             accuracy = float(np.mean(head.predict(test_feats) == inputs.test_y))
         check()
         report("saving", None)
-        save_linear_head(weights_path, head, {**common_meta, "encoder_spec": inputs.encoder,
-                                              "encoder_id": enc_id, "accuracy": accuracy,
-                                              "test_count": len(inputs.test_pos)})
+        with _saving(weights_path):
+            save_linear_head(weights_path, head, {**common_meta, "encoder_spec": inputs.encoder,
+                                                  "encoder_id": enc_id, "accuracy": accuracy,
+                                                  "test_count": len(inputs.test_pos)})
     check()
     if budget < 1:
         # Every pool image is labeled: the model is still worth training, there is just nothing to ask.
