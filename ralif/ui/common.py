@@ -34,7 +34,7 @@ def show_flash() -> None:
 
 
 def show(kind: str, text: str) -> None:
-    """``text`` is Markdown: user text in it must have gone through :func:`ralif.ui.literal.lit`."""
+    """``text`` is Markdown: user text in it must have gone through :func:`ralif.ui.text.lit`."""
     if not text:
         return
     {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(text)
