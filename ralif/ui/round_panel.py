@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
@@ -46,7 +47,7 @@ def ensure_running(project: Project) -> str | None:
     return project.resume_round()
 
 
-def _fraction(status: RoundStatus) -> float:
+def _fraction(status: Mapping[str, Any]) -> float:
     phase = status.get("phase") or "queued"
     lo, hi = _PHASE_SPAN.get(phase, (0.0, 1.0))
     prog = status.get("progress") or {}
@@ -58,7 +59,7 @@ def _fraction(status: RoundStatus) -> float:
     return max(0.0, min(1.0, lo + (hi - lo) * inner))
 
 
-def describe(status: RoundStatus | dict[str, Any], strategy: str) -> str:
+def describe(status: Mapping[str, Any], strategy: str) -> str:
     """One line saying what the round is doing right now."""
     phase = status.get("phase") or "queued"
     prog = status.get("progress") or {}
@@ -89,7 +90,7 @@ def describe(status: RoundStatus | dict[str, Any], strategy: str) -> str:
     return text
 
 
-def summary(status: RoundStatus | dict[str, Any]) -> str:
+def summary(status: Mapping[str, Any]) -> str:
     """What the last finished round did, in one line."""
     n = status.get("round")
     secs = status.get("seconds")
@@ -106,7 +107,7 @@ def summary(status: RoundStatus | dict[str, Any]) -> str:
 def status_panel(project: Project) -> RoundStatus:
     """Draw the round status (self-refreshing while a round is active); returns the status."""
     status = project.round_status()
-    active = status.active
+    active = status.get("status") in ACTIVE
     st.session_state[_SEEN_KEY] = (str(project.folder), status.get("round"), status.get("status"))
 
     # A quarter second between looks: the next batch shows soon after it is ready, and each look is
@@ -115,7 +116,7 @@ def status_panel(project: Project) -> RoundStatus:
     def panel() -> None:
         now = project.round_status()
         seen = st.session_state.get(_SEEN_KEY)
-        if seen and seen[0] == str(project.folder) and seen[2] in ACTIVE and not now.active:
+        if seen and seen[0] == str(project.folder) and seen[2] in ACTIVE and now.get("status") not in ACTIVE:
             # The round ended since the page was drawn: redraw all of it, with the new batch.
             st.session_state[_SEEN_KEY] = (str(project.folder), now.get("round"), now.get("status"))
             st.rerun()
@@ -125,26 +126,27 @@ def status_panel(project: Project) -> RoundStatus:
     return status
 
 
-def _draw(project: Project, status: RoundStatus) -> None:
-    state = status.state
-    if status.active:
+def _draw(project: Project, status: Mapping[str, Any]) -> None:
+    # A status reads as a mapping (RoundStatus is one); RoundState's values equal the stored text.
+    state = status.get("status")
+    if state in ACTIVE:
         with st.container(border=True):
             cols = st.columns([5, 1])
-            cols[0].markdown(f"**Training and selecting** · {lit(describe(status, project.strategy))}")
+            cols[0].markdown(f"**Training and selecting** · {describe(status, project.strategy)}")
             cols[0].progress(_fraction(status))
             # Only a round run by a background worker can be stopped from here (a round run in
             # another program, from the command line, has none).
-            if state is RoundState.RUNNING and status.get("job_path") and not project.readonly and cols[1].button(
+            if state == RoundState.RUNNING and status.get("job_path") and not project.readonly and cols[1].button(
                     "Cancel round", key="round_cancel",
                     help="Stop the round; labels are kept and it can be run again"):
                 project.cancel_round()
                 st.rerun()
             st.caption("You can keep working meanwhile: relabel earlier images below. "
                        "The next batch appears here when it is ready.")
-    elif state is RoundState.FAILED:
+    elif state == RoundState.FAILED:
         with st.container(border=True):
-            reason = status.error or "no reason was recorded"
-            st.error(f"Round {status.round} failed: {lit(reason)}. Your labels are safe; the previous "
+            reason = status.get("error") or "no reason was recorded"
+            st.error(f"Round {status.get('round')} failed: {lit(reason)}. Your labels are safe; the previous "
                      "model is kept.")
             if not project.readonly and st.button("Retry the round", key="round_retry", type="primary"):
                 error = start(project)
@@ -152,5 +154,5 @@ def _draw(project: Project, status: RoundStatus) -> None:
                     st.error(lit(error))
                 else:
                     st.rerun()
-    elif state is RoundState.READY:
-        st.caption(lit(summary(status)))
+    elif state == RoundState.READY:
+        st.caption(summary(status))

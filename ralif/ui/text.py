@@ -33,10 +33,23 @@ def lit(text: object) -> str:
     """``text`` escaped so that Markdown shows it literally (no links, written or automatic, images,
     HTML, LaTeX, colours)."""
     s = no_autolink(str(text).replace("\r", " ").replace("\n", " "))
-    out = _PUNCT.sub(r"\\\1", s)
-    # A hyphen acts only at the start of a line (lists, rules) and newlines are gone, so inside the
-    # text it is left plain: "CIFAR-10" stays readable in the Markdown source too.
-    return out[:2] + out[2:].replace("\\-", "-")
+    lead = len(s) - len(s.lstrip())
+    number = re.match(r"\s*\d*", s)
+    after_number = number.end() if number is not None and number.end() > lead else -1
+
+    def escape(m: re.Match[str]) -> str:
+        ch, i = m.group(1), m.start()
+        # Newlines are gone, so a few characters act only where they stand first: a hyphen starts a
+        # list or rule, a period after a number an ordered list; a comma never acts, nor a colon
+        # before a space (a directive or shortcode needs a letter after it). Left plain, messages
+        # such as "CIFAR-10" or "RuntimeError: disk full." read the same in the Markdown source.
+        if ch == "," or (ch == "-" and i != lead) or (ch == "." and i != after_number):
+            return ch
+        if ch == ":" and (i + 1 == len(s) or s[i + 1].isspace()):
+            return ch
+        return "\\" + ch
+
+    return _PUNCT.sub(escape, s)
 
 
 def code(text: object) -> str:
