@@ -75,8 +75,7 @@ class ClassesMixin:
         return int(row[0])
 
     def _live_class(self, conn: sqlite3.Connection, class_id: int) -> sqlite3.Row:
-        row = conn.execute("SELECT id, name, deleted, hotkey, color FROM classes WHERE id = ?",
-                           (int(class_id),)).fetchone()
+        row = conn.execute("SELECT id, name, deleted FROM classes WHERE id = ?", (int(class_id),)).fetchone()
         if row is None:
             raise ProjectError(f"class {class_id} does not exist")
         if row["deleted"]:
