@@ -94,3 +94,20 @@ def test_old_project_keeps_the_keys_it_showed(tmp_path: Path, monkeypatch) -> No
     # The migrated project gives a new class the free key 0.
     q.add_class("zebra")
     assert _keys(q)["zebra"][0] == "0"
+
+
+def test_undoing_chained_merges_out_of_order(demo_project_no_round: Project) -> None:
+    p = demo_project_no_round
+    cat, dog, bird = (p.class_id(n) for n in ("cat", "dog", "bird"))
+    first = p.merge_classes(cat, dog)
+    assert first >= 0
+    a1 = p.next_undo()
+    p.merge_classes(dog, bird)
+    assert p.truth_map()[cat] == bird
+    assert a1 is not None
+    p.undo_action(a1.id)                     # the older merge first: cat is back on its own
+    assert p.truth_map()[cat] == cat and p.truth_map()[dog] == bird
+    p.undo_last()                            # then dog comes back; cat stays itself
+    assert (p.truth_map()[cat], p.truth_map()[dog]) == (cat, dog)
+    p.delete_class(cat)                      # deleting cat now maps its truth nowhere
+    assert cat not in p.truth_map()

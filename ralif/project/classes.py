@@ -160,7 +160,7 @@ class ClassesMixin:
             conn.execute("DELETE FROM _ids")
             conn.execute("INSERT INTO _ids SELECT image_id FROM labels WHERE class_id = ?", (int(class_id),))
             cleared = self._apply_labels(conn, None, "cleared", None, action, "delete")
-            conn.execute("UPDATE classes SET deleted = 1 WHERE id = ?", (int(class_id),))
+            conn.execute("UPDATE classes SET deleted = 1, merged_into = NULL WHERE id = ?", (int(class_id),))
             self._note_count(conn, action, cleared)
         return cleared
 
@@ -190,5 +190,7 @@ class ClassesMixin:
         conn.execute("UPDATE classes SET deleted = 0, merged_into = NULL, hotkey = ? WHERE id = ?", (key, cid))
         if kind == "merge":
             remapped = [int(i) for i in detail.get("remapped", [])]
-            conn.executemany("UPDATE classes SET merged_into = ? WHERE id = ?", [(cid, i) for i in remapped])
+            # Only classes still merged away: one brought back since by its own undo stays live.
+            conn.executemany("UPDATE classes SET merged_into = ? WHERE id = ? AND deleted = 1",
+                             [(cid, i) for i in remapped])
         return [str(row["name"])]
