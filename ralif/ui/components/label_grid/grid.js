@@ -443,7 +443,8 @@ function fitHeight() {
     S.lastHeight = h;
     post("streamlit:setFrameHeight", {height: h});
   }
-  queueStick();
+  // view.js loads after this file; the first resize can come before it has.
+  if (typeof queueStick === "function") queueStick();
 }
 
 new ResizeObserver(() => fitHeight()).observe(document.getElementById("root"));
