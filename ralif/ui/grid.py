@@ -200,8 +200,11 @@ def _undo(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key: str
         memory.undo_confirm = None
         memory.notice(grid_key, "Nothing left to undo.", "warn")
         return
-    on_screen = {int(i) for i in ev.get("on_screen") or []}
-    outside = act.count > len(act.image_ids) or not set(act.image_ids) <= on_screen
+    # The component lists the images on screen; an event without the list (from a page drawn by
+    # an older version, still open) cannot be checked and is undone as before.
+    listed = ev.get("on_screen")
+    on_screen = {int(i) for i in listed} if isinstance(listed, list) else None
+    outside = on_screen is not None and (act.count > len(act.image_ids) or not set(act.image_ids) <= on_screen)
     thumb, caption = _undo_picture(act)
     if outside and memory.undo_confirm != act.id:
         memory.undo_confirm = act.id
