@@ -111,3 +111,22 @@ def test_undoing_chained_merges_out_of_order(demo_project_no_round: Project) -> 
     assert (p.truth_map()[cat], p.truth_map()[dog]) == (cat, dog)
     p.delete_class(cat)                      # deleting cat now maps its truth nowhere
     assert cat not in p.truth_map()
+
+
+def test_set_class_key_swaps_and_refuses_a_non_key(demo_project_no_round: Project) -> None:
+    import pytest
+
+    from ralif.project import ProjectError
+
+    p = demo_project_no_round
+    cat, dog = p.class_id("cat"), p.class_id("dog")
+    before = _keys(p)
+    p.set_class_key(cat, before["dog"][0])
+    after = _keys(p)
+    assert (after["cat"][0], after["dog"][0]) == (before["dog"][0], before["cat"][0])
+    assert {n: v for n, v in after.items() if n not in ("cat", "dog")} == {
+        n: v for n, v in before.items() if n not in ("cat", "dog")}
+    p.set_class_key(dog, None)
+    assert _keys(p)["dog"][0] is None
+    with pytest.raises(ProjectError, match="class key"):
+        p.set_class_key(cat, "x")

@@ -117,7 +117,8 @@ class ClassesMixin:
         if hotkey is not None and hotkey not in HOTKEYS:
             raise ProjectError(f"a class key is one of {', '.join(HOTKEYS)}, not {hotkey!r}")
         with self.store.write() as conn:
-            row = self._live_class(conn, class_id)
+            self._live_class(conn, class_id)
+            row = conn.execute("SELECT hotkey FROM classes WHERE id = ?", (int(class_id),)).fetchone()
             other = conn.execute("SELECT id FROM classes WHERE deleted = 0 AND hotkey = ? AND id != ?",
                                  (hotkey, int(class_id))).fetchone() if hotkey is not None else None
             conn.execute("UPDATE classes SET hotkey = NULL WHERE id = ?", (int(class_id),))
