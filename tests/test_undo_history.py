@@ -88,19 +88,15 @@ def test_undo_survives_a_reload_but_never_takes_another_tabs_newer_action(demo_p
 
 
 def test_merge_undo_is_set_based_at_scale(tmp_path) -> None:
-    from ralif.project.store import fill_ids
-
     p = Project.create_demo(tmp_path / "demo", run_first_round=False)
     cat, dog = p.class_id("cat"), p.class_id("dog")
-    # Many labels in one class, written directly: the undo must not walk them one by one.
+    # Many labels in one class: the merge and its undo are a few statements each, not a loop.
     n = 20_000
     with p.store.write() as conn:
         base = conn.execute("SELECT MAX(id) FROM images").fetchone()[0]
         conn.executemany("INSERT INTO images(id, path, content_hash, split, added_at) VALUES (?, ?, ?, 'pool', 0)",
                          [(base + k + 1, f"/x/{k}.jpg", f"h{k}") for k in range(n)])
-        fill_ids(conn, [base + k + 1 for k in range(n)])
-        action = p._new_action(conn, "bulk", {})
-        p._apply_labels(conn, cat, "labeled", "user", action, "user")
+    p.bulk_label([base + k + 1 for k in range(n)], cat)
     assert p.merge_classes(cat, dog) == n
     undo = p.undo_last()
     assert undo is not None and len(undo.restored) == n and not undo.conflicts
