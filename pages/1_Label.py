@@ -20,7 +20,10 @@ main = apply_pending(project, "label_grid", memory)
 browse = apply_pending(project, "browse_grid", memory)
 outcome = ("", "")
 if main.submit is not None:
-    outcome = round_panel.submit_and_start(project, main.submit)
+    # The library's one rule: unanswered images stay unlabeled, and the grid's second Enter is the
+    # explicit yes that lets the batch go with some left (the notice says how many).
+    notice = project.submit_and_start(main.submit, allow_unanswered=main.allow_unanswered)
+    outcome = (notice.kind, lit(notice.message))
 start_error = round_panel.ensure_running(project)
 
 
@@ -94,7 +97,7 @@ if batch:
     if not classes:
         with notes.form("quick_classes"):
             st.markdown("**This project has no classes yet.** Name them to start labeling; keys 1–9 and 0 "
-                        "follow this order (the Classes page can change it later).")
+                        "go to the first ten in this order and stay with their class.")
             names = st.text_input("Class names, separated by commas", placeholder="cat, dog, bird",
                                   key="quick_class_names")
             if st.form_submit_button("Add classes", type="primary"):
@@ -102,7 +105,7 @@ if batch:
                 st.rerun()
     with grid_slot:
         px = TILE_PX.get(tile_size, TILE_PX["medium"])
-        label_grid(key="label_grid", items=batch_items(batch, px), classes=classes, mode="batch",
+        label_grid(key="label_grid", items=batch_items(batch, px, classes), classes=classes, mode="batch",
                    batch_id=project.pending_round(), acked=main.acked, memory=memory, project=project,
                    focus_hint=main.focus_hint, capture_page_keys=True, image_px=px, sticky=True)
 elif status.get("status") not in round_panel.ACTIVE and status.get("status") != "failed":

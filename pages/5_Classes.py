@@ -26,7 +26,7 @@ def _done(text: str) -> None:
 
 classes = project.classes()
 by_id = {c.id: c for c in classes}
-keys = "1234567890"
+CLASS_EDITS = ("merge", "delete-class")
 
 def _label(cid: int) -> str:
     c = by_id[cid]
@@ -37,11 +37,12 @@ table, actions = st.columns([2, 3], gap="large")
 with table:
     st.subheader("Classes")
     if classes:
-        st.dataframe([{"key": keys[i] if i < len(keys) else "", "class": c.name, "labeled": c.count}
-                      for i, c in enumerate(classes)], hide_index=True, width="stretch")
+        st.dataframe([{"key": c.hotkey or "", "class": c.name, "labeled": c.count} for c in classes],
+                      hide_index=True, width="stretch")
     else:
         st.info("No classes yet: add the first one.")
-    st.caption("The number keys of the Label page follow this order.")
+    st.caption("Each class keeps its key on the Label page through every change; a new class takes the next "
+               "free key. Classes past the tenth are found with / on the Label page.")
 
 with actions:
     st.subheader("Change classes")
@@ -114,6 +115,25 @@ with actions:
                     st.error(str(exc))
                 else:
                     _done(f"Deleted {by_id[doomed].name!r}; {cleared:,} image(s) are unlabeled again.")
+
+    # Merges and deletes are one history action each: undone here, also after a reload.
+    edits = project.recent_actions(CLASS_EDITS, limit=5)
+    if edits:
+        st.markdown("**Recent class changes**")
+    for act in edits:
+        what, button = st.columns([4, 1], vertical_alignment="center")
+        what.markdown(lit(act.summary[:1].upper() + act.summary[1:]))
+        if button.button("Undo", key=f"undo_class_{act.id}"):
+            try:
+                res = project.undo_action(act.id)
+            except ProjectError as exc:
+                st.error(lit(exc))
+            else:
+                back = ", ".join(repr(n) for n in res.classes_restored)
+                _done(lit(f"Undone: {act.summary}. " + (f"Class back: {back}. " if back else "")
+                          + f"{len(res.restored):,} label(s) restored"
+                          + (f"; {len(res.conflicts):,} changed since were left as they are." if res.conflicts
+                             else ".")))
 
 # ------------------------------------------------------------------------- settings
 st.subheader("Settings")

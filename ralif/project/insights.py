@@ -1,8 +1,10 @@
-"""Small computations the pages show: the class to suggest for a selection, and this project's
-accuracy curve against the Random reference. Pure functions on arrays; no database, no UI."""
+"""Small computations the pages show: the class to suggest for a selection, hidden true classes
+read through merges, and this project's accuracy curve against the Random reference. Pure
+functions on arrays; no database, no UI."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,21 @@ def majority_guess(predicted_ids: ArrayLike, predicted_classes: ArrayLike, selec
         return None
     values, counts = np.unique(classes[found], return_counts=True)
     return int(values[counts.argmax()])
+
+
+def through_merges(class_ids: ArrayLike, truth_map: Mapping[int, int]) -> np.ndarray:
+    """Class ids (hidden true classes, -1 for none) as the live classes they count as now:
+    ``truth_map`` is :meth:`Project.truth_map` (a merged-away class counts as the class it went
+    into; a deleted one, or -1, gives -1). Held-out evaluation reads truth through this."""
+    ids = np.asarray(class_ids, dtype=np.int64)
+    if not truth_map:
+        return np.full(ids.shape, -1, dtype=np.int64)
+    keys = np.fromiter(truth_map.keys(), dtype=np.int64, count=len(truth_map))
+    values = np.fromiter(truth_map.values(), dtype=np.int64, count=len(truth_map))
+    order = np.argsort(keys)
+    keys, values = keys[order], values[order]
+    pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+    return np.where(keys[pos] == ids, values[pos], -1)
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from ralif.project.errors import ProjectError
 from ralif.project.records import (
+    ActionInfo,
     BulkResult,
     LabelResult,
     LabelState,
     UndoResult,
+    action_detail,
     label_state,
 )
 from ralif.project.records import (
@@ -21,12 +23,17 @@ from ralif.project.records import (
 )
 from ralif.project.store import Store, fill_ids
 from ralif.project.validation import (
-    UNDOABLE,
     check_source,
 )
 
 if TYPE_CHECKING:
     from ralif.project.lifecycle import RoundBook
+
+# What undo takes back, one history action at a time: a label, a bulk label, the oracle's answers,
+# a class merge or a class delete.
+UNDOABLE_KINDS = ("label", "unlabel", "bulk", "oracle", "merge", "delete-class")
+# How many of an action's images its description carries (undo shows the first).
+SHOWN = 8
 
 
 class LabelsMixin:
@@ -37,6 +44,13 @@ class LabelsMixin:
     client: str
     round_book: RoundBook
 
+    if TYPE_CHECKING:
+        # Provided by ClassesMixin and Project (all parts of Project).
+        def _class_names(self, include_deleted: bool = True) -> dict[int, str]: ...
+        def _live_class(self, conn: sqlite3.Connection, class_id: int) -> sqlite3.Row: ...
+        def _restore_classes(self, conn: sqlite3.Connection, kind: str, detail: dict[str, Any]) -> list[str]: ...
+        def pending_round(self) -> int | None: ...
+
     # -- labels ------------------------------------------------------------------------------
     def _current_round(self, conn: sqlite3.Connection) -> int:
         return self.round_book.current_number(conn)
@@ -45,7 +59,7 @@ class LabelsMixin:
                     undo_of: int | None = None) -> int:
         cur = conn.execute("INSERT INTO actions(kind, client, created_at, undo_of, detail) VALUES (?, ?, ?, ?, ?)",
                            (kind, self.client, clock(), undo_of, json.dumps(detail or {})))
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
     def _write_label(self, conn: sqlite3.Connection, image_id: int, class_id: int | None, state: str,
                      source: str, action: int, history_source: str | None = None,
@@ -166,45 +180,132 @@ class LabelsMixin:
                                          action, source)
             if not changed:
                 conn.execute("DELETE FROM actions WHERE id = ?", (action,))
-                action = None
-        return BulkResult(action, changed, n - changed)
+        return BulkResult(action if changed else None, changed, n - changed)
+
+    def next_undo(self) -> ActionInfo | None:
+        """The action :meth:`undo_last` would take back now (to show it first), or None.
+
+        A tab's undo stack: its own actions, then the history from before its first action. A
+        reload gives the tab a new client id, so the actions of the earlier page stay undoable;
+        another tab's actions made while this one works are never taken back from here."""
+        marks = ",".join("?" * len(UNDOABLE_KINDS))
+        open_ = f"kind IN ({marks}) AND undone_by IS NULL AND undo_of IS NULL"
+        # Two index-ordered reads (by client, then by id) rather than one OR that needs a sort.
+        with self.store.read() as conn:
+            row = conn.execute(f"SELECT id FROM actions WHERE client = ? AND {open_} ORDER BY client DESC, id DESC"
+                               " LIMIT 1", (self.client, *UNDOABLE_KINDS)).fetchone()
+            if row is None:
+                first = conn.execute("SELECT MIN(id) FROM actions WHERE client = ?", (self.client,)).fetchone()[0]
+                row = conn.execute(f"SELECT id FROM actions WHERE id < ? AND {open_} ORDER BY id DESC LIMIT 1",
+                                   (first if first is not None else 1 << 62, *UNDOABLE_KINDS)).fetchone()
+        return None if row is None else self.action_info(int(row[0]))
+
+    def action_info(self, action_id: int) -> ActionInfo:
+        """What one history action did, in words and with its first images."""
+        names = self._class_names()
+        act = self.store.query_one("SELECT id, kind, client, created_at, detail FROM actions WHERE id = ?",
+                                   (int(action_id),))
+        if act is None:
+            raise ProjectError(f"there is no action {action_id} in this project's history")
+        row = self.store.query_one("SELECT COUNT(*) FROM label_history WHERE action_id = ?", (int(action_id),))
+        count = int(row[0]) if row is not None else 0
+        rows = self.store.query("SELECT h.image_id, h.new_class_id, h.new_state, i.path FROM label_history h"
+                                " JOIN images i ON i.id = h.image_id WHERE h.action_id = ? ORDER BY h.id LIMIT ?",
+                                (int(action_id), SHOWN))
+        first = rows[0] if rows else None
+        label = None if first is None else (
+            names.get(first["new_class_id"], "a deleted class") if first["new_state"] == "labeled"
+            else "skipped" if first["new_state"] == "unsure" else "no label")
+        detail = action_detail(act["detail"])
+        kind = str(act["kind"])
+        images = f"{count:,} image{'s' if count != 1 else ''}"
+        if kind == "merge":
+            summary = f"the merge of class {detail.get('source')!r} into {detail.get('target')!r} ({images})"
+        elif kind == "delete-class":
+            summary = f"the deletion of class {detail.get('class')!r} ({images} lost the label)"
+        elif kind == "oracle":
+            summary = f"the oracle's answers ({images})"
+        elif count == 1 and first is not None:
+            what = repr(label) if first["new_state"] == "labeled" else label
+            summary = f"image {first['image_id']} set to {what}"
+        else:
+            summary = f"a bulk label of {images}" + (f" as {label!r}" if first is not None and
+                                                     first["new_state"] == "labeled" else f" ({label})")
+        return ActionInfo(int(act["id"]), kind, act["client"], float(act["created_at"]), count,
+                          [int(r["image_id"]) for r in rows], label, None if first is None else str(first["path"]),
+                          summary)
 
     def undo_last(self) -> UndoResult | None:
-        """Revert this client's last label action (a single label, unlabel or bulk label).
-
-        Images whose label someone else changed since are left alone and listed in
+        """Revert the action :meth:`next_undo` names (a label, a bulk label, the oracle's answers,
+        a class merge or delete). Images whose label someone else changed since are left alone and listed in
         ``conflicts``. Returns None when there is nothing left to undo.
         """
+        act = self.next_undo()
+        return None if act is None else self.undo_action(act.id)
+
+    def recent_actions(self, kinds: Iterable[str] = UNDOABLE_KINDS, limit: int = 10) -> list[ActionInfo]:
+        """The project's newest actions of ``kinds`` not undone yet, by any client, newest first."""
+        kinds = tuple(kinds)
+        marks = ",".join("?" * len(kinds))
+        rows = self.store.query(f"SELECT id FROM actions WHERE kind IN ({marks}) AND undone_by IS NULL"
+                                " AND undo_of IS NULL ORDER BY id DESC LIMIT ?", (*kinds, int(limit)))
+        return [self.action_info(int(r[0])) for r in rows]
+
+    def undo_action(self, action_id: int) -> UndoResult:
+        """Undo exactly one action of the history (one label, a bulk label, the oracle's answers,
+        a merge or a class delete), as a new action. Labels changed by a later action are the
+        newer answer and stay (listed in ``conflicts``); a merge or delete brings its class back."""
         with self.store.write() as conn:
-            marks = ",".join("?" * len(UNDOABLE))
-            act = conn.execute(
-                f"SELECT id, kind FROM actions WHERE client = ? AND kind IN ({marks}) AND undone_by IS NULL"
-                " AND undo_of IS NULL ORDER BY id DESC LIMIT 1", (self.client, *UNDOABLE)).fetchone()
+            act = conn.execute("SELECT id, kind, undone_by, undo_of, detail FROM actions WHERE id = ?",
+                               (int(action_id),)).fetchone()
             if act is None:
-                return None
+                raise ProjectError(f"there is no action {action_id} in this project's history")
+            if act["kind"] not in UNDOABLE_KINDS or act["undo_of"] is not None:
+                raise ProjectError(f"a {act['kind']} action cannot be undone")
+            if act["undone_by"] is not None:
+                raise ProjectError(f"action {action_id} ({act['kind']}) was undone already")
             undo = self._new_action(conn, "undo", {"action": act["id"]}, undo_of=act["id"])
-            restored, conflicts = [], []
-            rows = conn.execute("SELECT image_id, old_class_id, old_state, old_source, old_round, new_class_id,"
-                                " new_state FROM label_history WHERE action_id = ? ORDER BY id DESC",
-                                (act["id"],)).fetchall()
-            for r in rows:
-                cur = conn.execute("SELECT class_id, state FROM labels WHERE image_id = ?",
-                                   (r["image_id"],)).fetchone()
-                # Only a label that is still what the action set is reverted; one changed since
-                # (by another tab, say) is the newer answer and stays.
-                if cur is None or (cur["class_id"], cur["state"]) != (r["new_class_id"], r["new_state"]):
-                    conflicts.append(int(r["image_id"]))
-                    continue
-                old_state = r["old_state"] or "cleared"
-                old_class = r["old_class_id"]
-                if old_class is not None and conn.execute(
-                        "SELECT deleted FROM classes WHERE id = ?", (old_class,)).fetchone()[0]:
-                    old_class, old_state = None, "cleared"
-                self._write_label(conn, int(r["image_id"]), old_class, old_state, r["old_source"] or "user",
-                                  undo, history_source="undo", round_no=r["old_round"])
-                restored.append(int(r["image_id"]))
+            back = self._restore_classes(conn, str(act["kind"]), action_detail(act["detail"]))
+            restored, conflicts = self._restore_labels(conn, int(act["id"]), undo)
             conn.execute("UPDATE actions SET undone_by = ? WHERE id = ?", (undo, act["id"]))
-        return UndoResult(int(act["id"]), str(act["kind"]), restored, conflicts)
+        return UndoResult(int(act["id"]), str(act["kind"]), restored, conflicts, back, undo)
+
+    def _restore_labels(self, conn: sqlite3.Connection, action: int, undo: int) -> tuple[list[int], list[int]]:
+        """Set every label ``action`` changed back to what it was, set-based (a merge of thousands
+        of labels is a few statements), unless it changed again since."""
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS _undo (image_id INTEGER PRIMARY KEY, cls INTEGER,"
+                     " state TEXT, source TEXT, rnd INTEGER, ok INTEGER NOT NULL)")
+        conn.execute("DELETE FROM _undo")
+        # Only a label that is still what the action set is reverted (ok); one changed since (by
+        # another tab, say) is the newer answer and stays. OR IGNORE: an image's first row of the
+        # action holds the value it had before.
+        conn.execute(
+            "INSERT OR IGNORE INTO _undo SELECT h.image_id, h.old_class_id, COALESCE(h.old_state, 'cleared'),"
+            " COALESCE(h.old_source, 'user'), h.old_round,"
+            " l.image_id IS NOT NULL AND l.class_id IS h.new_class_id AND l.state = h.new_state"
+            " FROM label_history h LEFT JOIN labels l ON l.image_id = h.image_id WHERE h.action_id = ?"
+            " ORDER BY h.id", (action,))
+        conn.execute("UPDATE _undo SET cls = NULL, state = 'cleared' WHERE cls IN (SELECT id FROM classes"
+                     " WHERE deleted = 1)")
+        conn.execute("UPDATE _undo SET cls = NULL WHERE state != 'labeled'")
+        params = {"undo": undo, "now": clock(), "client": self.client}
+        conn.execute(
+            "INSERT INTO label_history(action_id, image_id, old_class_id, old_state, old_source, old_round,"
+            " new_class_id, new_state, source, round, version, created_at, client)"
+            " SELECT :undo, u.image_id, l.class_id, l.state, l.source, l.round, u.cls, u.state, 'undo', u.rnd,"
+            " l.version + 1, :now, :client FROM _undo u CROSS JOIN labels l ON l.image_id = u.image_id"
+            " WHERE u.ok", params)
+        conn.execute(
+            "INSERT INTO labels(image_id, class_id, state, round, source, created_at, version, client)"
+            " SELECT u.image_id, u.cls, u.state, u.rnd, u.source, :now, l.version + 1, :client"
+            " FROM _undo u CROSS JOIN labels l ON l.image_id = u.image_id WHERE u.ok"
+            " ON CONFLICT(image_id) DO UPDATE SET class_id = excluded.class_id, state = excluded.state,"
+            " round = excluded.round, source = excluded.source, created_at = excluded.created_at,"
+            " version = excluded.version, client = excluded.client", params)
+        # In image id order straight from the key: no sort.
+        restored = [int(r[0]) for r in conn.execute("SELECT image_id FROM _undo WHERE ok")]
+        conflicts = [int(r[0]) for r in conn.execute("SELECT image_id FROM _undo WHERE NOT ok")]
+        return restored, conflicts
 
     def label_history(self, image_id: int) -> list[dict[str, Any]]:
         """Every change of an image's label, oldest first (class names resolved)."""
@@ -224,11 +325,12 @@ class LabelsMixin:
         None when the image has no true label or its true class was deleted."""
         if not self.store.get_setting("simulated_oracle", False):
             raise ProjectError("the simulated oracle is off for this project; switch it on with set_oracle(True)")
-        row = self.store.query_one("SELECT i.true_class_id, c.deleted FROM images i LEFT JOIN classes c"
-                                   " ON c.id = i.true_class_id WHERE i.id = ?", (int(image_id),))
+        # Through merges: an image of a class merged away is answered with the class it went into.
+        row = self.store.query_one("SELECT t.live_id FROM images i LEFT JOIN class_truth t"
+                                   " ON t.class_id = i.true_class_id WHERE i.id = ?", (int(image_id),))
         if row is None:
             raise ProjectError(f"image {image_id} is not in this project")
-        return None if row[0] is None or row[1] else int(row[0])
+        return None if row[0] is None else int(row[0])
 
     def oracle_label_batch(self) -> BulkResult:
         """Answer every still-unlabeled image of the pending batch with the simulated oracle."""
@@ -238,17 +340,17 @@ class LabelsMixin:
         if number is None:
             raise ProjectError("there is no pending batch")
         rows = self.store.query(
-            "SELECT s.image_id, i.true_class_id FROM selections s JOIN images i ON i.id = s.image_id"
-            " JOIN classes c ON c.id = i.true_class_id LEFT JOIN labels l ON l.image_id = s.image_id"
-            " WHERE s.round = ? AND c.deleted = 0 AND (l.state IS NULL OR l.state = 'cleared')", (number,))
+            "SELECT s.image_id, t.live_id FROM selections s JOIN images i ON i.id = s.image_id"
+            " JOIN class_truth t ON t.class_id = i.true_class_id LEFT JOIN labels l ON l.image_id = s.image_id"
+            " WHERE s.round = ? AND (l.state IS NULL OR l.state = 'cleared')", (number,))
         by_class: dict[int, list[int]] = {}
         for img, cid in rows:
             by_class.setdefault(int(cid), []).append(int(img))
         changed = 0
-        action = None
         with self.store.write() as conn:
             action = self._new_action(conn, "oracle", {"round": number})
             for cid, ids in by_class.items():
                 fill_ids(conn, ids)
                 changed += self._apply_labels(conn, cid, "labeled", "oracle", action, "oracle")
         return BulkResult(action, changed, len(rows) - changed)
+

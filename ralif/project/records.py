@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -12,10 +13,34 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ClassInfo:
+    """A live class. ``hotkey`` ("1"-"9", "0", or None past the tenth) and ``color`` belong to the
+    class: stored with it, kept through renames, reorders, merges and deletes of other classes."""
+
     id: int
     name: str
     position: int
     count: int = 0          # labeled pool images
+    hotkey: str | None = None
+    color: str = "#1f77b4"
+
+
+@dataclass(frozen=True)
+class ActionInfo:
+    """One entry of the history of user actions, as undo shows it before undoing it.
+
+    ``kind``: label, unlabel, bulk, oracle, merge, delete-class. ``image_ids``: up to
+    ``labels.SHOWN`` of the images it changed (``count`` is how many in all); ``first_label`` is what the
+    first of them was set to (a class name, "skipped" or "no label")."""
+
+    id: int
+    kind: str
+    client: str | None
+    created_at: float
+    count: int
+    image_ids: list[int]
+    first_label: str | None
+    first_path: str | None
+    summary: str
 
 
 @dataclass(frozen=True)
@@ -60,6 +85,8 @@ class UndoResult:
     kind: str
     restored: list[int]
     conflicts: list[int]     # images changed by someone else since; left as they are
+    classes_restored: list[str] = field(default_factory=list)   # merge / delete undone: classes back
+    undo_id: int | None = None
 
 
 @dataclass
@@ -124,6 +151,15 @@ def now() -> float:
     return time.time()
 
 
+def action_detail(text: str | None) -> dict[str, Any]:
+    """An action's detail column (JSON) as a dict; an unreadable one as empty."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def label_state(image_id: int, row: sqlite3.Row | None, names: dict[int, str]) -> LabelState:
     if row is None or row["state"] is None:
         return LabelState(int(image_id), "unlabeled", None, None, 0 if row is None else int(row["version"] or 0))
@@ -131,8 +167,6 @@ def label_state(image_id: int, row: sqlite3.Row | None, names: dict[int, str]) -
     cid = row["class_id"]
     return LabelState(int(image_id), state, cid, names.get(cid) if cid is not None else None,
                       int(row["version"]), row["source"], row["round"], row["created_at"])
-
-
 
 
 @dataclass

@@ -197,7 +197,51 @@ CREATE TRIGGER labels_count_delete AFTER DELETE ON labels BEGIN
 END;
 """
 
-MIGRATIONS: list[str] = [V1, V2]
+# Version 3: a class keeps its key and colour through every edit (they were derived from the
+# display order, so deleting one class renumbered the rest), and a merge records where a class
+# went instead of rewriting the images' hidden true classes.
+HOTKEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
+# Grey is kept for "skipped" and for deleted classes, so no class colour is grey.
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#e8710a", "#0f9fb5", "#8c564b", "#d6409f",
+           "#0f766e", "#a59b00", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+_KEYS_SQL = ", ".join(f"('{k}', {i})" for i, k in enumerate(HOTKEYS))
+_COLORS_SQL = ", ".join(f"('{c}', {i})" for i, c in enumerate(PALETTE))
+_RANK = ("(SELECT COUNT(*) FROM classes o WHERE o.deleted = 0 AND (o.position < classes.position"
+         " OR (o.position = classes.position AND o.id < classes.id)))")
+V3 = f"""
+ALTER TABLE classes ADD COLUMN hotkey TEXT;
+ALTER TABLE classes ADD COLUMN color TEXT;
+ALTER TABLE classes ADD COLUMN merged_into INTEGER REFERENCES classes(id);
+-- Existing projects keep the keys and colours they showed: the n-th live class in display order.
+UPDATE classes SET hotkey = CASE WHEN {_RANK} < {len(HOTKEYS)}
+    THEN substr('{"".join(HOTKEYS)}', {_RANK} + 1, 1) END WHERE deleted = 0;
+UPDATE classes SET color = substr('{"".join(PALETTE)}', ({_RANK} % {len(PALETTE)}) * 7 + 1, 7) WHERE deleted = 0;
+UPDATE classes SET color = '#888888' WHERE deleted = 1;
+CREATE UNIQUE INDEX classes_live_hotkey ON classes(hotkey) WHERE deleted = 0 AND hotkey IS NOT NULL;
+-- Whoever adds a class (the app, an import, a script writing SQL) gets the next free key and the
+-- least used colour; a row inserted with its colour already set (a restored class) keeps both.
+CREATE TRIGGER classes_key_color AFTER INSERT ON classes WHEN NEW.color IS NULL BEGIN
+    UPDATE classes SET
+        hotkey = (SELECT column1 FROM (VALUES {_KEYS_SQL}) WHERE column1 NOT IN
+                  (SELECT hotkey FROM classes WHERE deleted = 0 AND hotkey IS NOT NULL) ORDER BY column2 LIMIT 1),
+        color = (SELECT p.column1 FROM (VALUES {_COLORS_SQL}) p ORDER BY
+                 (SELECT COUNT(*) FROM classes c WHERE c.deleted = 0 AND c.color = p.column1), p.column2 LIMIT 1)
+    WHERE id = NEW.id;
+END;
+-- The live class each class's images count as: itself, or where a merge sent it (merges chain).
+-- The hidden true classes of images are never rewritten; evaluation and the simulated oracle read
+-- them through this view, so undoing a merge brings the true classes back with the class.
+CREATE VIEW class_truth AS
+WITH RECURSIVE chain(class_id, at, depth) AS (
+    SELECT id, id, 0 FROM classes
+    UNION ALL
+    SELECT chain.class_id, c.merged_into, chain.depth + 1 FROM chain JOIN classes c ON c.id = chain.at
+    WHERE c.deleted = 1 AND c.merged_into IS NOT NULL AND chain.depth < 100)
+SELECT chain.class_id AS class_id, chain.at AS live_id FROM chain JOIN classes c ON c.id = chain.at
+WHERE c.deleted = 0;
+"""
+
+MIGRATIONS: list[str] = [V1, V2, V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -22,6 +22,8 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from ralif.project import BatchItem, ClassInfo, ImageRow, LabelState, Project, ProjectError
+from ralif.project.records import ActionInfo
+from ralif.project.store import DiskFullError, ProjectGoneError, ProjectReplacedError, ReadOnlyError
 from ralif.ui.thumbs import thumbnail
 
 _COMPONENT = components.declare_component(
@@ -32,6 +34,10 @@ MEMORY_KEY = "ralif_tab_memory"
 _PROCESSED_LIMIT = 5000
 RECENT_LIMIT = 24
 NOTICE_S = 10.0
+NOTICE_THUMB_PX = 64
+# Writes that failed for a reason outside the request (the disk, the folder): the event is kept
+# by the grid, unsaved, and sent again on the next page run, instead of being dropped.
+NOT_SENT = (DiskFullError, ReadOnlyError, ProjectReplacedError, ProjectGoneError)
 
 
 @dataclass
@@ -45,6 +51,8 @@ class TabMemory:
     recent: list[int] = field(default_factory=list)           # image ids, newest first
     notices: dict[str, dict[str, Any]] = field(default_factory=dict)
     notice_count: int = 0
+    # The action a first u showed (it lies outside the batch on screen): a second u undoes it.
+    undo_confirm: int | None = None
 
     def remember(self, event_id: str) -> None:
         self.processed[event_id] = None
@@ -57,12 +65,13 @@ class TabMemory:
         self.recent.insert(0, image_id)
         del self.recent[RECENT_LIMIT:]
 
-    def notice(self, grid_key: str, text: str, kind: str = "") -> None:
+    def notice(self, grid_key: str, text: str, kind: str = "", thumb: str | None = None,
+               caption: str | None = None) -> None:
         self.notice_count += 1
-        self.notices[grid_key] = {"id": str(self.notice_count), "text": text, "kind": kind,
-                                  "at": time.monotonic()}
+        self.notices[grid_key] = {"id": str(self.notice_count), "text": text, "kind": kind, "thumb": thumb,
+                                  "caption": caption, "at": time.monotonic()}
 
-    def current_notice(self, grid_key: str) -> dict[str, str] | None:
+    def current_notice(self, grid_key: str) -> dict[str, Any] | None:
         """The grid's latest message while it is news; a grid drawn later (a new batch, a page
         visited again) does not show an old one."""
         note = self.notices.get(grid_key)
@@ -83,12 +92,10 @@ class Applied:
 
     acked: list[str] = field(default_factory=list)
     submit: int | None = None                                       # round of a submit request
+    allow_unanswered: bool = False                                  # the submit was confirmed with some left
+    unsaved: int = 0                                                # events kept for the next run
     focus_hint: dict[str, Any] | None = None
     messages: list[tuple[str, str]] = field(default_factory=list)   # (kind, text) for the page
-
-
-_ACTION_NAMES = {"label": "the last label", "unlabel": "the last label removal", "bulk": "the last bulk label",
-                 "oracle": "the oracle's answers"}
 
 
 def _class_name(project: Project, class_id: int | None) -> str:
@@ -114,19 +121,28 @@ def apply_events(project: Project, value: Any, memory: TabMemory, grid_key: str)
     if store and store != store_key(project, grid_key):
         # Sent by a grid drawn for another project (this tab switched projects): not ours to apply.
         return out
-    for ev in events:
-        if not isinstance(ev, dict) or not isinstance(ev.get("id"), str):
-            continue
+    valid = [ev for ev in events if isinstance(ev, dict) and isinstance(ev.get("id"), str)]
+    for k, ev in enumerate(valid):
         eid = ev["id"]
-        out.acked.append(eid)
         if eid in memory.processed:
+            out.acked.append(eid)
             continue
         try:
             _apply_one(project, ev, memory, grid_key, out)
+        except NOT_SENT as exc:
+            # Not acknowledged: the grid keeps this event and those after it (order matters),
+            # marked unsaved, and sends them again; the next page run writes them once it can.
+            out.unsaved = len(valid) - k
+            text = (f"Not saved yet ({out.unsaved} action(s) kept in this page, sent again automatically): "
+                    f"{exc}")
+            memory.notice(grid_key, text, "error")
+            out.messages.append(("error", text))
+            break
         except (ProjectError, KeyError, TypeError, ValueError) as exc:
             # A refused event (a class deleted in another tab, say) is reported, not retried forever.
             memory.notice(grid_key, f"Not saved: {exc}", "error")
             out.messages.append(("error", f"An action was not saved: {exc}"))
+        out.acked.append(eid)
         memory.remember(eid)
     return out
 
@@ -166,27 +182,58 @@ def _apply_one(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key
         for i in reversed(ids):
             memory.touch(i)
     elif kind == "undo":
-        res = project.undo_last()
-        if res is None:
-            memory.notice(grid_key, "Nothing left to undo in this tab.", "warn")
-            return
-        for i in res.restored:
-            memory.own_versions[i] = project.label_of(i).version
-        n = len(res.restored)
-        what = _ACTION_NAMES.get(res.kind, res.kind)
-        text = f"Undone: {what} ({n} image{'s' if n != 1 else ''})."
-        if res.conflicts:
-            text += (f" {len(res.conflicts)} image(s) were changed elsewhere since and were left as they "
-                     f"are: {', '.join(map(str, res.conflicts[:10]))}.")
-        memory.notice(grid_key, text, "warn" if res.conflicts else "")
-        if res.restored:
-            out.focus_hint = {"event": ev["id"], "image_id": res.restored[0]}
+        _undo(project, ev, memory, grid_key, out)
     elif kind == "submit":
         out.submit = int(ev.get("round") or 0)
+        out.allow_unanswered = bool(ev.get("allow_unanswered"))
         # What was said about this batch is not news for the next one.
         memory.notices.pop(grid_key, None)
     else:
         raise ValueError(f"unknown action {kind!r}")
+
+
+def _undo(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key: str, out: Applied) -> None:
+    """Undo the tab's last action from the project's history (so a reload keeps it). An action
+    on images that are not on screen is shown first and undone by a second u."""
+    act = project.next_undo()
+    if act is None:
+        memory.undo_confirm = None
+        memory.notice(grid_key, "Nothing left to undo.", "warn")
+        return
+    # The component lists the images on screen; an event without the list (from a page drawn by
+    # an older version, still open) cannot be checked and is undone as before.
+    listed = ev.get("on_screen")
+    on_screen = {int(i) for i in listed} if isinstance(listed, list) else None
+    outside = on_screen is not None and (act.count > len(act.image_ids) or not set(act.image_ids) <= on_screen)
+    thumb, caption = _undo_picture(act)
+    if outside and memory.undo_confirm != act.id:
+        memory.undo_confirm = act.id
+        where = ("" if act.kind in ("merge", "delete-class") else
+                 " It changed image(s) that are not in the batch on screen.")
+        memory.notice(grid_key, f"The last action is {act.summary}.{where} Press u again to undo it.", "warn",
+                      thumb, caption)
+        return
+    memory.undo_confirm = None
+    res = project.undo_action(act.id)
+    for i in res.restored:
+        memory.own_versions[i] = project.label_of(i).version
+    text = f"Undone: {act.summary}."
+    if res.classes_restored:
+        text += f" Class back: {', '.join(repr(n) for n in res.classes_restored)}."
+    if res.conflicts:
+        text += (f" {len(res.conflicts)} image(s) were changed elsewhere since and were left as they "
+                 f"are: {', '.join(map(str, res.conflicts[:10]))}.")
+    memory.notice(grid_key, text, "warn" if res.conflicts else "", thumb, caption)
+    if res.restored:
+        out.focus_hint = {"event": ev["id"], "image_id": res.restored[0]}
+
+
+def _undo_picture(act: ActionInfo) -> tuple[str | None, str | None]:
+    """The first image an action changed, as a small thumbnail, and what it had been set to."""
+    if not act.first_path:
+        return None, None
+    first = act.image_ids[0] if act.image_ids else None
+    return thumbnail(act.first_path, NOTICE_THUMB_PX), f"image {first}: {act.first_label}"
 
 
 def apply_pending(project: Project, grid_key: str, memory: TabMemory) -> Applied:
@@ -233,14 +280,22 @@ def _label_fields(label: LabelState) -> dict[str, Any]:
             "version": label.version}
 
 
-def batch_items(batch: Sequence[BatchItem], px: int) -> list[dict[str, Any]]:
+def batch_items(batch: Sequence[BatchItem], px: int, classes: Sequence[ClassInfo] | None = None
+                ) -> list[dict[str, Any]]:
+    """Tiles of the batch. A guess for a class that no longer exists (``classes``: the live ones)
+    is not offered: the tile shows none and says why when ``a`` is pressed."""
+    live = None if classes is None else {c.id for c in classes}
     items = []
     for b in batch:
+        gone = live is not None and b.predicted_class_id is not None and b.predicted_class_id not in live
         items.append({
             "id": b.image_id, "src": thumbnail(b.path, px), "title": f"#{b.rank}",
             "subtitle": Path(b.path).name, "alt": f"image {b.rank} of the batch",
-            "predicted": b.predicted_class, "predicted_class_id": b.predicted_class_id,
-            "confidence": b.confidence, "no_prediction": "no model yet",
+            "predicted": None if gone else b.predicted_class,
+            "predicted_class_id": None if gone else b.predicted_class_id,
+            "guess_gone": b.predicted_class if gone else None,
+            "confidence": None if gone else b.confidence,
+            "no_prediction": "no guess: its class was removed" if gone else "no model yet",
             "why": plain_reason(b.reason), "why_full": f"{short_reason(b.reason)}\n{b.reason}",
             "tooltip": b.path, "rank": b.rank,
             **_label_fields(b.label)})
@@ -255,7 +310,8 @@ def row_items(rows: Sequence[ImageRow], px: int) -> list[dict[str, Any]]:
 
 
 def class_args(classes: Sequence[ClassInfo]) -> list[dict[str, Any]]:
-    return [{"id": c.id, "name": c.name, "count": c.count} for c in classes]
+    """The classes as the grid shows them: each with its own stored key and colour."""
+    return [{"id": c.id, "name": c.name, "count": c.count, "key": c.hotkey, "color": c.color} for c in classes]
 
 
 def label_grid(*, key: str, items: list[dict[str, Any]], classes: Sequence[ClassInfo], mode: str,

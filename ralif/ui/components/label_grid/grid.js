@@ -4,18 +4,20 @@
 // id. Events stay in an outbox (and in the tab's sessionStorage) until the app acknowledges them, and every
 // message carries the whole outbox, so a rerun that supersedes an earlier one cannot drop an action.
 
-// Grey is kept for "skipped", so no class colour is grey.
-const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#e8710a", "#0f9fb5", "#8c564b", "#d6409f",
-                 "#0f766e", "#a59b00", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
+// Keys and colours come with each class from the project (stored with the class, never derived
+// from its place in the list). Grey is kept for "skipped" and removed classes.
 const KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];
+const GONE_COLOR = "#888888";
+// Past this many classes the bar shows the keyed ones only; the finder (/) reaches every class.
+const BAR_ALL = 20;
 const RESEND_MS = 1500;
 
 const S = {
   args: null, items: [], classes: [], byId: new Map(), tiles: new Map(),
   focus: 0, selected: new Set(), anchor: null, batchId: null,
   outbox: [], seq: 0, counter: 0, nonce: Math.random().toString(36).slice(2, 10),
-  storeKey: null, message: "", messageKind: "", sayTimer: null, lastSent: 0, resendTimer: null,
-  appliedHints: new Set(), lastHeight: 0,
+  storeKey: null, byClass: new Map(), message: "", messageKind: "", sayTimer: null, lastSent: 0, resendTimer: null,
+  appliedHints: new Set(), lastHeight: 0, confirmSubmit: null, thumb: null, caption: "",
   finder: {open: false, text: "", index: 0},
 };
 
@@ -59,10 +61,11 @@ function enqueue(ev) {
 
 // ---------------------------------------------------------------------------------- state
 
-function classById(id) { return S.classes.find((c) => c.id === id) || null; }
+function classById(id) { return S.byClass.get(id) || null; }
+function classByKey(key) { return S.classes.find((c) => c.key === key) || null; }
 function classColor(id) {
-  const i = S.classes.findIndex((c) => c.id === id);
-  return PALETTE[(i < 0 ? 0 : i) % PALETTE.length];
+  const c = classById(id);
+  return c && c.color ? c.color : GONE_COLOR;
 }
 
 // What a tile shows: the app's last word, then every action still on its way, in order.
@@ -137,28 +140,37 @@ function columns() {
   return Math.max(1, cols);
 }
 
+// The project's one rule for unanswered images: they stay unlabeled, and submitting with some
+// left needs an explicit yes (a second Enter), which the app passes on as allow_unanswered.
 function submit() {
   if (S.args.mode !== "batch") return;
   const left = remaining();
-  if (left.length) {
+  if (left.length && S.confirmSubmit !== S.batchId) {
+    S.confirmSubmit = S.batchId;
     const ranks = left.slice(0, 8).map((it) => "#" + it.rank).join(", ");
-    say(`${left.length} of ${S.items.length} images still need a label or a skip ` +
-        `(${ranks}${left.length > 8 ? ", …" : ""}). Press a class key, or x to skip.`, "warn");
+    say(`${left.length} of ${S.items.length} images have no answer yet ` +
+        `(${ranks}${left.length > 8 ? ", …" : ""}): they would stay unlabeled. ` +
+        "Press Enter again to submit anyway, or answer them first.", "warn");
     setFocus(S.items.indexOf(left[0]));
     return;
   }
-  enqueue({type: "submit", round: S.batchId});
-  say("Submitting the batch: training the model and picking the next batch…", "");
+  S.confirmSubmit = null;
+  enqueue({type: "submit", round: S.batchId, allow_unanswered: left.length > 0, unanswered: left.length});
+  say((left.length ? `Submitting the batch; ${left.length} unanswered image(s) stay unlabeled. ` : "Submitting the batch: ") +
+      "training the model and picking the next batch…", "");
 }
 
 function undo() {
-  enqueue({type: "undo"});
+  // The app checks what it would undo against the images on screen (see grid.py).
+  enqueue({type: "undo", on_screen: S.items.map((it) => it.id)});
   say("Undoing your last action…", "");
 }
 
-function say(text, kind) {
+function say(text, kind, thumb, caption) {
   S.message = text;
   S.messageKind = kind || "";
+  S.thumb = thumb || null;
+  S.caption = caption || "";
   drawMessage();
   // Plain news fades; a warning stays longer; an error stays until the next message.
   if (S.sayTimer) clearTimeout(S.sayTimer);
@@ -178,7 +190,17 @@ function el(tag, cls, text) {
 
 function drawMessage() {
   const m = document.getElementById("msg");
-  m.textContent = S.message;
+  m.replaceChildren();
+  if (S.thumb) {
+    // What undo is about to take back (or took back): the image and what it had been set to.
+    const fig = el("figure", "undo-pic");
+    const img = document.createElement("img");
+    img.src = S.thumb;
+    img.alt = S.caption || "image";
+    fig.append(img, el("figcaption", null, S.caption));
+    m.append(fig);
+  }
+  m.append(el("span", "text", S.message));
   m.className = "msg" + (S.message ? " show" : "") + (S.messageKind ? " " + S.messageKind : "");
   fitHeight();
 }
@@ -186,18 +208,28 @@ function drawMessage() {
 function drawBar() {
   const bar = document.getElementById("bar");
   bar.replaceChildren();
-  S.classes.forEach((c, i) => {
+  // Many classes: the bar keeps to the keyed ones (in key order) so it stays one or two lines.
+  const many = S.classes.length > BAR_ALL;
+  const shownClasses = many ? KEYS.map(classByKey).filter(Boolean) : S.classes;
+  shownClasses.forEach((c) => {
     const b = el("button", "cls");
     b.type = "button";
     b.dataset.classId = c.id;
-    const k = el("span", "k", i < KEYS.length ? KEYS[i] : "·");
+    const k = el("span", "k", c.key || "·");
     k.style.background = classColor(c.id);
     b.append(k, document.createTextNode(c.name));
-    b.title = (i < KEYS.length ? `Key ${KEYS[i]}: ` : `Press / and type "${c.name}" or ${i + 1}: `) +
+    b.title = (c.key ? `Key ${c.key}: ` : `Press / and type "${c.name}": `) +
               `label the focused (or selected) images ${c.name}`;
     b.addEventListener("click", () => assign(c.id));
     bar.append(b);
   });
+  if (many) {
+    const more = el("button", "act more", `Find one of ${S.classes.length.toLocaleString()} classes (/)`);
+    more.type = "button";
+    more.id = "more-classes";
+    more.addEventListener("click", openFinder);
+    bar.append(more);
+  }
   const skip = el("button", "act", "Skip (x)");
   skip.type = "button";
   skip.title = "Not sure: skip the focused (or selected) images; they are not asked again";
@@ -411,7 +443,8 @@ function fitHeight() {
     S.lastHeight = h;
     post("streamlit:setFrameHeight", {height: h});
   }
-  queueStick();
+  // view.js loads after this file; the first resize can come before it has.
+  if (typeof queueStick === "function") queueStick();
 }
 
 new ResizeObserver(() => fitHeight()).observe(document.getElementById("root"));
@@ -424,6 +457,7 @@ function onRender(args) {
   document.documentElement.style.setProperty("--img", (args.image_px || 160) + "px");
   document.documentElement.style.setProperty("--tile-w", ((args.image_px || 160) + 16) + "px");
   S.classes = args.classes || [];
+  S.byClass = new Map(S.classes.map((c) => [c.id, c]));
   const oldFocusId = S.items[S.focus] ? S.items[S.focus].id : null;
   S.items = args.items || [];
   const acked = new Set(args.acked || []);
@@ -441,6 +475,7 @@ function onRender(args) {
     S.batchId = args.batch_id;
     S.selected.clear();
     S.anchor = null;
+    S.confirmSubmit = null;
     const firstOpen = S.items.findIndex((it) => it.state === "unlabeled");
     S.focus = Math.max(0, firstOpen);
     if (!first) say("", "");
@@ -456,7 +491,7 @@ function onRender(args) {
   }
   if (args.notice && args.notice.id && args.notice.id !== S.noticeId) {
     S.noticeId = args.notice.id;
-    say(args.notice.text, args.notice.kind);
+    say(args.notice.text, args.notice.kind, args.notice.thumb, args.notice.caption);
   }
   document.body.classList.toggle("browse", args.mode !== "batch");
   if (first) {

@@ -81,19 +81,22 @@ function onKey(e) {
   }
   let handled = true;
   const ki = KEYS.indexOf(key);
+  const keyed = ki >= 0 ? classByKey(key) : null;
   // A held key repeats: moving may, answering must not run on from image to image.
   if (e.repeat && (ki >= 0 || "xXuU aAcC/".includes(key) || key === "Enter" || key === "Backspace")) {
     e.preventDefault();
     return true;
   }
-  if (ki >= 0 && ki < S.classes.length) assign(S.classes[ki].id);
+  if (keyed) assign(keyed.id);
+  else if (ki >= 0) say(`No class has the key ${key}; press / to find a class.`, "warn");
   else if (key === "x" || key === "X" || key === " ") assign(null);
   else if (key === "a" || key === "A") {
     const it = S.items[S.focus];
     const guess = it ? it.predicted_class_id : null;
-    if (guess !== null && guess !== undefined && !classById(guess) && !S.selected.size) {
-      say(`The model's guess for this image (${it.predicted || "a class"}) is a class that no longer exists; ` +
-          "press a class key instead.", "warn");
+    const gone = it && (it.guess_gone || (guess !== null && guess !== undefined && !classById(guess)));
+    if (gone && !S.selected.size) {
+      say(`The model's guess for this image (${it.guess_gone || it.predicted || "a class"}) is a class that ` +
+          "no longer exists, so there is no suggestion to accept: press a class key instead.", "warn");
     } else if (it && guess !== null && guess !== undefined && !S.selected.size) assign(guess);
     else if (it && !S.selected.size) say("No suggestion for this image yet (no model): press a class key.", "warn");
     else if (S.selected.size) say("a accepts the suggestion of the focused image only; press a class key to label the selection.", "warn");
