@@ -67,7 +67,8 @@ DEFAULT_RESNET = {"variant": "cifar", "epochs": 30, "batch_size": 64}
 __all__ = [
     "COLD_START_MAX_CANDIDATES", "DEFAULT_RESNET", "LINEAR_FORMAT", "LINEAR_FORMAT_VERSION", "PIXELS_DEFAULT",
     "POOL_MEMO", "EmbeddingTable", "ProjectModel", "RoundCancelled", "RoundInputs", "RoundOutcome",
-    "apply_round_threads", "compute_round", "embedding_table", "encoder_id_for", "features_for", "load_model",
+    "apply_round_threads", "audit_draw", "compute_round", "embedding_table", "encoder_id_for", "features_for",
+    "load_model",
     "pixel_features", "pixel_size", "round_job", "round_threads", "run_next_round", "save_linear_head",
 ]
 
@@ -157,7 +158,7 @@ def _select(head: LinearHead, feats: np.ndarray, inputs: RoundInputs, budget: in
     return picked, scores, reasons, info
 
 
-def _with_audit(inputs: RoundInputs, budget: int, share: float,
+def audit_draw(inputs: RoundInputs, budget: int, share: float,
                 ) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
     """(audit positions, candidates left to the strategy, the generator that placed them): the
     audit share of the batch drawn uniformly from the whole unlabeled pool before the strategy
@@ -203,13 +204,14 @@ def _add_guesses(reasons: list[str], probs: np.ndarray, inputs: RoundInputs
 def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck, device: str | None):
     from ralif.learners import load_uint8_images
     from ralif.models.resnet import TrainConfig, TrainingCancelled, train_resnet
+    from ralif.models.resnet_model import required
 
     cfg = TrainConfig.from_dict({**DEFAULT_RESNET, **inputs.resnet})
     report("extracting", {"what": "decoding images", "done": 0, "total": len(inputs.pool_paths)})
     if cfg.variant == "cifar":
         # Small images are decoded once and kept in memory; 224-px images are read from disk.
-        pool_imgs: Any = load_uint8_images(inputs.pool_paths, int(cfg.image_size))
-        test_imgs: Any = load_uint8_images(inputs.test_paths, int(cfg.image_size)) if len(inputs.test_paths) \
+        pool_imgs: Any = load_uint8_images(inputs.pool_paths, int(required(cfg.image_size)))
+        test_imgs: Any = load_uint8_images(inputs.test_paths, int(required(cfg.image_size))) if len(inputs.test_paths) \
             else []
         train_imgs: Any = pool_imgs[inputs.labeled_pos]
     else:
@@ -222,7 +224,7 @@ def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck,
         report("training", {"epoch": p["epoch"], "epochs": epochs, "fraction": min(1.0, done / epochs),
                             "loss": p.get("loss"), "accuracy": p.get("accuracy")})
 
-    report("training", {"epoch": 0, "epochs": int(cfg.epochs), "fraction": 0.0})
+    report("training", {"epoch": 0, "epochs": int(required(cfg.epochs)), "fraction": 0.0})
     try:
         net = train_resnet(train_imgs, inputs.labeled_y, len(inputs.class_ids), cfg, device=device,
                            progress=on_progress, should_stop=should_stop, class_names=inputs.class_names)
@@ -231,6 +233,14 @@ def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck,
     feats, _ = net.features_and_proba(pool_imgs)
     test_pred = net.predict(test_imgs) if len(inputs.test_pos) else None
     return net, feats, test_pred, cfg
+
+
+def _quiet(phase: str, progress: dict[str, Any] | None = None) -> None:
+    return None
+
+
+def _never() -> bool:
+    return False
 
 
 def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | None = None,
@@ -243,8 +253,8 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
     no model to audit and draws none."""
     from ralif.head import LinearHead, Standardizer, fit_head
 
-    report = report or (lambda phase, progress=None: None)
-    stop = should_stop or (lambda: False)
+    report = report or _quiet
+    stop = should_stop or _never
 
     def check() -> None:
         if stop():
@@ -274,8 +284,8 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
                          f"the round again")
     if cold:
         report("selecting", None)
-        picks, reasons = _cold_start(pool_feats, inputs, budget, rng)
-        return RoundOutcome(inputs.pool_ids[picks], [None] * budget, reasons, [None] * budget,
+        cold_picks, cold_reasons = _cold_start(pool_feats, inputs, budget, rng)
+        return RoundOutcome(inputs.pool_ids[cold_picks], [None] * budget, cold_reasons, [None] * budget,
                             [None] * budget, cold_start=True, labeled_count=len(inputs.labeled_pos),
                             info={"encoder_id": enc_id})
 
@@ -317,6 +327,9 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
                                               "encoder_id": enc_id, "accuracy": accuracy,
                                               "test_count": len(inputs.test_pos)})
     check()
+    scores: list[float | None]
+    reasons: list[str]
+    info: dict[str, Any]
     if budget < 1:
         # Every pool image is labeled: the model is still worth training, there is just nothing to ask.
         picks, scores, reasons, info = np.zeros(0, np.int64), [], [], {"note": "every image is labeled"}
@@ -324,7 +337,7 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
         confidence: list[float | None] = []
     else:
         report("selecting", None)
-        audit, rest, arng = _with_audit(inputs, budget, audit_share)
+        audit, rest, arng = audit_draw(inputs, budget, audit_share)
         picks, scores, reasons, info = _select(head, pool_feats, inputs, budget - len(audit), rng, rest)
         picks, scores, reasons = _interleave(picks, scores, reasons, audit, arng, inputs)
         probs = head.predict_proba(pool_feats, picks)
