@@ -1,12 +1,12 @@
-"""Progress page: accuracy per round against labels used, labels per class, time per round, and in
-simulation mode the project's curve against Random.
+"""Progress page: the model's accuracy measured on random audit images, accuracy per round against
+labels used, labels per class, time per round, and in simulation mode the project's curve against
+Random.
 
 The Random reference (demo, or any linear-head project whose pool has hidden true labels) is
-computed by :func:`ralif.projection.random_baseline` in a background worker: a linear head trained
-on random pool images, answered by the true labels, at exactly the label counts this project's
-rounds reached, three seeds. Values are stored, so each new round only adds its own count. This
-compares the labeling session the user actually ran with what Random would have given at the
-same effort, which a separate ``ralif simulate`` run (its own initial set and budget) cannot.
+computed by :func:`ralif.map.baseline.random_baseline` in a background worker, like for like with
+this project: the same starting labels as its first trained round, then random pool images answered
+by the true labels, at exactly the label counts this project's rounds reached, the same head and
+held-out set, five seeds. Values are stored, so each new round only adds its own count.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from ralif import projection as proj
-from ralif.evaluation import auca, auca_ratio
+from ralif.map.baseline import compare_with_random, reference_unavailable
 from ralif.project import Project
 from ralif.ui import common
 from ralif.ui.literal import lit
+from ralif.ui.quality_panel import comparison_caption, render_audit
 from ralif.ui.state import require_project
 from ralif.worker import FINAL_STATES
 
@@ -43,6 +44,8 @@ m4.metric("Held-out accuracy", "—" if last_acc is None else f"{last_acc:.1%}",
           delta=None if len(measured) < 2 else f"{(last_acc - measured[-2]['accuracy']) * 100:+.1f} pts",
           help=f"on {measured[-1]['test_count']:,} held-out images" if measured else "no held-out set or model yet")
 
+render_audit(project)
+
 
 def _layout(fig: go.Figure, x: str, y: str, height: int = 340) -> go.Figure:
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis_title=x, yaxis_title=y,
@@ -62,7 +65,11 @@ def _watch_baseline(p: Project) -> None:
 
 def _random_reference(p: Project, counts: list[int]) -> dict | None:
     """The stored Random curve at ``counts``; starts computing it when some values are missing."""
-    if not counts or not p.settings.get("simulated_oracle") or proj.simulation_reference(p) is None:
+    if not counts:
+        return None
+    why = reference_unavailable(p)
+    if why is not None:
+        st.info(f"No comparison with Random: {lit(why)}.")
         return None
     found = proj.read_random_baseline(p, counts)
     if found is not None:
@@ -99,24 +106,24 @@ else:
                                  name=f"Random, range over {len(rand)} seeds"))
         fig.add_trace(go.Scatter(x=counts, y=rand.mean(0), mode="lines+markers", name="Random (mean)",
                                  line={"color": "#7f7f7f", "dash": "dash"}))
-    fig.add_trace(go.Scatter(x=counts, y=acc, mode="lines+markers", name=common.plot_text(f"this project ({project.strategy})"),
+    fig.add_trace(go.Scatter(x=counts, y=acc, mode="lines+markers",
+                             name=common.plot_text(f"this project ({project.strategy})"),
                              line={"color": "#1f77b4", "width": 3},
                              customdata=[r["number"] for r in measured],
                              hovertemplate="round %{customdata}<br>%{x} labels<br>%{y:.1%}<extra></extra>"))
     fig.update_yaxes(tickformat=".0%")
     st.plotly_chart(_layout(fig, "labeled images", "accuracy"), key="progress-accuracy")
     if reference is not None:
-        if len(acc) >= 3:
-            mean_ratio = auca_ratio(acc, rand.mean(0))
-            per_seed = np.array([auca(acc) / auca(r) for r in rand])
-            st.metric("AUCA ratio against Random", f"{mean_ratio:.3f}",
+        comparison = compare_with_random(acc, reference)
+        if comparison is not None:
+            st.metric("AUCA ratio against Random", f"{comparison.ratio:.3f}",
                       help="Area under this project's accuracy curve over its measured rounds (the first one "
                            "excluded, as in the paper) divided by Random's at the same label counts. Above 1: "
                            "better than random picking.")
-            st.caption(f"Per Random seed: {', '.join(f'{v:.3f}' for v in per_seed)}. Random: a linear head on "
-                       f"random pool images answered by the true labels, at this project's label counts.")
+            st.caption(comparison_caption(comparison))
         else:
-            st.caption("The AUCA ratio against Random needs at least three measured rounds.")
+            st.caption("The AUCA ratio against Random needs at least three measured rounds. Random starts from "
+                       "the same labels as this project's first trained round and is scored the same way.")
 
 # -- labels per class and time per round ----------------------------------------------------------
 left, right = st.columns(2)

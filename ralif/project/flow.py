@@ -10,9 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ralif.project.audits import (
+    AUDIT_SHARE_KEY,
+    ESTIMATE_MIN_ANSWERS,
+    AuditSummary,
+    read_rows,
+    share_setting,
+    summarise,
+    validate_share,
+)
 from ralif.project.errors import ProjectError, RoundBusy
 
 if TYPE_CHECKING:
+    from ralif.audit import AcceptDecision
     from ralif.project.lifecycle import RoundBook
     from ralif.project.records import Progress
     from ralif.project.store import Store
@@ -113,3 +123,30 @@ class RoundFlowMixin:
             picks = self.round_book.selection_marks(conn)
             classes = conn.execute("SELECT COUNT(*), COALESCE(SUM(deleted), 0) FROM classes").fetchone()
         return ChangeMarks(int(history), picks, (int(classes[0]), int(classes[1])))
+
+    # -- the audit share and what it measures ---------------------------------------------------
+    @property
+    def audit_share(self) -> float:
+        """The share of each batch drawn uniformly from the unlabeled pool, never by the strategy,
+        to measure the model (default 0.10; 0: off)."""
+        return share_setting(self.store.settings())
+
+    def set_audit_share(self, share: float) -> None:
+        """Change the audit share for the rounds to come (0 turns the audit off)."""
+        try:
+            value = validate_share(share)
+        except ValueError as exc:
+            raise ProjectError(str(exc)) from None
+        self.store.set_settings({AUDIT_SHARE_KEY: value})
+
+    def audit_estimate(self, min_answers: int = ESTIMATE_MIN_ANSWERS) -> AuditSummary:
+        """The current model's accuracy from the audit answers (``.accuracy``, ``.interval`` at 95 %,
+        ``.n``), the warnings that say it is not yet to be trusted, and the accept rule."""
+        with self.store.read() as conn:
+            rows = read_rows(conn)
+        return summarise(rows, min_answers)
+
+    def accept_policy(self) -> AcceptDecision:
+        """What accepting the model's guess (the ``a`` key) may do now: ``mode`` ``allow`` (write it),
+        ``confirm`` (ask first, showing ``reason``) or ``off`` (refuse, showing ``reason``)."""
+        return self.audit_estimate().accept

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from ralif.project.audits import record_round as record_audits
+from ralif.project.audits import share_setting
 from ralif.project.checkpoints import prune_models
 from ralif.project.errors import ProjectError, RoundBusy
 from ralif.project.records import RoundInputs, RoundOutcome, now
@@ -214,6 +216,10 @@ class RoundBook:
         """(selections recorded, newest round with any): grows with every finished round."""
         row = conn.execute("SELECT COUNT(*), COALESCE(MAX(round), 0) FROM selections").fetchone()
         return int(row[0]), int(row[1])
+
+    def audit_share(self) -> float:
+        """The share of each batch drawn at random to measure the model (see :mod:`ralif.audit`)."""
+        return share_setting(self.store.settings())
 
     def queued_for_server(self) -> tuple[int, str] | None:
         """(number, status file) of a round claimed for the round server and not yet taken."""
@@ -409,6 +415,8 @@ class RoundBook:
                  int(outcome.cold_start), outcome.model_path, number))
             if outcome.model_path:
                 self.store.set_settings({"current_model": outcome.model_path}, conn)
+            if not outcome.cold_start:
+                record_audits(conn, number, outcome.image_ids, outcome.predicted, outcome.confidence, outcome.info)
         if outcome.model_path:
             self.prune_models()
 

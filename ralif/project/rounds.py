@@ -60,6 +60,8 @@ StopCheck = Callable[[], bool]
 # Cold-start k-means++ costs O(candidates x batch x dim); a random subset this large already
 # covers the pool's modes, so huge pools stay fast.
 COLD_START_MAX_CANDIDATES = 20_000
+# Seeds the audit draw's own random stream (with the project seed and round number).
+AUDIT_STREAM = 0xA0D17
 DEFAULT_RESNET = {"variant": "cifar", "epochs": 30, "batch_size": 64}
 
 
@@ -67,7 +69,8 @@ DEFAULT_RESNET = {"variant": "cifar", "epochs": 30, "batch_size": 64}
 __all__ = [
     "COLD_START_MAX_CANDIDATES", "DEFAULT_RESNET", "LINEAR_FORMAT", "LINEAR_FORMAT_VERSION", "PIXELS_DEFAULT",
     "POOL_MEMO", "EmbeddingTable", "ProjectModel", "RoundCancelled", "RoundInputs", "RoundOutcome",
-    "apply_round_threads", "compute_round", "embedding_table", "encoder_id_for", "features_for", "load_model",
+    "apply_round_threads", "audit_draw", "compute_round", "embedding_table", "encoder_id_for", "features_for",
+    "load_model",
     "pixel_features", "pixel_size", "round_job", "round_threads", "run_next_round", "save_linear_head",
 ]
 
@@ -121,12 +124,13 @@ def _capture_scores(strategy: Any) -> dict[str, Any]:
 
 
 def _select(head: LinearHead, feats: np.ndarray, inputs: RoundInputs, budget: int,
-            rng: np.random.Generator) -> tuple[np.ndarray, list[float | None], list[str], dict[str, Any]]:
+            rng: np.random.Generator, candidates: np.ndarray,
+            ) -> tuple[np.ndarray, list[float | None], list[str], dict[str, Any]]:
     from ralif.strategies import make_strategy
 
     strategy = make_strategy(inputs.strategy)
     captured = _capture_scores(strategy)
-    unlabeled = np.sort(inputs.candidate_pos)
+    unlabeled = np.sort(candidates)
     picked = strategy.select(head, feats, inputs.labeled_pos, unlabeled, budget, rng)
     info = {k: v for k, v in strategy.last_info.items() if isinstance(v, (int, float, str))}
     scores: list[float | None] = [None] * len(picked)
@@ -156,6 +160,40 @@ def _select(head: LinearHead, feats: np.ndarray, inputs: RoundInputs, budget: in
     return picked, scores, reasons, info
 
 
+def audit_draw(inputs: RoundInputs, budget: int, share: float,
+                ) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """(audit positions, candidates left to the strategy, the generator that placed them): the
+    audit share of the batch drawn uniformly from the whole unlabeled pool before the strategy
+    sees it, from a stream of its own so the strategy's draws do not depend on it."""
+    from ralif.audit import audit_count
+
+    arng = np.random.default_rng([int(inputs.seed), int(inputs.number), AUDIT_STREAM])
+    n_audit = audit_count(budget, share)
+    if not n_audit:
+        return np.zeros(0, np.int64), inputs.candidate_pos, arng
+    audit = np.sort(arng.choice(inputs.candidate_pos, size=n_audit, replace=False)).astype(np.int64)
+    return audit, inputs.candidate_pos[~np.isin(inputs.candidate_pos, audit)], arng
+
+
+def _interleave(picks: np.ndarray, scores: list[float | None], reasons: list[str], audit: np.ndarray,
+                rng: np.random.Generator, inputs: RoundInputs,
+                ) -> tuple[np.ndarray, list[float | None], list[str]]:
+    """Audit images at random places among the strategy's picks, with a reason that is true and
+    does not single them out: a user who knows which images check the model labels them apart."""
+    if not len(audit):
+        return picks, scores, reasons
+    total = len(picks) + len(audit)
+    at = np.zeros(total, dtype=bool)
+    at[rng.choice(total, size=len(audit), replace=False)] = True
+    order = np.empty(total, dtype=np.int64)
+    order[at], order[~at] = audit, picks
+    out_s = np.full(total, None, dtype=object)
+    out_r = np.full(total, f"one of the {total} images of round {inputs.number}'s batch", dtype=object)
+    out_s[~at] = np.array(scores, dtype=object).reshape(-1)
+    out_r[~at] = np.array(reasons, dtype=object).reshape(-1)
+    return order, list(out_s), [str(r) for r in out_r]
+
+
 def _add_guesses(reasons: list[str], probs: np.ndarray, inputs: RoundInputs
                  ) -> tuple[list[str], list[int | None], list[float | None]]:
     top = probs.argmax(1)
@@ -168,6 +206,7 @@ def _add_guesses(reasons: list[str], probs: np.ndarray, inputs: RoundInputs
 def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck, device: str | None):
     from ralif.learners import load_uint8_images
     from ralif.models.resnet import TrainConfig, TrainingCancelled, train_resnet
+    from ralif.models.resnet_model import required
 
     cfg = TrainConfig.from_dict({**DEFAULT_RESNET, **inputs.resnet})
     if cfg.image_size is None or cfg.epochs is None:
@@ -175,8 +214,8 @@ def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck,
     report("extracting", {"what": "decoding images", "done": 0, "total": len(inputs.pool_paths)})
     if cfg.variant == "cifar":
         # Small images are decoded once and kept in memory; 224-px images are read from disk.
-        pool_imgs: Any = load_uint8_images(inputs.pool_paths, int(cfg.image_size))
-        test_imgs: Any = load_uint8_images(inputs.test_paths, int(cfg.image_size)) if len(inputs.test_paths) \
+        pool_imgs: Any = load_uint8_images(inputs.pool_paths, int(required(cfg.image_size)))
+        test_imgs: Any = load_uint8_images(inputs.test_paths, int(required(cfg.image_size))) if len(inputs.test_paths) \
             else []
         train_imgs: Any = pool_imgs[inputs.labeled_pos]
     else:
@@ -189,7 +228,7 @@ def _train_resnet(inputs: RoundInputs, report: Reporter, should_stop: StopCheck,
         report("training", {"epoch": p["epoch"], "epochs": epochs, "fraction": min(1.0, done / epochs),
                             "loss": p.get("loss"), "accuracy": p.get("accuracy")})
 
-    report("training", {"epoch": 0, "epochs": int(cfg.epochs), "fraction": 0.0})
+    report("training", {"epoch": 0, "epochs": int(required(cfg.epochs)), "fraction": 0.0})
     try:
         net = train_resnet(train_imgs, inputs.labeled_y, len(inputs.class_ids), cfg, device=device,
                            progress=on_progress, should_stop=should_stop, class_names=inputs.class_names)
@@ -221,9 +260,13 @@ def _never() -> bool:
 
 
 def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | None = None,
-                  should_stop: StopCheck | None = None) -> RoundOutcome:
+                  should_stop: StopCheck | None = None, *, audit_share: float = 0.0) -> RoundOutcome:
     """Features, training, selection and checkpoint for ``inputs``; writes only the model file
-    (under ``project.folder``: a Project or a RoundBook). Pure of the database."""
+    (under ``project.folder``: a Project or a RoundBook). Pure of the database.
+
+    ``audit_share``: the share of a batch drawn uniformly from the unlabeled pool instead of by the
+    strategy (:mod:`ralif.audit`); their image ids go in ``info["audit_ids"]``. A cold start has
+    no model to audit and draws none."""
     from ralif.head import LinearHead, Standardizer, fit_head
 
     report = report or _no_report
@@ -257,19 +300,21 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
                          f"the round again")
     if cold:
         report("selecting", None)
-        picks, reasons = _cold_start(pool_feats, inputs, budget, rng)
-        return RoundOutcome(inputs.pool_ids[picks], [None] * budget, reasons, [None] * budget,
+        cold_picks, cold_reasons = _cold_start(pool_feats, inputs, budget, rng)
+        return RoundOutcome(inputs.pool_ids[cold_picks], [None] * budget, cold_reasons, [None] * budget,
                             [None] * budget, cold_start=True, labeled_count=len(inputs.labeled_pos),
                             info={"encoder_id": enc_id})
 
     models_dir = project.folder / "models"
     weights_path = models_dir / f"round-{inputs.number:04d}.safetensors"
     accuracy: float | None = None
+    losses: list[float] | None = None
     common_meta = {"class_names": inputs.class_names, "class_ids": inputs.class_ids,
                    "round": inputs.number, "labeled": len(inputs.labeled_pos),
                    "project": inputs.project_name}
     if inputs.model_kind == "resnet18":
         net, pool_feats, test_pred, cfg = _train_resnet(inputs, report, stop, inputs.device)
+        losses = [float(r["loss"]) for r in net.history]
         w, b = net.final_layer()
         # SGD weight decay wd on the mean loss is the L2 term (wd/2)‖W‖², the λ of the Hessian.
         head = LinearHead.from_linear_layer(w, b, l2=float(cfg.weight_decay), device=inputs.device)
@@ -300,17 +345,26 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
                                                   "encoder_id": enc_id, "accuracy": accuracy,
                                                   "test_count": len(inputs.test_pos)})
     check()
+    scores: list[float | None]
+    reasons: list[str]
+    info: dict[str, Any]
     if budget < 1:
         # Every pool image is labeled: the model is still worth training, there is just nothing to ask.
-        scores: list[float | None] = []
+        scores = []
         picks, reasons, info = np.zeros(0, np.int64), [], {"note": "every image is labeled"}
         predicted: list[int | None] = []
         confidence: list[float | None] = []
     else:
         report("selecting", None)
-        picks, scores, reasons, info = _select(head, pool_feats, inputs, budget, rng)
+        audit, rest, arng = audit_draw(inputs, budget, audit_share)
+        picks, scores, reasons, info = _select(head, pool_feats, inputs, budget - len(audit), rng, rest)
+        picks, scores, reasons = _interleave(picks, scores, reasons, audit, arng, inputs)
         probs = head.predict_proba(pool_feats, picks)
         reasons, predicted, confidence = _add_guesses(reasons, probs, inputs)
+        info["audit_ids"] = [int(i) for i in inputs.pool_ids[audit]]
+        info["audit_share"] = float(audit_share)
+    if losses is not None:
+        info["losses"] = losses
     info["encoder_id"] = enc_id
     return RoundOutcome(inputs.pool_ids[picks], scores, reasons, predicted, confidence, cold_start=False,
                         labeled_count=len(inputs.labeled_pos), accuracy=accuracy,
@@ -338,7 +392,7 @@ def run_next_round(project: HasFolder | str | os.PathLike[str], report: Reporter
     start = time.perf_counter()
     try:
         inputs = book.inputs(number)
-        outcome = compute_round(book, inputs, relay, should_stop)
+        outcome = compute_round(book, inputs, relay, should_stop, audit_share=book.audit_share())
         book.finish(number, outcome, time.perf_counter() - start, job_path=job_path)
     except BaseException as exc:
         if not isinstance(exc, RoundBusy):  # a round taken over is the other runner's to record

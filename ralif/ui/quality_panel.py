@@ -1,0 +1,69 @@
+"""The model's quality as the pages show it: the audit estimate (accuracy with its 95 % interval, the
+warnings, what the accept key may do) and the plain-words explanation of the Random comparison.
+
+Every text that can hold a user's words (class names inside warnings) goes through
+:func:`ralif.ui.literal.lit`, so it shows as typed and never as Markdown.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ralif.map.baseline import RandomComparison
+from ralif.project import Project
+from ralif.project.audits import AuditSummary
+from ralif.ui.literal import lit
+
+_ACCEPT_WORDS = {"allow": "on", "confirm": "asks for confirmation", "off": "off"}
+
+
+def audit_caption(summary: AuditSummary) -> str:
+    """One paragraph saying what the estimate is and how it is measured (plain text, no user words)."""
+    est = summary.estimate
+    share = (f"{summary.share:.0%} of every batch is drawn at random from the unlabeled images, never picked "
+             f"by the strategy" if summary.share > 0 else "the audit share is off (0 %), so no new audit images "
+                                                           "are drawn")
+    if est.accuracy is None:
+        return (f"Not measured yet: no audit image has been answered. To measure the model without a held-out "
+                f"set, {share}; the model's guess for each is kept and compared with your label.")
+    rounds = (f"round {est.rounds[0]}" if len(est.rounds) == 1
+              else f"rounds {est.rounds[0]}–{est.rounds[-1]}")
+    return (f"{est.correct} of {est.n} audit images labeled so far matched the model's guess ({rounds}); the "
+            f"true accuracy lies between {est.low:.0%} and {est.high:.0%} with 95 % confidence (Wilson "
+            f"interval). It is unbiased because {share}; those images are shown like any other. Chance is "
+            f"{est.chance:.0%}.")
+
+
+def render_audit(project: Project, *, heading: bool = True) -> AuditSummary:
+    """The audit estimate with its warnings and the accept rule; returns what it showed."""
+    summary = project.audit_estimate()
+    est = summary.estimate
+    if heading:
+        st.subheader("Model accuracy, measured on random audit images")
+    left, right = st.columns([1, 3])
+    left.metric("Estimated accuracy", "—" if est.accuracy is None else f"{est.accuracy:.0%}",
+                help="From the random audit images of the latest rounds: how often the model's guess at the "
+                     "time it was picked matched the label you gave.")
+    right.caption(lit(audit_caption(summary)))
+    for warning in summary.warnings:
+        st.warning(lit(warning.text))
+    mode = summary.accept.mode
+    text = f"Accepting the model's guess (the a key) is {_ACCEPT_WORDS[mode]}: {summary.accept.reason}."
+    if mode == "allow":
+        st.caption(lit(text))
+    else:
+        st.info(lit(text))
+    return summary
+
+
+def comparison_caption(c: RandomComparison) -> str:
+    """What the AUCA ratio compares, over how many seeds, and what its 95 % interval means."""
+    return (f"What is compared: this project's accuracy on the held-out set after each of its {c.rounds} "
+            f"trained rounds, against Random: the same {c.start:,} starting labels, then images drawn at random "
+            f"from the pool (answered by their hidden true labels) up to the same label counts, with the same "
+            f"model and the same held-out images. The ratio is the area under this project's curve divided by "
+            f"Random's (the first round left out, as it is shared); above 1.00 means better than random "
+            f"picking. Random was run with {c.seeds} seeds (different random orders), giving "
+            f"{', '.join(f'{v:.3f}' for v in c.per_seed)}; their 95 % interval for the ratio is "
+            f"{c.low:.3f} to {c.high:.3f}: {c.verdict}. With few rounds the interval is wide, so a ratio a "
+            f"little under or over 1 is not yet a verdict either way.")
