@@ -9,45 +9,20 @@ of its number prefix.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import streamlit as st
 
 from ralif.project import Project, ProjectError
-from ralif.strategies import REGISTRY
-from ralif.ui import common, errors, projects, round_panel
+from ralif.ui import common, encoder_picker, errors, new_project, projects
 from ralif.ui.literal import code, lit
 from ralif.ui.state import client_id, current_project, projects_root, set_project
 
 HERE = Path(__file__).resolve().parent
 LABEL_PAGE = "pages/1_Label.py"
-REPORT_KEY = "ralif_import_report"
+REPORT_KEY = new_project.REPORT_KEY
 DEMO_TRIED_KEY = "ralif_demo_tried"
 
-MODELS = {"clip-linear": "CLIP ViT-B/16 + linear head (recommended)",
-          "resnet18": "ResNet18 trained on your labels"}
-MODEL_HELP = ("CLIP: a frozen image encoder (its weights are downloaded once, then cached) with a linear "
-              "classifier retrained every round; fast on a CPU. ResNet18: the whole network is trained on "
-              "your labels every round; slower, a GPU helps.")
-STRATEGY_HELP = {
-    "ralif": "RALIF (recommended)",
-    "random": "random (baseline)",
-    "uncertainty": "uncertainty (entropy)",
-    "coreset": "coreset (k-center)",
-    "badge": "BADGE (gradient k-means++)",
-    "gradnorm": "gradient norm",
-}
-STRATEGY_DOC = ("RALIF: the images whose labels should lower the model's loss on the whole pool most "
-                "(influence functions), then a diverse batch among the best 10 %. The others are the usual "
-                "baselines: random, highest entropy, k-center coreset, BADGE, gradient norm.")
-HELD = {"none": "None (or the source's test/ folder)", "share": "A share of the images",
-        "path": "A separate folder or CSV"}
-KNOWN = {
-    "import": "Use them as labels",
-    "truth": "Hide them: they answer the simulated oracle and score the held-out set",
-    "ignore": "Ignore them",
-}
 
 
 def first_launch(root: Path) -> None:
@@ -99,67 +74,6 @@ def project_list(root: Path, project: Project | None) -> None:
                 st.switch_page(LABEL_PAGE)
 
 
-def create_form(root: Path) -> None:
-    st.subheader("New project")
-    with st.form("create"):
-        name = st.text_input("Project name", placeholder="e.g. Street signs", key="new_name")
-        source_text = st.text_input(
-            "Images", key="new_source", placeholder="/data/photos  or  /data/imagefolder  or  /data/list.csv",
-            help="A folder of images (searched recursively), an ImageFolder (one subfolder per class, "
-                 "optionally under train/ val/ test/), or a CSV manifest with a `path` column and an "
-                 "optional `label` column.")
-        c1, c2 = st.columns(2)
-        layout = c1.selectbox("Folder layout", ["auto", "imagefolder", "flat"], key="new_layout",
-                              help="auto: subfolders are classes when every image sits in one; "
-                                   "flat: ignore subfolders")
-        known = c2.selectbox("Labels found in the source", list(KNOWN), format_func=KNOWN.get,
-                             key="new_known")
-        model = c1.selectbox("Model", list(MODELS), format_func=MODELS.get, help=MODEL_HELP, key="new_model")
-        names = ["ralif"] + [n for n in REGISTRY if n != "ralif"]
-        strategy = c2.selectbox("Selection strategy", names, key="new_strategy",
-                                format_func=lambda n: STRATEGY_HELP.get(n, n), help=STRATEGY_DOC)
-        batch_size = c1.number_input("Batch size", min_value=1, max_value=1000, value=20, step=1,
-                                     key="new_batch", help="Images to label per round")
-        held = c2.selectbox("Held-out set (scores the model after every round)", list(HELD), key="new_held",
-                            format_func=HELD.get)
-        share = c1.slider("Held-out share (with 'A share of the images')", 0.05, 0.5, 0.1, 0.05,
-                          key="new_share")
-        held_path = c2.text_input("Held-out folder or CSV (with 'A separate folder or CSV')",
-                                  key="new_held_path")
-        with st.expander("Advanced"):
-            spec = st.text_input("Strategy options", placeholder="ralif(rule=single)", key="new_spec",
-                                 help="A full strategy spec overrides the choice above; "
-                                      "`python -m ralif strategies` lists the options.")
-        if not st.form_submit_button("Create project", type="primary"):
-            return
-
-    source, problem = projects.check_source(source_text)
-    test: object = None
-    if problem is None and held == "share":
-        test = float(share)
-    elif problem is None and held == "path":
-        test, held_problem = projects.check_source(held_path)
-        if held_problem:
-            problem = f"Held-out set: {held_problem}"
-    if problem is None and not name.strip():
-        problem = "Give the project a name."
-    if problem or source is None:
-        st.error(lit(problem))
-        return
-    try:
-        with st.spinner("Reading and checking every image…"):
-            new, report = projects.create_project(
-                root, name, source, model=model, strategy=spec.strip() or strategy,
-                batch_size=int(batch_size), test=test, known_labels=known, layout=layout, client=client_id())
-    except ProjectError as exc:
-        st.error(f"The project was not created: {lit(exc)}")
-        return
-    set_project(new.folder)
-    error = round_panel.start(new)
-    st.session_state[REPORT_KEY] = {"folder": str(new.folder), "report": asdict(report), "error": error}
-    st.rerun()
-
-
 def import_report() -> None:
     """What the import of the project just created found: bad files by name, duplicates."""
     shown = st.session_state.get(REPORT_KEY)
@@ -202,7 +116,9 @@ def home() -> None:
     common.show_flash()
     import_report()
     project_list(root, project)
-    create_form(root)
+    if project is not None:
+        encoder_picker.encoder_settings(project)
+    new_project.create_section(root)
 
 
 def page_title(path: Path) -> str:
@@ -214,8 +130,13 @@ common.setup_page("ralif")
 home_page = st.Page(home, title="Projects", icon=":material/home:", default=True, url_path="projects")
 common.set_home(home_page)
 pages = [home_page]
-numbered = sorted((HERE / "pages").glob("[0-9]*.py"),
-                  key=lambda p: (int(re.match(r"\d+", p.name)[0]), p.name))
+def page_order(path: Path) -> tuple[int, str]:
+    """``pages/2_Map.py`` -> ``(2, "2_Map.py")``: pages in the order of their number prefix."""
+    number = re.match(r"\d+", path.name)
+    return (int(number[0]) if number else 0, path.name)
+
+
+numbered = sorted((HERE / "pages").glob("[0-9]*.py"), key=page_order)
 pages += [st.Page(str(p.relative_to(HERE)), title=page_title(p)) for p in numbered]
 try:
     st.navigation(pages).run()

@@ -29,6 +29,7 @@ from ralif.weights import (
     partial_bytes,
     resnet18_checkpoint_path,
     resnet18_source,
+    source_for_spec,
 )
 
 DEFAULT_CLIP = ("ViT-B-16", "openai")
@@ -248,6 +249,19 @@ def checkpoint_choice(path: str | os.PathLike[str] | None = None, arch: str = "c
     spec = f"clip:{model_name}:{full}" if arch == "clip" else f"resnet18:{full}"
     return EncoderChoice("checkpoint", title, "clip-linear", spec, text, weights_present=present,
                          weights_path=full, warning=None if present else f"file not found: {full}")
+
+
+def spec_choice(spec: str, model: str = "clip-linear") -> EncoderChoice:
+    """Any encoder spec the command line takes (``resnet18-32:none``, ``clip:ViT-B-32:laion2b_s34b_b79k``,
+    ``pixels:8``, ...), for the cases the named choices do not cover. Raises ``ValueError`` for an
+    open_clip tag that does not exist."""
+    spec = spec.strip()
+    text = ("The encoder spec as the command line takes it (see the README's encoder table); a spec "
+            "ending in ':none' uses random weights, which is only useful to try the app out.")
+    source = source_for_spec(spec) if spec else None
+    extra: dict[str, Any] = {} if source is None else _with_weights(source, download_bytes=source.size_bytes)
+    return EncoderChoice("spec", "Another encoder (spec)", model, spec or None, text, needs_file=not spec,
+                         resnet={"variant": "cifar"} if model == "resnet18" else {}, **extra)
 
 
 def encoder_choices(*, labels: int | None = None, has_gpu: bool | None = None,

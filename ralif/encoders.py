@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -123,12 +124,13 @@ def _freeze(model: torch.nn.Module) -> torch.nn.Module:
 def _missing_clip_weights(model_name: str, tag: str, detail: str) -> RuntimeError:
     return RuntimeError(
         f"open_clip weights '{tag}' for {model_name} are not available on this machine ({detail}). "
-        f"Download them with `ralif weights download clip:{model_name}:{tag}` where the hub is "
-        f"reachable, or pass a local checkpoint file (--pretrained /path/to/open_clip_model.safetensors, "
-        f"or an encoder spec like clip:{model_name}:/path/to/checkpoint), or run once on a machine "
-        f"with internet access so open_clip fills the Hugging Face hub cache "
-        f"({_hf_hub_cache_dir()}) and copy that cache here; HF_HOME or HF_HUB_CACHE choose where "
-        f"the cache lives. Use pretrained=None (spec clip:{model_name}:none) for random weights."
+        f"In the app: open the project's encoder settings on the Projects page and download them "
+        f"there, choose another encoder, or give the path of a weights file you have. From a "
+        f"terminal: `ralif weights download clip:{model_name}:{tag}` where the hub is reachable, or "
+        f"a local checkpoint (--pretrained /path/to/open_clip_model.safetensors, or the encoder spec "
+        f"clip:{model_name}:/path/to/checkpoint). "
+        f"The files live in the Hugging Face hub cache ({_hf_hub_cache_dir()}; HF_HOME or HF_HUB_CACHE "
+        f"move it), so a cache filled on a machine with internet access can be copied here."
     )
 
 
@@ -169,6 +171,8 @@ class OpenClipEncoder(Encoder):
     ``HF_HUB_OFFLINE`` is not set. A checkpoint file of OpenAI's weights needs the ``-quickgelu``
     model name (e.g. ``ViT-B-16-quickgelu``), as the ``openai`` tag implies it.
     """
+
+    model: torch.nn.Module
 
     def __init__(self, model_name: str = "ViT-B-16", pretrained: str | None = "openai",
                  device: str | torch.device | None = None, normalize: bool = True,
@@ -216,7 +220,10 @@ class OpenClipEncoder(Encoder):
             raise RuntimeError(f"could not load open_clip {model_name} weights "
                                f"({weights_path}): {exc}") from exc
         # Only the image tower is needed; dropping the text tower frees about half the memory.
-        self.model = _freeze(clip.visual)
+        visual = clip.visual
+        if not isinstance(visual, torch.nn.Module):
+            raise RuntimeError(f"open_clip {model_name} has no image tower")
+        self.model = _freeze(visual)
         del clip
         self.normalize = normalize
         input_size = getattr(self.model, "image_size", None)
@@ -281,12 +288,14 @@ def _load_state_dict(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        state = load_file(path, device="cpu")
+        loaded: Any = load_file(path, device="cpu")
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    return {k.removeprefix("module."): v for k, v in state.items()}
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise RuntimeError(f"{path} holds a {type(loaded).__name__}, not a state dict of tensors")
+    return {str(k).removeprefix("module."): v for k, v in loaded.items()}
 
 
 class TorchvisionResNet18Encoder(Encoder):
@@ -295,6 +304,8 @@ class TorchvisionResNet18Encoder(Encoder):
     ``weights`` is ``"imagenet"`` (the torchvision IMAGENET1K_V1 file, looked up in the torch hub
     cache and never downloaded), a local state-dict file, or ``None`` for fixed-seed random weights.
     """
+
+    model: torch.nn.Module
 
     def __init__(self, weights: str | None = "imagenet", image_size: int = 224,
                  device: str | torch.device | None = None) -> None:

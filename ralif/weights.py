@@ -48,6 +48,7 @@ class WeightsUnavailable(RuntimeError):
     def __init__(self, message: str, fixes: list[str] | None = None, offline: bool = False) -> None:
         self.fixes = list(fixes or [])
         self.offline = offline
+        self.message = message      # without the fixes, for a page that lists them itself
         text = message + ("" if not self.fixes else " Fixes: " + " ".join(
             f"({i}) {f}" for i, f in enumerate(self.fixes, 1)))
         super().__init__(text)

@@ -56,6 +56,7 @@ class FakeHosts:
         self.fail_after: int | None = None      # close the connection after this many body bytes, once
         self.ignore_range = False
         self.requests: list[tuple[str, str, str | None]] = []
+        self.seconds_per_mb = 0.0               # slow the body down, so a page can show its progress
 
     def add_hub_file(self, repo: str, name: str, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
@@ -107,7 +108,14 @@ def _handler(hosts: FakeHosts) -> type[BaseHTTPRequestHandler]:
             if hosts.fail_after is not None:
                 payload, hosts.fail_after = payload[:hosts.fail_after], None
                 self.close_connection = True
-            self.wfile.write(payload)
+            if not hosts.seconds_per_mb:
+                self.wfile.write(payload)
+                return
+            step = 1 << 17
+            for i in range(0, len(payload), step):
+                self.wfile.write(payload[i:i + step])
+                self.wfile.flush()
+                time.sleep(hosts.seconds_per_mb * step / 1e6)
 
         def do_HEAD(self) -> None:
             self._answer(body=False)
@@ -145,13 +153,13 @@ def tiny_model(tmp_path_factory):
     return open_clip.create_model(TINY)
 
 
-def _safetensors_bytes(model: torch.nn.Module) -> bytes:
+def safetensors_bytes(model: torch.nn.Module) -> bytes:
     from safetensors.torch import save
 
     return save({k: v.contiguous() for k, v in model.state_dict().items()})
 
 
-def _register_tag(monkeypatch, repo: str) -> None:
+def register_tag(monkeypatch, repo: str) -> None:
     from open_clip import pretrained as oc_pretrained
 
     monkeypatch.setitem(oc_pretrained._PRETRAINED, TINY,
@@ -171,9 +179,9 @@ def _check_progress(events, total: int) -> None:
 
 def test_open_clip_tag_download_is_found_offline_afterwards(hosts, tiny_model, monkeypatch, tmp_path):
     repo = "example/tiny-clip"
-    data = _safetensors_bytes(tiny_model)
+    data = safetensors_bytes(tiny_model)
     sha = hosts.add_hub_file(repo, "open_clip_model.safetensors", data)
-    _register_tag(monkeypatch, repo)
+    register_tag(monkeypatch, repo)
     source = openclip_source(TINY, "testtag")
     assert source.hf_files == ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
     assert local_file(source) is None
@@ -206,7 +214,7 @@ def test_the_bin_file_is_used_when_there_is_no_safetensors(hosts, tiny_model, mo
     buf = io.BytesIO()
     torch.save(tiny_model.state_dict(), buf)
     hosts.add_hub_file("example/bin-only", "open_clip_pytorch_model.bin", buf.getvalue())
-    _register_tag(monkeypatch, "example/bin-only")
+    register_tag(monkeypatch, "example/bin-only")
     path = download(openclip_source(TINY, "testtag"))
     assert path.name == "open_clip_pytorch_model.bin" and path.read_bytes() == buf.getvalue()
     assert [r[1].rsplit("/", 1)[-1] for r in hosts.requests if r[0] == "HEAD"] == [
@@ -286,7 +294,7 @@ def test_resnet18_download_is_hash_checked_and_found_by_the_encoder(hosts, monke
         assert torch.allclose(enc.encode(batch), ref(batch), atol=1e-5)
 
 
-def _closed_port() -> int:
+def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -294,7 +302,7 @@ def _closed_port() -> int:
 
 def test_offline_gives_a_clear_message_with_fixes(hosts, monkeypatch):
     source = _blob_source()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     start = time.perf_counter()
     with pytest.raises(WeightsUnavailable) as info:
         download(source)
@@ -309,7 +317,7 @@ def test_offline_gives_a_clear_message_with_fixes(hosts, monkeypatch):
         download(source)
     assert info.value.offline
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setenv("RALIF_TORCH_MODELS_URL", f"http://127.0.0.1:{_closed_port()}/models")
+    monkeypatch.setenv("RALIF_TORCH_MODELS_URL", f"http://127.0.0.1:{closed_port()}/models")
     with pytest.raises(WeightsUnavailable, match="cannot be reached"):
         download(resnet18_source())
 
@@ -327,12 +335,12 @@ def test_specs_map_to_their_downloads(tmp_path):
 
 
 def test_weights_command_downloads_with_the_same_code(hosts, tiny_model, monkeypatch, capsys):
-    hosts.add_hub_file("example/cli", "open_clip_model.safetensors", _safetensors_bytes(tiny_model))
-    _register_tag(monkeypatch, "example/cli")
+    hosts.add_hub_file("example/cli", "open_clip_model.safetensors", safetensors_bytes(tiny_model))
+    register_tag(monkeypatch, "example/cli")
     assert cli_main(["weights", "download", f"clip:{TINY}:testtag"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["path"].endswith("open_clip_model.safetensors") and out["present"] is True
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     hosts.add_hub_file("example/other", "open_clip_model.safetensors", b"x")
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, TINY,
                         {"other": open_clip.pretrained._pcfg(hf_hub="example/other/", quick_gelu=False)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 NAME = "preview"
 HELP = ("Scan an image folder or CSV manifest and show what a project would import: layout, classes, "
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="check headers only (faster; truncated JPEGs are then found later)")
 
 
-def terminal_scan_progress() -> object | None:
+def terminal_scan_progress() -> Callable[[int, int], None] | None:
     """A progress callback drawing on stderr when it is a terminal, else None."""
     if not sys.stderr.isatty():
         return None

@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
             strategy=args.strategy, batch_size=args.batch_size, test=_test_source(args.test), classes=classes,
             known_labels=args.known_labels, add_unknown_classes=args.add_classes, layout=args.layout,
             simulated_oracle=args.oracle)
+        if project.import_report is None:   # create always records one; guards a library change
+            raise RuntimeError(f"{project.folder}: the import left no report")
         report = asdict(project.import_report)
         report["problems"] = [f"{p}: {r}" for p, r in report["problems"]]
         print(json.dumps({"folder": str(project.folder), "import": report, "preview": preview,

@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, Any
 from ralif.project.errors import ProjectError
 from ralif.project.store import Store
 from ralif.project.validation import (
+    DEFAULT_ENCODER,
+    MODEL_KINDS,
     validate_batch,
+    validate_encoder,
     validate_strategy,
 )
 
@@ -51,13 +54,27 @@ class SettingsMixin:
 
     def update_settings(self, **values: Any) -> None:
         """Change settings for the rounds to come: ``strategy``, ``batch_size``, ``name``,
-        ``simulated_oracle``, ``device``, ``l2``, ``resnet`` (dict), ``seed``."""
+        ``simulated_oracle``, ``device``, ``l2``, ``resnet`` (dict), ``seed``, ``model`` and
+        ``encoder`` (an encoder spec; the model's default encoder when the model changes without one).
+
+        A new encoder takes effect at the next round: features are looked up in the feature cache
+        by encoder id and image content, so they are computed once per encoder and switching back
+        computes nothing. Labels, classes and rounds are not touched."""
         allowed = {"strategy", "batch_size", "name", "simulated_oracle", "device", "l2", "resnet", "seed",
-                   "threads", "keep_models"}
+                   "threads", "keep_models", "model", "encoder"}
         bad = sorted(set(values) - allowed)
         if bad:
             raise ProjectError(
                 f"unknown or read-only setting(s): {', '.join(bad)}; allowed: {', '.join(sorted(allowed))}")
+        if "model" in values:
+            if values["model"] not in MODEL_KINDS:
+                raise ProjectError(f"model must be one of {', '.join(MODEL_KINDS)}, not {values['model']!r}")
+            if "encoder" not in values and values["model"] != self.model_kind:
+                values["encoder"] = DEFAULT_ENCODER[values["model"]]
+        if "encoder" in values:
+            if not isinstance(values["encoder"], str) or not values["encoder"].strip():
+                raise ProjectError("encoder must be an encoder spec such as clip:ViT-B-16:openai")
+            values["encoder"] = validate_encoder(values["encoder"])
         if "strategy" in values:
             values["strategy"] = validate_strategy(values["strategy"])
         if "batch_size" in values:

@@ -82,18 +82,20 @@ def check_source(path_text: str) -> tuple[Path | None, str | None]:
     return path, None
 
 
-def create_project(root: Path, name: str, source: Path, *, model: str, strategy: str, batch_size: int,
-                   test: Any, known_labels: str, layout: str, client: str | None = None
+def create_project(root: Path, name: str, source: Any, *, model: str, strategy: str, batch_size: int,
+                   test: Any, known_labels: str, layout: str, client: str | None = None,
+                   encoder: str | None = None, resnet: dict[str, Any] | None = None
                    ) -> tuple[Project, ImportReport]:
-    """Create the project in ``root/<folder_name(name)>``; raises ProjectError with a readable
-    message for anything wrong (folder taken, no images, unknown strategy, ...)."""
+    """Create the project in ``root/<folder_name(name)>`` from ``source`` (a path, or the import
+    plan's ImageLists); raises ProjectError with a readable message for anything wrong (folder
+    taken, no images, unknown strategy, ...)."""
     folder = root / folder_name(name)
     if (folder / DB_NAME).exists():
         raise ProjectError(f"a project named {folder.name!r} already exists; choose another name or open it")
     root.mkdir(parents=True, exist_ok=True)
     try:
         project = Project.create(folder, source, name=name.strip() or folder.name, model=model,
-                                 strategy=strategy, batch_size=batch_size, test=test,
+                                 encoder=encoder, resnet=resnet, strategy=strategy, batch_size=batch_size, test=test,
                                  known_labels=known_labels, layout=layout,
                                  simulated_oracle=known_labels == "truth", client=client)
     except FileNotFoundError as exc:

@@ -1,0 +1,203 @@
+"""The encoder and model choice (new-project form and a project's settings), weights downloads with
+progress in the page, and the message with its fixes when the weights cannot be had.
+
+A choice says whether its weights are on this machine, how large a download is and what will
+happen (:mod:`ralif.encoder_catalog`). Downloads run in the page's script run, chunk by chunk,
+so the bar shows bytes of total and speed; a run cut short (the tab closed, another button
+pressed) leaves the partial file, and the next download resumes it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+
+from ralif import encoder_catalog as catalog
+from ralif.encoder_catalog import EncoderChoice
+from ralif.project import Project, ProjectError
+from ralif.ui import common, round_panel
+from ralif.ui.literal import code, lit
+from ralif.weights import DownloadProgress, WeightsSource, WeightsUnavailable, download
+
+KEYS = ("clip", "resnet18-imagenet-frozen", "resnet18-imagenet-finetune", "resnet18-scratch", "precomputed",
+        "checkpoint", "spec")
+TITLES = {
+    "clip": "CLIP (frozen) + linear head",
+    "resnet18-imagenet-frozen": "ResNet18 ImageNet, frozen + linear head",
+    "resnet18-imagenet-finetune": "ResNet18 ImageNet, fine-tuned every round",
+    "resnet18-scratch": "ResNet18 from scratch",
+    "precomputed": "Precomputed embeddings file",
+    "checkpoint": "Local checkpoint file",
+    "spec": "Another encoder (spec)",
+}
+PAGE_FIXES = ("In this page: choose another encoder above (one whose weights are on this machine, or "
+              "one that needs none), or choose \"Local checkpoint file\" and give the path of a weights "
+              "file you have. Nothing else changes: labels and images are kept as they are.")
+ARCHS = {"resnet18": "ResNet18 state dict", "clip": "open_clip model"}
+_UPDATE_S = 0.15        # at most this often a progress message goes to the browser
+
+
+def _default_key() -> str:
+    """The recommended choice, worked out once per session (it looks up the weights caches)."""
+    key = "ralif_encoder_default"
+    if key not in st.session_state:
+        choices = catalog.encoder_choices()
+        st.session_state[key] = catalog.recommended(choices).key
+    return str(st.session_state[key])
+
+
+def _clip_inputs(prefix: str) -> tuple[str, str]:
+    models = catalog.clip_models()
+    default = models.index(catalog.DEFAULT_CLIP[0]) if catalog.DEFAULT_CLIP[0] in models else 0
+    c1, c2 = st.columns(2)
+    model = str(c1.selectbox("CLIP model", models, index=default, key=f"{prefix}_clip_model"))
+    tags = catalog.clip_tags(model) or [catalog.DEFAULT_CLIP[1]]
+    tag_default = tags.index(catalog.DEFAULT_CLIP[1]) if catalog.DEFAULT_CLIP[1] in tags else 0
+    tag = c2.selectbox("Pretrained weights (open_clip tag)", tags, index=tag_default, key=f"{prefix}_clip_tag")
+    return str(model), str(tag)
+
+
+def _build(prefix: str, key: str, labels: int | None) -> EncoderChoice:
+    if key == "clip":
+        return catalog.clip_choice(*_clip_inputs(prefix))
+    if key == "resnet18-imagenet-frozen":
+        return catalog.resnet18_frozen_choice()
+    if key == "resnet18-imagenet-finetune":
+        return catalog.resnet18_finetune_choice()
+    if key == "resnet18-scratch":
+        return catalog.resnet18_scratch_choice(labels)
+    if key == "precomputed":
+        path = st.text_input("Embeddings file (.npz with 'features' and 'paths')", key=f"{prefix}_emb_path",
+                             placeholder="/data/embeddings.npz").strip().strip("'\"")
+        return catalog.precomputed_choice(path or None)
+    if key == "checkpoint":
+        c1, c2 = st.columns(2)
+        arch = c1.selectbox("Network of the file", ["resnet18", "clip"], key=f"{prefix}_ckpt_arch",
+                            format_func=lambda a: ARCHS[a])
+        model = catalog.DEFAULT_CLIP[0]
+        if arch == "clip":
+            picked = c2.selectbox("CLIP model", catalog.clip_models(), key=f"{prefix}_ckpt_model",
+                                  index=None, placeholder="choose the file's architecture")
+            model = str(picked or model)
+        path = st.text_input("Weights file", key=f"{prefix}_ckpt_path",
+                             placeholder="/data/weights/resnet18.pth").strip().strip("'\"")
+        return catalog.checkpoint_choice(path or None, str(arch), str(model))
+    c1, c2 = st.columns([3, 1])
+    spec = c1.text_input("Encoder spec", key=f"{prefix}_encoder_spec", placeholder="resnet18-32:none").strip()
+    kind = c2.selectbox("Model", ["clip-linear", "resnet18"], key=f"{prefix}_spec_model")
+    return catalog.spec_choice(spec, str(kind))
+
+
+def pick_encoder(prefix: str, *, labels: int | None = None) -> EncoderChoice | None:
+    """The encoder radio with what the selected choice needs and does; a download button when its
+    weights are missing. Returns the choice, or None while it still needs a file path (or the
+    typed spec is wrong, which is said in the page)."""
+    default = _default_key()
+    key = st.radio("Encoder and model", KEYS, index=KEYS.index(default), key=f"{prefix}_encoder",
+                   format_func=lambda k: TITLES[k], horizontal=False,
+                   help="How images become features, and what is trained on your labels each round.")
+    try:
+        choice = _build(prefix, str(key), labels)
+    except (ValueError, ProjectError) as exc:
+        st.error(lit(exc))
+        return None
+    with st.container(border=True):
+        state = ("✅ " if choice.weights is not None and choice.weights_present else
+                 "⬇️ " if choice.needs_download else "")
+        st.markdown(f"**{lit(choice.title)}** · {state}{lit(choice.status_text())}")
+        st.caption(lit(choice.what_happens))
+        if choice.warning:
+            st.warning(lit(choice.warning))
+        if choice.needs_download and choice.weights is not None:
+            size = choice.size_text()
+            resume = " (resumes the part already here)" if choice.resumable_bytes else ""
+            if st.button(f"Download the weights now ({size}){resume}" if size else "Download the weights now",
+                         key=f"{prefix}_download"):
+                if download_weights(choice.weights, prefix):
+                    st.rerun()
+            else:
+                failed = st.session_state.get(f"{prefix}_download_error")
+                if failed and failed.get("spec") == choice.weights.spec:
+                    show_unavailable(failed)
+            st.caption("Otherwise they are downloaded when you confirm, with the same progress bar.")
+    if choice.spec is None:
+        return None
+    return choice
+
+
+def download_weights(source: WeightsSource, prefix: str) -> bool:
+    """Download with a progress bar (bytes of total, speed); False, with the message and its fixes
+    shown (and kept for the next run of the page), when the weights cannot be had."""
+    bar = st.progress(0.0, text=f"Downloading {lit(source.title)}: connecting…")
+    last = [0.0]
+
+    def update(p: DownloadProgress) -> None:
+        now = time.monotonic()
+        finished = p.total is not None and p.done >= p.total
+        if now - last[0] < _UPDATE_S and not finished:
+            return
+        last[0] = now
+        resumed = f" (resumed at {p.resumed_from / 1e6:.1f} MB)" if p.resumed_from else ""
+        bar.progress(p.fraction or 0.0, text=f"Downloading {lit(source.title)}: {lit(p.text())}{resumed}")
+
+    st.session_state.pop(f"{prefix}_download_error", None)
+    try:
+        path = download(source, progress=update)
+    except WeightsUnavailable as exc:
+        bar.empty()
+        failed = {"spec": source.spec, "message": exc.message, "fixes": exc.fixes, "offline": exc.offline}
+        st.session_state[f"{prefix}_download_error"] = failed
+        show_unavailable(failed)
+        return False
+    bar.progress(1.0, text=f"Downloaded {lit(source.title)} to {code(common.display_path(path))}")
+    return True
+
+
+def show_unavailable(failed: dict[str, Any]) -> None:
+    """The reason the weights cannot be had, what can be done here, and what can be done elsewhere."""
+    title = "The weights cannot be downloaded: this machine seems to be offline." if failed.get("offline") \
+        else "The weights could not be downloaded."
+    st.error(f"**{title}** {lit(failed['message'])}")
+    st.info(PAGE_FIXES)
+    if failed.get("fixes"):
+        st.markdown("Other ways:\n" + "\n".join(f"- {lit(f)}" for f in failed["fixes"]))
+
+
+def ensure_weights(choice: EncoderChoice, prefix: str) -> bool:
+    """Before a choice is used: its weights downloaded (with progress) when they are missing."""
+    if not choice.needs_download or choice.weights is None:
+        return True
+    return download_weights(choice.weights, prefix)
+
+
+def encoder_settings(project: Project) -> None:
+    """The open project's encoder, changeable: the features are computed again (once, through the
+    cache) at the next round and every label stays."""
+    spec = project.encoder_spec
+    status = project.round_status()
+    failed = status.get("status") == "failed"
+    with st.expander(f"Encoder and model of {lit(project.name)}: {lit(common.encoder_label(spec))}",
+                     expanded=failed):
+        if failed:
+            st.warning(f"The last round failed: {lit(status.get('error') or 'no reason recorded')}. If the "
+                       f"encoder is the cause, choose another one here; the round then runs again with it.")
+        st.caption("Switching recomputes the image features at the next round (once: they are cached per "
+                   "encoder, so switching back costs nothing) and keeps every label.")
+        choice = pick_encoder("settings", labels=project.progress().labeled)
+        if st.button("Use this encoder", key="settings_apply", type="primary", disabled=choice is None):
+            assert choice is not None
+            if not ensure_weights(choice, "settings"):
+                return
+            try:
+                project.update_settings(**choice.create_kwargs())
+            except (ProjectError, ValueError) as exc:
+                st.error(f"The encoder was not changed: {lit(exc)}")
+                return
+            labeled = project.progress().labeled
+            error = round_panel.start(project) if failed else None
+            common.flash("success", f"Encoder changed to {lit(common.encoder_label(project.encoder_spec))}; "
+                                    f"all {labeled:,} labels are kept. The next round computes the "
+                                    f"features with it." + (f" {lit(error)}" if error else ""))
+            st.rerun()
