@@ -7,7 +7,8 @@ The project is made of fake image records (no files are read: nothing here needs
 hidden true labels; ``--labeled`` of them are labeled, 100 are the pending batch and the layout is
 a synthetic Gaussian mixture saved the way the projection worker saves it. Timed, as one page run
 does them: reading the stored projection, reading labels and picks from the database
-(``map_data``; the true classes, read once per map, are timed apart), building the WebGL figure (``map_figure``), and turning it into the JSON Streamlit
+(``map_data``; the true classes, read once per map, are timed apart), building the WebGL figure
+(``map_figure``), and turning it into the JSON Streamlit
 sends to the browser (the same two plotly calls ``st.plotly_chart`` makes). Prints a Markdown
 table; with --out also writes map_render.json there.
 """

@@ -14,16 +14,28 @@ from ralif.compute import as_index, chunk_size, rows
 from ralif.head import LinearHead
 
 
-def min_sq_dist(points: torch.Tensor, refs: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+def sq_norms(x: torch.Tensor, step: int = 8192) -> torch.Tensor:
+    """Each row's squared norm, summed in row chunks: ``(x * x).sum(1)`` on 100k × 1024 writes a
+    400 MB temporary and takes several times longer than the product it goes with."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for start in range(0, x.shape[0], step):
+        part = x[start : start + step]
+        torch.sum(part * part, 1, out=out[start : start + step])
+    return out
+
+
+def min_sq_dist(points: torch.Tensor, refs: torch.Tensor, chunk: int | None = None,
+                point_norms: torch.Tensor | None = None) -> torch.Tensor:
     """For each row of ``points``, the squared distance to its nearest row of ``refs`` (inf if none)."""
     out = torch.full((points.shape[0],), float("inf"), dtype=points.dtype, device=points.device)
     if refs.shape[0] == 0:
         return out
-    pn = (points * points).sum(1)
+    pn = sq_norms(points) if point_norms is None else point_norms
     step = chunk or max(1, int(2**25 // max(1, points.shape[0])))
     for start in range(0, refs.shape[0], step):
         r = refs[start : start + step]
-        d = pn[:, None] + (r * r).sum(1)[None, :] - 2.0 * points @ r.T
+        # (‖p‖² + ‖r‖²) − 2 p rᵀ in one fused product: no N×M temporary beyond the result.
+        d = torch.addmm(pn[:, None] + sq_norms(r)[None, :], points, r.T, alpha=-2.0)
         out = torch.minimum(out, d.min(1).values)
     return out.clamp_(min=0)
 
@@ -35,9 +47,10 @@ def labeled_sq_dist(
     pts = rows(features, cand, device, torch.float32)
     d2 = torch.full((len(cand),), float("inf"), device=device)
     step = chunk_size(features.shape[1], itemsize=4)
+    pn = sq_norms(pts)
     for start in range(0, len(labeled), step):
         ref = rows(features, labeled[start : start + step], device, torch.float32)
-        d2 = torch.minimum(d2, min_sq_dist(pts, ref))
+        d2 = torch.minimum(d2, min_sq_dist(pts, ref, point_norms=pn))
     return pts, d2
 
 
@@ -52,8 +65,10 @@ def candidate_points(
     pts = head.standardized_rows(features, cand)
     d2 = torch.full((len(cand),), float("inf"), device=pts.device)
     step = chunk_size(features.shape[1], itemsize=4)
+    pn = sq_norms(pts)
     for start in range(0, len(labeled), step):
-        d2 = torch.minimum(d2, min_sq_dist(pts, head.standardized_rows(features, labeled[start:start + step])))
+        ref = head.standardized_rows(features, labeled[start:start + step])
+        d2 = torch.minimum(d2, min_sq_dist(pts, ref, point_norms=pn))
     return pts, d2
 
 
@@ -113,20 +128,20 @@ def kmeanspp_seeding_blocked(
     """
     if budget > n:
         raise ValueError(f"cannot pick {budget} seeds from {n} points")
-    d2 = (torch.full((n,), float("inf"), dtype=torch.float64, device=device) if d2 is None
-          else d2.to(torch.float64).clone())
-    taken = torch.zeros(n, dtype=torch.bool, device=d2.device)
+    cur: torch.Tensor = (torch.full((n,), float("inf"), dtype=torch.float64, device=device) if d2 is None
+                         else d2.to(torch.float64).clone())
+    taken = torch.zeros(n, dtype=torch.bool, device=cur.device)
     chosen = np.empty(budget, dtype=np.int64)
     pending: list[int] = []
     cdf: np.ndarray | None = None
-    w: torch.Tensor | None = None
+    w = cur  # the weights the cdf was built from; always rebuilt before the first draw (cdf is None)
     fallback = False  # the cdf is not D² (uniform over uncovered or untaken points): never kept stale
 
     def flush() -> None:
-        nonlocal d2, cdf
+        nonlocal cur, cdf
         if pending:
-            cs = torch.as_tensor(pending, device=d2.device)
-            d2 = torch.minimum(d2, dist(None, cs).to(torch.float64).clamp(min=0).min(1).values)
+            cs = torch.as_tensor(pending, device=cur.device)
+            cur = torch.minimum(cur, dist(None, cs).to(torch.float64).clamp(min=0).min(1).values)
             pending.clear()
         cdf = None
 
@@ -138,7 +153,7 @@ def kmeanspp_seeding_blocked(
             while True:
                 if cdf is None:
                     fallback = False
-                    w = torch.where(taken, torch.zeros_like(d2), d2)
+                    w = torch.where(taken, torch.zeros_like(cur), cur)
                     if torch.isinf(w).any():
                         if pending:  # kept infinities may be finite by now: update before drawing
                             flush()
@@ -157,8 +172,8 @@ def kmeanspp_seeding_blocked(
                     break
                 kept = float(w[c])
                 # A point taken since the cdf was built has distance 0: always rejected, as it must be.
-                true = 0.0 if bool(taken[c]) else min(kept, float(dist(torch.as_tensor([c], device=d2.device),
-                                            torch.as_tensor(pending, device=d2.device)).clamp(min=0).min()))
+                true = 0.0 if bool(taken[c]) else min(kept, float(dist(torch.as_tensor([c], device=cur.device),
+                                            torch.as_tensor(pending, device=cur.device)).clamp(min=0).min()))
                 if rng.random() * kept < true:
                     break
                 rejects += 1
@@ -172,19 +187,22 @@ def kmeanspp_seeding_blocked(
     return chosen
 
 
-def euclidean_dist_block(pts: torch.Tensor) -> Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]:
-    """``dist(rows, centers)`` for ``kmeanspp_seeding_blocked``: squared Euclidean distances."""
-    pn = (pts * pts).sum(1)
+def euclidean_dist_block(
+    pts: torch.Tensor, norms: torch.Tensor | None = None,
+) -> Callable[[torch.Tensor | None, torch.Tensor], torch.Tensor]:
+    """``dist(rows, centers)`` for ``kmeanspp_seeding_blocked``: squared Euclidean distances
+    (``norms``: the points' squared norms when already known)."""
+    pn = sq_norms(pts) if norms is None else norms
 
     def dist(rows: torch.Tensor | None, cs: torch.Tensor) -> torch.Tensor:
         x, xn = (pts, pn) if rows is None else (pts[rows], pn[rows])
-        return xn[:, None] + pn[cs][None, :] - 2.0 * x @ pts[cs].T
+        return torch.addmm(xn[:, None] + pn[cs][None, :], x, pts[cs].T, alpha=-2.0)
 
     return dist
 
 
 def euclidean_dist_to(pts: torch.Tensor) -> Callable[[int], torch.Tensor]:
-    pn = (pts * pts).sum(1)
+    pn = sq_norms(pts)
     return lambda c: pn + pn[c] - 2.0 * (pts @ pts[c])
 
 
@@ -258,7 +276,7 @@ def kcenter_greedy(
     unlabeled, labeled = as_index(unlabeled), as_index(labeled)
     pts, d2 = labeled_sq_dist(features, unlabeled, labeled, device)
     n = len(unlabeled)
-    pn = (pts * pts).sum(1)
+    pn = sq_norms(pts)
     chosen = np.empty(budget, dtype=np.int64)
     pending: list[int] = []
 
@@ -314,44 +332,35 @@ def kmeans_representatives(
     if budget >= n:
         return np.arange(n)
     x = pts.to(torch.float32)
-    xn = (x * x).sum(1)
     cov = None if covered_d2 is None else covered_d2.to(device=x.device, dtype=torch.float32)
     if n > max(fit_max, 20 * budget):
         sub = torch.as_tensor(np.sort(rng.choice(n, max(fit_max, 20 * budget), replace=False)), device=x.device)
-        fx, fxn, fcov = x[sub], xn[sub], None if cov is None else cov[sub]
+        fx, fcov = x[sub], None if cov is None else cov[sub]
     else:
-        fx, fxn, fcov = x, xn, cov
+        fx, fcov = x, cov
+    fxn = sq_norms(fx)
     # Seeding updates distances ``seeding_block`` seeds at a time (same D² law; 1 = per seed).
-    seeds = kmeanspp_seeding_blocked(len(fx), budget, rng, euclidean_dist_block(fx), d2=fcov, first=None,
+    seeds = kmeanspp_seeding_blocked(len(fx), budget, rng, euclidean_dist_block(fx, fxn), d2=fcov, first=None,
                                      device=x.device, block=seeding_block)
     centers = fx[torch.as_tensor(seeds, device=x.device)].clone()
-
-    def nearest(x: torch.Tensor, xn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        step = max(1, 2**24 // max(1, budget))
-        assign = torch.empty(len(x), dtype=torch.long, device=x.device)
-        dist = torch.empty(len(x), dtype=torch.float32, device=x.device)
-        cn = (centers * centers).sum(1)
-        for s in range(0, len(x), step):
-            d = xn[s : s + step, None] + cn[None, :] - 2.0 * x[s : s + step] @ centers.T
-            dist[s : s + step], assign[s : s + step] = d.min(1)
-        return assign, dist
-
-    def free_members(dist: torch.Tensor, cov: torch.Tensor | None) -> torch.Tensor:
-        return torch.ones_like(dist, dtype=torch.bool) if cov is None else dist <= cov
-
+    prev: torch.Tensor | None = None
     for _ in range(iters):
-        assign, dist = nearest(fx, fxn)
-        keep = free_members(dist, fcov)
-        a, xs = assign[keep], fx[keep]
-        counts = torch.bincount(a, minlength=budget)
-        sums = torch.zeros_like(centers).index_add_(0, a, xs)
+        assign, dist = nearest_centers(fx, fxn, centers)
+        # Covered points go to a spare row that is dropped: no copy of the free members.
+        slot = assign if fcov is None else torch.where(dist <= fcov, assign, budget)
+        if prev is not None and torch.equal(slot, prev):
+            break  # the same members give the same centroids: Lloyd has converged
+        prev = slot
+        counts = torch.bincount(slot, minlength=budget + 1)[:budget]
+        sums = torch.zeros(budget + 1, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, slot, fx)[:budget]
         new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None].to(x.dtype), centers)
         moved = (new - centers).abs().max()
         centers = new
         if moved == 0:
             break
-    assign, dist = nearest(x, xn)
-    keep = free_members(dist, cov).cpu().numpy()
+    assign, dist = nearest_centers(x, fxn if fx is x else sq_norms(x), centers)
+    keep_t = torch.ones_like(dist, dtype=torch.bool) if cov is None else dist <= cov
+    keep = keep_t.cpu().numpy()
     a, dd = assign.cpu().numpy(), dist.cpu().numpy()
     # Representative of each cluster: its free member nearest the centroid; lexsort by (cluster, distance).
     cand = np.flatnonzero(keep)
@@ -366,3 +375,15 @@ def kmeans_representatives(
         rest = rest[~np.isin(rest, picked)]
         picked = np.concatenate([picked, rest[: budget - len(picked)]])
     return picked.astype(np.int64)
+
+
+def nearest_centers(x: torch.Tensor, xn: torch.Tensor, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's nearest center and squared distance to it (``xn``: the rows' squared norms)."""
+    step = max(1, 2**24 // max(1, len(centers)))
+    assign = torch.empty(len(x), dtype=torch.long, device=x.device)
+    dist = torch.empty(len(x), dtype=torch.float32, device=x.device)
+    cn = sq_norms(centers)
+    for s in range(0, len(x), step):
+        d = torch.addmm(xn[s : s + step, None] + cn[None, :], x[s : s + step], centers.T, alpha=-2.0)
+        dist[s : s + step], assign[s : s + step] = d.min(1)
+    return assign, dist

@@ -73,7 +73,7 @@ class Standardizer:
         for start in range(0, len(idx), step):
             sel = idx[start:start + step]
             block = buf[:len(sel)]
-            if buf32 is not None:
+            if whole is not None and buf32 is not None:
                 block.copy_(torch.index_select(whole, 0, torch.from_numpy(sel), out=buf32[:len(sel)]))
             else:
                 block.copy_(torch.from_numpy(np.asarray(features[sel], dtype=np.float64)))
@@ -82,6 +82,8 @@ class Standardizer:
             block.sub_(shift)
             s1 += block.sum(0)
             s2 += block.square_().sum(0)
+        if shift is None:  # unreachable: n > 0 gives at least one block
+            raise ValueError("cannot standardise an empty feature matrix")
         m = len(idx)
         mean1, mean2 = (s1 / m).numpy(), (s2 / m).numpy()
         if not (np.isfinite(mean1).all() and np.isfinite(mean2).all()):
@@ -124,7 +126,7 @@ class LinearHead:
     def check_features(self, features: np.ndarray) -> None:
         """A clear error for features of another size than the head was trained on, which is what
         a checkpoint from another encoder (or an embeddings file replaced since) gives."""
-        shape = getattr(features, "shape", ())
+        shape: tuple[int, ...] = tuple(getattr(features, "shape", ()))
         if len(shape) != 2 or int(shape[1]) != self.dim:
             raise ValueError(
                 f"the features have shape {tuple(shape)} but this model expects {self.dim} values per "

@@ -76,9 +76,10 @@ class PoolStream:
         self.scale = np.asarray(scale, dtype=np.float64)
         ratio = np.abs(self.mean) / self.scale
         self.centre = bool(ratio.size and ratio.max() > FOLD_MAX_OFFSET)
-        self._sub32 = torch.as_tensor(self.mean, dtype=torch.float32, device=device) if self.centre else None
+        self._sub32: torch.Tensor | None = (
+            torch.as_tensor(self.mean, dtype=torch.float32, device=device) if self.centre else None)
         # Offset still in the rows after what a block had subtracted (in float64, for the constants).
-        sub = self._sub32.double().cpu().numpy() if self.centre else np.zeros(d)
+        sub = self._sub32.double().cpu().numpy() if self._sub32 is not None else np.zeros(d)
         self.residual_mean = torch.as_tensor(self.mean - sub, dtype=SCORE_DTYPE, device=device)
         self.inv_scale = torch.as_tensor(1.0 / self.scale, dtype=SCORE_DTYPE, device=device)
         self._whole = as_float32_tensor(features) if device.type == "cpu" else None
@@ -109,13 +110,13 @@ class PoolStream:
     def _range(self, lo: int, hi: int) -> torch.Tensor:
         if self._whole is not None:
             block = self._whole[lo:hi]
-            if not self.centre:
+            if self._sub32 is None:
                 return block
             return torch.sub(block, self._sub32, out=self._buffer(hi - lo, block.shape[1]))
         raw = np.asarray(self.features[lo:hi])
         out = self._buffer(hi - lo, raw.shape[1])
         out.copy_(torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)))
-        return out.sub_(self._sub32) if self.centre else out
+        return out if self._sub32 is None else out.sub_(self._sub32)
 
     def _gather(self, rows: np.ndarray) -> torch.Tensor:
         d = int(self.features.shape[1])
@@ -124,7 +125,7 @@ class PoolStream:
             torch.index_select(self._whole, 0, torch.from_numpy(rows), out=out)
         else:
             out.copy_(torch.from_numpy(np.ascontiguousarray(np.asarray(self.features[rows]), dtype=np.float32)))
-        return out.sub_(self._sub32) if self.centre else out
+        return out if self._sub32 is None else out.sub_(self._sub32)
 
     def blocks(self) -> Iterator[Block]:
         idx = self.idx
