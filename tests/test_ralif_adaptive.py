@@ -30,7 +30,7 @@ def run(spec, x, labeled, unlabeled, head, budget=10):
 
 
 def test_balanced_pool_keeps_the_representative_step():
-    x, y, labeled, unlabeled, head = setup([100] * 4)
+    x, _y, labeled, unlabeled, head = setup([100] * 4)
     s, picked = run("ralif", x, labeled, unlabeled, head)
     assert s.last_info["pseudo_label_balance"] > BALANCE_FOR_COVERAGE
     assert s.last_info["diversity"] == "kmeans"

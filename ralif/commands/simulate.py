@@ -131,14 +131,17 @@ def _data_source(args: argparse.Namespace):
 
     from ralif.learners import ResNetLearner, load_uint8_images
     from ralif.models.resnet import TrainConfig
+    from ralif.models.resnet_model import required
 
     weights = None if str(args.resnet_weights).lower() == "none" else args.resnet_weights
     cfg = TrainConfig(variant=args.resnet_variant, epochs=args.epochs,
                       weights=weights if args.resnet_variant == "imagenet" else None)
+    tr_imgs: np.ndarray | list[str]
+    te_imgs: np.ndarray | list[str]
     if args.resnet_variant == "cifar":
         # Small images are decoded once and kept in memory; 224-px images stay on disk.
-        tr_imgs = load_uint8_images(train.paths, cfg.image_size)
-        te_imgs = load_uint8_images(test.paths, cfg.image_size)
+        tr_imgs = load_uint8_images(train.paths, required(cfg.image_size))
+        te_imgs = load_uint8_images(test.paths, required(cfg.image_size))
     else:
         tr_imgs, te_imgs = list(train.paths), list(test.paths)
     learner = ResNetLearner(tr_imgs, te_imgs, test.labels, len(classes), cfg, device=args.device)
