@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds are FIRST..FIRST+S-1 (default 0); development runs use other seeds than reports")
-    parser.add_argument("--l2", type=float, default=DEFAULT_L2, help=f"head L2 strength (default {DEFAULT_L2})")
+    parser.add_argument("--l2", type=_l2_value, default=DEFAULT_L2,
+                        help=f"head L2 strength, or cv: chosen from the labels by 3-fold cross-validation at "
+                             f"every fit, the same for every strategy (default {DEFAULT_L2})")
     pool = parser.add_argument_group("derived pools (with --features)")
     pool.add_argument("--pool-classes", default="",
                       help="comma-separated class names to keep (default: all)")
@@ -49,6 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for results.json and reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _l2_value(text: str) -> float | str:
+    if text.strip().lower() == "cv":
+        return "cv"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor cv") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("the L2 strength must be positive")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
