@@ -33,19 +33,66 @@ class Learner(Protocol):
     def selection_inputs(self) -> tuple[LinearHead, np.ndarray]: ...
 
 
-class LinearProbeLearner:
-    """Linear softmax head on fixed features (standardised with pool statistics fitted once)."""
+# Candidate L2 strengths for ``l2="cv"``: a decade either side of the default and one more above,
+# where few labels in many dimensions need the most shrinkage.
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+CV_FOLDS = 3
 
-    def __init__(self, data: FeatureSplits, l2: float = DEFAULT_L2, device: str | None = None):
+
+def cv_l2(
+    features: np.ndarray, labeled: np.ndarray, labels: np.ndarray, num_classes: int, standardizer: Standardizer,
+    *, grid: tuple[float, ...] = L2_GRID, folds: int = CV_FOLDS, seed: int = 0, device: str | None = None,
+) -> float:
+    """The L2 strength of ``grid`` with the lowest held-out cross-entropy over ``folds`` stratified folds of
+    the labeled set. Too few labels to hold any out (fewer than two per fold) gives DEFAULT_L2."""
+    labeled, labels = np.asarray(labeled), np.asarray(labels)
+    n = len(labeled)
+    if n < 2 * folds or len(np.unique(labels)) < 2:
+        return DEFAULT_L2
+    rng = np.random.default_rng([seed, 11])
+    # Stratified: within each class, a random order dealt round-robin over the folds.
+    order = np.lexsort((rng.random(n), labels))
+    sorted_y = labels[order]
+    rank = np.arange(n) - np.searchsorted(sorted_y, sorted_y)
+    fold = np.empty(n, dtype=np.int64)
+    fold[order] = rank % folds
+    loss = np.zeros(len(grid))
+    for f in range(folds):
+        train, held = fold != f, fold == f
+        for i, lam in enumerate(grid):
+            head = fit_head(features, labeled[train], labels[train], num_classes, l2=lam,
+                            standardizer=standardizer, device=device)
+            p = head.predict_proba(features, labeled[held])
+            loss[i] -= np.log(np.clip(p[np.arange(int(held.sum())), labels[held]], 1e-12, None)).sum()
+    return float(grid[int(np.argmin(loss))])
+
+
+class LinearProbeLearner:
+    """Linear softmax head on fixed features (standardised with pool statistics fitted once).
+
+    ``l2="cv"`` chooses the head's L2 strength from the labels at every fit (``cv_l2``): it shapes every
+    learning curve, and the right amount shrinks as labels accumulate.
+    """
+
+    def __init__(self, data: FeatureSplits, l2: float | str = DEFAULT_L2, device: str | None = None):
+        if isinstance(l2, str) and l2 != "cv":
+            raise ValueError(f"l2 must be a positive number or 'cv', got {l2!r}")
         self.data = data
         self.l2 = l2
         self.device = resolve_device(device)
         self.num_classes = data.num_classes
         self.standardizer = Standardizer.fit(data.x_train)
         self.head: LinearHead | None = None
+        self.chosen_l2: list[float] = []
 
     def fit(self, labeled: np.ndarray, labels: np.ndarray, seed: int) -> None:
-        self.head = fit_head(self.data.x_train, labeled, labels, self.num_classes, l2=self.l2,
+        if self.l2 == "cv":
+            lam = cv_l2(self.data.x_train, labeled, labels, self.num_classes, self.standardizer, seed=seed,
+                        device=str(self.device))
+        else:
+            lam = float(self.l2)
+        self.chosen_l2.append(lam)
+        self.head = fit_head(self.data.x_train, labeled, labels, self.num_classes, l2=lam,
                              standardizer=self.standardizer, device=self.device)
 
     def _fitted(self) -> LinearHead:

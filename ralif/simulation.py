@@ -26,7 +26,7 @@ class SimulationConfig:
     budget: int = 100
     cycles: int = 9
     seeds: Sequence[int] = (0, 1, 2)
-    l2: float = DEFAULT_L2
+    l2: float | str = DEFAULT_L2  # or "cv": chosen from the labels at every fit (LinearProbeLearner)
     device: str | None = None
     extra: dict = field(default_factory=dict)
 

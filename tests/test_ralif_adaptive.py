@@ -30,7 +30,7 @@ def run(spec, x, labeled, unlabeled, head, budget=10):
 
 
 def test_balanced_pool_keeps_the_representative_step():
-    x, y, labeled, unlabeled, head = setup([100] * 4)
+    x, _y, labeled, unlabeled, head = setup([100] * 4)
     s, picked = run("ralif", x, labeled, unlabeled, head)
     assert s.last_info["pseudo_label_balance"] > BALANCE_FOR_COVERAGE
     assert s.last_info["diversity"] == "kmeans"
@@ -42,7 +42,8 @@ def test_balanced_pool_keeps_the_representative_step():
 def test_long_tail_switches_to_coverage_and_reaches_rare_classes():
     counts = [400, 120, 40, 12, 4]
     x, y, labeled, unlabeled, head = setup(counts, per_class_labels=1)
-    s, picked = run("ralif", x, labeled, unlabeled, head, budget=10)
+    # cold=0: at one label per class the default would pick by typicality before any of this.
+    s, picked = run("ralif(cold=0)", x, labeled, unlabeled, head, budget=10)
     assert s.last_info["pseudo_label_balance"] < BALANCE_FOR_COVERAGE
     assert s.last_info["diversity"] == "kcenter"
     # Coverage: the batch reaches more classes than the frequent class's share would suggest.
@@ -53,3 +54,17 @@ def test_long_tail_switches_to_coverage_and_reaches_rare_classes():
 def test_sharded_engine_rejects_options_it_cannot_compute(option):
     with pytest.raises(ValueError, match="engine=dask"):
         make_strategy(f"ralif({option},engine=dask)")
+
+
+def test_default_picks_typical_points_while_labels_per_class_are_few():
+    x, y, labeled, unlabeled, head = setup([100] * 4, per_class_labels=2)
+    s, picked = run("ralif", x, labeled, unlabeled, head, budget=8)
+    assert s.last_info.get("cold_start") is True and "candidates" not in s.last_info
+    # The same picks as TypiClust over the head's standardised features.
+    _, typical = run("typiclust", x, labeled, unlabeled, head, budget=8)
+    np.testing.assert_array_equal(np.sort(picked), np.sort(typical))
+    assert len(np.unique(y[picked])) == 4  # typical points of the largest uncovered clusters: every blob
+    # From three labels per class on, the influence score ranks the pool.
+    x, y, labeled, unlabeled, head = setup([100] * 4, per_class_labels=3)
+    s, _ = run("ralif", x, labeled, unlabeled, head, budget=8)
+    assert "cold_start" not in s.last_info and len(s.last_info["candidates"]) >= 8

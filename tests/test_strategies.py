@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ralif.head import fit_head
-from ralif.strategies import REGISTRY, check_request, make_strategy, split_specs
 from ralif.ranking import top_k_lowest
+from ralif.strategies import REGISTRY, check_request, make_strategy, split_specs
 from ralif.strategies.ralif import RalifStrategy
 
 SPECS = [
@@ -284,7 +284,8 @@ def test_kmeanspp_batch_is_more_spread_than_top_scores(data):
     x, _, labeled, unlabeled, head = data
     div = RalifStrategy(fraction=0.5, diversity="kmeanspp", space="raw").select(
         head, x, labeled, unlabeled, 10, np.random.default_rng(0))
-    top = RalifStrategy(fraction=0.5, diversity="none").select(head, x, labeled, unlabeled, 10, np.random.default_rng(0))
+    top = RalifStrategy(fraction=0.5, diversity="none").select(
+        head, x, labeled, unlabeled, 10, np.random.default_rng(0))
 
     def min_pairwise(idx):
         d = np.linalg.norm(x[idx][:, None] - x[idx][None], axis=-1)
@@ -309,7 +310,7 @@ def test_balanced_pool_grad_equals_uniform_when_classes_are_even(data):
     from ralif.influence import pool_state
     from ralif.strategies.ralif import balanced_pool_grad
 
-    x, y, labeled, unlabeled, head = data
+    x, _y, _labeled, unlabeled, head = data
     state = pool_state(head, x, unlabeled)
     pred = state.probs.argmax(1).numpy()
     # Keep an equal number of pool points per predicted class: then every weight is the same.
@@ -322,7 +323,7 @@ def test_balanced_pool_grad_equals_uniform_when_classes_are_even(data):
 
 
 def test_cold_start_takes_typical_points_until_enough_labels(data):
-    x, y, labeled, unlabeled, head = data
+    x, _y, labeled, unlabeled, head = data
     cold = make_strategy("ralif(cold=20)")  # 30 labels < 20 per class × 4 classes
     cold.select(head, x, labeled, unlabeled, 8, np.random.default_rng(0))
     assert cold.last_info.get("cold_start") is True
@@ -332,7 +333,7 @@ def test_cold_start_takes_typical_points_until_enough_labels(data):
 
 
 def test_candidates_scale_with_the_batch(data):
-    x, y, labeled, unlabeled, head = data
+    x, _y, labeled, unlabeled, head = data
     s = make_strategy("ralif(multiple=10,diversity=none)")
     s.select(head, x, labeled, unlabeled, 20, np.random.default_rng(0))
     assert len(s.last_info["candidates"]) == 200  # 10 × 20, more than 10 % of 270

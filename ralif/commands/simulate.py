@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds are FIRST..FIRST+S-1 (default 0); development runs use other seeds than reports")
-    parser.add_argument("--l2", type=float, default=DEFAULT_L2, help=f"head L2 strength (default {DEFAULT_L2})")
+    parser.add_argument("--l2", type=_l2_value, default=DEFAULT_L2,
+                        help=f"head L2 strength, or cv: chosen from the labels by 3-fold cross-validation at "
+                             f"every fit, the same for every strategy (default {DEFAULT_L2})")
     pool = parser.add_argument_group("derived pools (with --features)")
     pool.add_argument("--pool-classes", default="",
                       help="comma-separated class names to keep (default: all)")
@@ -49,6 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for results.json and reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _l2_value(text: str) -> float | str:
+    if text.strip().lower() == "cv":
+        return "cv"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor cv") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("the L2 strength must be positive")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,14 +145,17 @@ def _data_source(args: argparse.Namespace):
 
     from ralif.learners import ResNetLearner, load_uint8_images
     from ralif.models.resnet import TrainConfig
+    from ralif.models.resnet_model import required
 
     weights = None if str(args.resnet_weights).lower() == "none" else args.resnet_weights
     cfg = TrainConfig(variant=args.resnet_variant, epochs=args.epochs,
                       weights=weights if args.resnet_variant == "imagenet" else None)
+    tr_imgs: np.ndarray | list[str]
+    te_imgs: np.ndarray | list[str]
     if args.resnet_variant == "cifar":
         # Small images are decoded once and kept in memory; 224-px images stay on disk.
-        tr_imgs = load_uint8_images(train.paths, cfg.image_size)
-        te_imgs = load_uint8_images(test.paths, cfg.image_size)
+        tr_imgs = load_uint8_images(train.paths, required(cfg.image_size))
+        te_imgs = load_uint8_images(test.paths, required(cfg.image_size))
     else:
         tr_imgs, te_imgs = list(train.paths), list(test.paths)
     learner = ResNetLearner(tr_imgs, te_imgs, test.labels, len(classes), cfg, device=args.device)
