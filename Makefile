@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make app PORT=8600 PROJECTS=~/labeling`: the app's port and its projects folder (default:
+# $RALIF_PROJECTS, else ./ralif-projects).
+PORT ?= 8501
+PROJECTS ?=
 
 .PHONY: venv test app bench lint
 
@@ -17,8 +21,10 @@ $(STAMP): requirements.txt pyproject.toml
 test: venv
 	$(BIN)/python -m pytest -q
 
+# From an installed package, `ralif app [PROJECTS] --port N` (ralif/commands/app.py) does the same.
 app: venv
-	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.headless true
+	$(if $(PROJECTS),RALIF_PROJECTS="$(abspath $(PROJECTS))") $(BIN)/streamlit run app.py \
+		--server.address 127.0.0.1 --server.port $(PORT) --server.headless true
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py

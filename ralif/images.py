@@ -420,9 +420,9 @@ def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True,
         try:
             raw.decode("utf-8")
             where = ""
-        except UnicodeDecodeError as full:
-            line = raw[:full.start].count(b"\n") + 1
-            where = f" (byte 0x{raw[full.start]:02x} on line {line})"
+        except UnicodeDecodeError as bad:
+            line = raw[:bad.start].count(b"\n") + 1
+            where = f" (byte 0x{raw[bad.start]:02x} on line {line})"
         raise ValueError(f"manifest {csv_file} is not UTF-8 text{where}; save it as CSV UTF-8") from exc
     seen: set[str] = set()
     paths: list[str] = []

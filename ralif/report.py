@@ -340,7 +340,7 @@ def write_results(out_dir: str | os.PathLike, results: dict) -> dict[str, Path]:
     if not results.get("strategies"):
         raise ValueError("results contain no strategies")
     markdown = _markdown(results)
-    writers: dict[str, tuple[str, Callable[[Path], None]]] = {
+    writers: dict[str, tuple[str, Callable[[Path], object]]] = {
         "json": ("results.json", lambda p: _write_json(p, results)),
         "csv": ("results.csv", lambda p: _write_csv(p, results)),
         "md": ("results.md", lambda p: p.write_text(markdown, encoding="utf-8")),

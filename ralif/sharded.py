@@ -33,9 +33,9 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ class MemmapSource:
     dtype: str
     shape: tuple[int, int]
     offset: int
-    order: str
+    order: Literal["C", "F"]
 
     def open(self) -> np.memmap:
         try:
@@ -91,7 +91,7 @@ def memmap_source(features: np.ndarray) -> MemmapSource | None:
         return None
     if features.filename is None or not (features.flags.c_contiguous or features.flags.f_contiguous):
         return None
-    order = "C" if features.flags.c_contiguous else "F"
+    order: Literal["C", "F"] = "C" if features.flags.c_contiguous else "F"
     return MemmapSource(os.path.abspath(features.filename), features.dtype.str,
                         (int(features.shape[0]), int(features.shape[1])), int(features.offset), order)
 
@@ -240,7 +240,9 @@ def merge_candidates(rows: np.ndarray, scores: np.ndarray, unlabeled: np.ndarray
     # Pool order keeps even exactly equal draws (a stable sort's tie-break) as in the one-process path.
     order = np.argsort(pos, kind="stable")
     rows, scores, pos = rows[order], scores[order], pos[order]
-    best = top_k_lowest(torch.from_numpy(scores), n, _PresetDraws(tie[pos]))
+    # top_k_lowest only asks its generator for ``random(n)``, which _PresetDraws answers.
+    draws = cast(np.random.Generator, _PresetDraws(tie[pos]))
+    best = top_k_lowest(torch.from_numpy(scores), n, draws)
     return rows[best], scores[best]
 
 
@@ -256,12 +258,12 @@ class ShardedCandidates:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _gather(client: Client, futures: list, labels: dict[str, str], what: str) -> list:
+def _gather(client: Client, futures: list, labels: Mapping[Any, str], what: str) -> list:
     """Results of ``futures``; a failure becomes a ShardError naming its shard (``labels`` maps task
     keys to shard names), and the other tasks are cancelled."""
     from distributed import KilledWorker
 
-    def label_of(key: object) -> str:
+    def label_of(key: Any) -> str:
         if key in labels:
             return labels[key]
         erred = [f.key for f in futures if f.status == "error"]
@@ -288,8 +290,9 @@ def _require_workers(client: Client, timeout: float) -> int:
     try:
         client.wait_for_workers(1, timeout=timeout)
     except Exception as exc:  # dask raises its own TimeoutError type
-        raise ShardError(f"no dask worker joined the scheduler {client.scheduler.address} within "
-                         f"{timeout:g} s; start workers with `dask worker {client.scheduler.address}`") from exc
+        address = client.scheduler.address if client.scheduler is not None else "(not connected)"
+        raise ShardError(f"no dask worker joined the scheduler {address} within "
+                         f"{timeout:g} s; start workers with `dask worker {address}`") from exc
     return max(1, sum(client.nthreads().values()))
 
 

@@ -32,6 +32,7 @@ def train_resnet_job(
     import torch
 
     from ralif.models.resnet import TrainConfig, TrainingCancelled, train_resnet
+    from ralif.models.resnet_model import required
 
     if threads:
         torch.set_num_threads(int(threads))
@@ -52,7 +53,7 @@ def train_resnet_job(
         job.report({**p, "fraction": min(1.0, done / epochs)}, phase="training",
                    force="batch" not in p)
 
-    job.report({"epoch": 0, "epochs": int(cfg.epochs), "fraction": 0.0}, phase="training")
+    job.report({"epoch": 0, "epochs": int(required(cfg.epochs)), "fraction": 0.0}, phase="training")
     try:
         model = train_resnet(
             images,

@@ -289,6 +289,8 @@ def _reaper_main(
     # Read the exit status without collecting the child: while the zombie exists, readers know
     # (``reaper_collecting``) that the record is still to come and do not write "unknown".
     info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    # waitid answers None only under WNOHANG; this call blocks until the child has exited.
+    assert info is not None
     exitcode = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
     try:
         _record_exit(Path(status_path).parent, pid, exitcode, since=started - 1.0)

@@ -15,12 +15,16 @@ import sys
 from pathlib import Path
 
 import ralif
+from ralif.app import packaged_script
 
 NAME = "app"
 HELP = "Start the labeling app (a local web page) on 127.0.0.1."
 APP_FLAGS = ["--server.address", "127.0.0.1", "--server.headless", "true",
              "--server.enableXsrfProtection", "true", "--browser.gatherUsageStats", "false",
-             "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal"]
+             "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal",
+             # Streamlit guesses "development mode" (which refuses --server.port) when it is installed
+             # outside a site-packages folder (PEX, Nix, a vendored copy); this is always a user's run.
+             "--global.developmentMode", "false"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,15 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def app_script() -> Path | None:
     """The app's entry script: shipped inside the package (``ralif/app/app.py``) or, from a source
-    checkout, the repository's ``app.py`` beside the package."""
-    package = Path(ralif.__file__).resolve().parent
-    for candidate in (package / "app" / "app.py", package.parent / "app.py"):
-        if candidate.is_file() and (candidate.parent / "pages").is_dir():
-            return candidate
-    return None
+    checkout whose pages are still at the top, the repository's ``app.py`` beside the package."""
+    packaged = packaged_script()
+    if packaged is not None:
+        return packaged
+    checkout = Path(ralif.__file__).resolve().parent.parent / "app.py"
+    return checkout if checkout.is_file() and (checkout.parent / "pages").is_dir() else None
 
 
 def command(script: Path, port: int) -> list[str]:
+    """The ``streamlit run`` command line for ``script`` on 127.0.0.1:``port``."""
     return [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port), *APP_FLAGS]
 
 
