@@ -66,8 +66,10 @@ def _writing(path: Path) -> Iterator[None]:
         mapped = file_fault(exc, path)
         if mapped is not None:
             raise mapped from exc
-        if exc.filename is None:
-            raise OSError(exc.errno, f"{exc.strerror or exc} (writing the export {path})", str(path)) from exc
+        if exc.filename is None and exc.errno is not None:
+            # A system error without a file name (a failed write() says only "[Errno 5] ..."): the
+            # same kind of error, naming the export.
+            raise type(exc)(exc.errno, f"{exc.strerror} (writing the export {path})", str(path)) from exc
         raise
 
 
