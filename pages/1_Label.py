@@ -72,7 +72,7 @@ header, notes, status_slot, grid_slot = (st.container() for _ in range(4))
 batch = project.pending_batch()
 oracle = bool(batch and project.settings.get("simulated_oracle"))
 title_col, counts_col, tools = header.columns([2, 4, 2] if oracle else [2, 6, 0.01], vertical_alignment="center")
-title_col.title(f"Label · {project.name}", anchor=False)
+title_col.title(f"Label · {lit(project.name)}", anchor=False)
 per_class = ", ".join(f"{lit(name)} {n:,}" for name, n in prog.per_class.items()) or "no classes yet"
 counts_col.markdown(common.progress_line(prog), help=f"Labeled per class: {per_class}")
 with notes:

@@ -8,14 +8,14 @@ from ralif.project import ProjectError
 from ralif.strategies import REGISTRY
 from ralif.ui import common
 from ralif.ui.state import require_project
-from ralif.ui.text import lit
+from ralif.ui.text import code, lit
 
 MERGE_KEY = "ralif_merge_pending"
 
 common.setup_page("Classes")
 project = require_project()
 common.sidebar(project)
-st.title(f"Classes and settings · {project.name}")
+st.title(f"Classes and settings · {lit(project.name)}")
 common.show_flash()
 
 
@@ -138,7 +138,7 @@ with actions:
 # ------------------------------------------------------------------------- settings
 st.subheader("Settings")
 settings = project.settings
-st.caption(f"Model: **{project.model_kind}** · features: `{common.encoder_label(project.encoder_spec)}`. "
+st.caption(f"Model: **{project.model_kind}** · features: {code(common.encoder_label(project.encoder_spec))}. "
            "Changes apply from the next round on.")
 current = project.strategy
 names = list(REGISTRY)
@@ -163,11 +163,11 @@ with st.form("settings"):
         # current one's, left in the field) must not silently win over it.
         chosen = spec if spec and spec.split("(")[0].strip().lower() == strategy else strategy
         if spec and chosen != spec:
-            common.flash("warning", f"The options `{spec}` are for another strategy than {strategy}; "
-                                    f"saved {strategy} with its default options.")
+            common.flash("warning", f"The options {code(spec)} are for another strategy than {lit(strategy)}; "
+                                    f"saved {lit(strategy)} with its default options.")
         try:
             project.update_settings(strategy=chosen, batch_size=int(batch_size), simulated_oracle=bool(oracle))
         except (ProjectError, ValueError) as exc:
-            st.error(f"Settings not saved: {exc}")
+            st.error(f"Settings not saved: {lit(exc)}")
         else:
             _done("Settings saved; they apply from the next round on.")

@@ -27,15 +27,7 @@ from ralif.project import Project
 from ralif.ui.launch import AppServer, free_port
 from ralif.ui.text import JOINER
 
-# The Label page's title puts the project name into Markdown unescaped (pages/1_Label.py:
-# ``st.title(f"Label · {project.name}")``); strict, so the test says so once that line uses lit().
-PAGES = ["", pytest.param("Label", marks=pytest.mark.xfail(
-    strict=True, reason="pages/1_Label.py renders the project name in st.title as Markdown")),
-    "Map", "Progress", "Export",
-    # Same in pages/5_Classes.py (``st.title(f"Classes and settings · {project.name}")``); not strict
-    # because the title may not have rendered when the page is read.
-    pytest.param("Classes", marks=pytest.mark.xfail(
-        strict=False, reason="pages/5_Classes.py renders the project name in st.title as Markdown"))]
+PAGES = ["", "Label", "Map", "Progress", "Export", "Classes"]
 
 
 class _Trap(BaseHTTPRequestHandler):

@@ -80,8 +80,6 @@ def test_an_answer_sent_on_a_full_disk_is_saved_when_space_returns(
     assert demo.label_of(a).class_name == "cat" and demo.label_of(a).version == 1
 
 
-@pytest.mark.xfail(strict=True, reason="ralif/ui/grid.py apply_events catches ProjectError but not StoreError "
-                                       "(DiskFullError is one): the page stops with an exception")
 def test_a_full_disk_on_the_label_page_shows_a_box_not_an_exception(
         demo: Project, no_worker: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     at = page("pages/1_Label.py", demo).run()

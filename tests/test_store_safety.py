@@ -280,7 +280,7 @@ def test_a_schema_1_project_from_before_the_marker_is_migrated_and_marked(tmp_pa
     conn.execute("COMMIT")
     conn.close()
     store = Store(db)
-    assert [r[0] for r in store.query("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    assert [r[0] for r in store.query("SELECT version FROM schema_version ORDER BY version")] == list(range(1, SCHEMA_VERSION + 1))
     assert store.query_one("PRAGMA application_id")[0] == APPLICATION_ID
     assert [r[0] for r in store.query("SELECT name FROM classes")] == ["cat"]
 
@@ -308,7 +308,7 @@ def test_a_project_whose_schema_is_still_in_the_write_ahead_log_opens(tmp_path: 
                 for script in MIGRATIONS:
                     for s in statements(script):
                         conn.execute(s)
-                conn.execute("INSERT INTO schema_version VALUES (2, 0)")
+                conn.execute(f"INSERT INTO schema_version VALUES ({SCHEMA_VERSION}, 0)")
                 conn.execute("INSERT INTO classes(name, position, created_at) VALUES ('cat', 0, 0)")
                 conn.execute("COMMIT")
             os._exit(0)     # no close, no checkpoint: as after SIGKILL

@@ -68,7 +68,9 @@ def _table_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         tables = [r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             " AND name NOT IN ('schema_version', 'image_counts', 'label_counts')")]
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in tables}
+        # Later migrations add columns to classes (its key and colour); the rows must keep the rest.
+        columns = {t: "id, name, position, deleted, created_at" if t == "classes" else "*" for t in tables}
+        return {t: conn.execute(f"SELECT {columns[t]} FROM {t} ORDER BY 1, 2").fetchall() for t in tables}
     finally:
         conn.close()
 

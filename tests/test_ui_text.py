@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from ralif.ui.text import code, lit
+from ralif.ui.text import JOINER, code, lit
 
 HOSTILE = [
     "![p](http://127.0.0.1:9/x.png)",
@@ -28,7 +28,7 @@ def _unescape(s: str) -> str:
 @pytest.mark.parametrize("name", HOSTILE)
 def test_lit_escapes_every_markdown_character(name):
     out = lit(name)
-    assert _unescape(out) == name.replace("\n", " ")
+    assert _unescape(out).replace(JOINER, "") == name.replace("\n", " ")
     # No unescaped punctuation is left for Markdown to act on.
     assert not re.search(r"(?<!\\)[!\[\]()<>$:*_`#|]", out.replace("\\\\", ""))
 
