@@ -184,29 +184,10 @@ def _toggle(gen: int, image_id: int) -> None:
 
 
 def _undo_bulk(p: Project, last: dict) -> tuple[int, int]:
-    """Revert one bulk label image by image through the label history: an image whose label
-    changed since the bulk label is left as it is. Returns (restored, left alone)."""
-    restored = kept = 0
-    for image_id in last["ids"]:
-        entry = next((h for h in reversed(p.label_history(image_id)) if h["action_id"] == last["action"]), None)
-        now = p.label_of(image_id)
-        if entry is None or now.version != entry["version"]:
-            kept += entry is not None
-            continue
-        old_state, old_class = entry["old_state"], entry["old_class_id"]
-        try:
-            if old_state in (None, "cleared"):
-                res = p.unlabel(image_id, expected_version=now.version, on_conflict="reject")
-            else:
-                res = p.label(image_id, old_class if old_state == "labeled" else None,
-                              source=entry["old_source"] or "user", expected_version=now.version,
-                              on_conflict="reject")
-        except ProjectError:
-            # The old class was deleted since: the image goes back to having no label.
-            res = p.unlabel(image_id, expected_version=now.version, on_conflict="reject")
-        restored += res.written
-        kept += not res.written
-    return restored, kept
+    """Undo the bulk label as the one history action it is: an image whose label changed since is
+    the newer answer and is left as it is. Returns (restored, left alone)."""
+    res = p.undo_action(int(last["action"]))
+    return len(res.restored), len(res.conflicts)
 
 
 def _undo_panel(p: Project) -> None:
@@ -216,8 +197,12 @@ def _undo_panel(p: Project) -> None:
     n = len(last["ids"])
     if st.button(f"Undo: labeling {n:,} images as {lit(last['what'])}", key="map-undo",
                  help="Puts back what these images had before the bulk label."):
-        restored, kept = _undo_bulk(p, last)
         st.session_state.pop(UNDO_KEY, None)
+        try:
+            restored, kept = _undo_bulk(p, last)
+        except ProjectError as exc:     # undone already (the Label page's undo), or gone
+            common.flash("warning", f"Nothing undone: {lit(exc)}.")
+            st.rerun()
         common.flash("success", f"Undone: {restored:,} images have their earlier label again"
                      + (f"; {kept:,} changed since were left as they are" if kept else "") + ".")
         st.rerun()
