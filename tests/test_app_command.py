@@ -47,6 +47,16 @@ def test_ralif_app_answers_on_its_port(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+    # SIGTERM to `ralif app` stops the server itself: nothing is left answering on the port.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).close()
+            time.sleep(0.3)
+        except OSError:
+            break
+    else:
+        raise AssertionError("the app server still answers after `ralif app` was terminated")
 
 
 def test_bad_port_is_refused(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -63,8 +62,11 @@ def run(args: argparse.Namespace) -> int:
     projects = env.get("RALIF_PROJECTS") or str(Path("ralif-projects").resolve())
     env["RALIF_PROJECTS"] = projects
     print(f"ralif app: projects in {projects}; open http://127.0.0.1:{args.port}", file=sys.stderr)
-    try:
-        # The app's folder is the working folder so its .streamlit/config.toml (theme) applies.
-        return subprocess.call(command(script, args.port), cwd=script.parent, env=env)
-    except KeyboardInterrupt:
-        return 130
+    # The app's folder is the working folder so its .streamlit/config.toml (theme) applies. The server
+    # replaces this process rather than running as its child: a SIGTERM sent to `ralif app` (a service
+    # manager, a terminal closing) then reaches the server itself instead of leaving it orphaned.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(script.parent)
+    os.execve(sys.executable, command(script, args.port), env)
+    return 0    # not reached: execve returns only by raising
