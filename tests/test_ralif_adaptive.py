@@ -56,9 +56,9 @@ def test_sharded_engine_rejects_options_it_cannot_compute(option):
         make_strategy(f"ralif({option},engine=dask)")
 
 
-def test_default_picks_typical_points_while_labels_per_class_are_few():
+def test_cold_start_picks_typical_points_while_labels_per_class_are_few():
     x, y, labeled, unlabeled, head = setup([100] * 4, per_class_labels=2)
-    s, picked = run("ralif", x, labeled, unlabeled, head, budget=8)
+    s, picked = run("ralif(cold=3)", x, labeled, unlabeled, head, budget=8)
     assert s.last_info.get("cold_start") is True and "candidates" not in s.last_info
     # The same picks as TypiClust over the head's standardised features.
     _, typical = run("typiclust", x, labeled, unlabeled, head, budget=8)
@@ -66,5 +66,5 @@ def test_default_picks_typical_points_while_labels_per_class_are_few():
     assert len(np.unique(y[picked])) == 4  # typical points of the largest uncovered clusters: every blob
     # From three labels per class on, the influence score ranks the pool.
     x, y, labeled, unlabeled, head = setup([100] * 4, per_class_labels=3)
-    s, _ = run("ralif", x, labeled, unlabeled, head, budget=8)
+    s, _ = run("ralif(cold=3)", x, labeled, unlabeled, head, budget=8)
     assert "cold_start" not in s.last_info and len(s.last_info["candidates"]) >= 8

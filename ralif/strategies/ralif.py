@@ -79,10 +79,10 @@ class RalifStrategy(Strategy):
     multiple: float = 0.0
     candidates: str = "auto"
     weighting: str = "auto"
-    # Typicality while labels per class are fewer than this: at 2 per class the head's view of the pool
-    # is too poor to rank it (digits at 20 labels, development seeds: 1.033 -> 1.047, 6 -> 2 cycles below
-    # Random); from 3 per class on the influence score takes over. 0 = never (the paper).
-    cold: float = 3.0
+    # cold=3 (typicality while labels per class are fewer than 3) is the measured best (docs/quality.md:
+    # digits at 2 labels per class 1.024 -> 1.037 on report seeds); it stays off by default until the
+    # app's round explains typicality picks (its batch reasons speak of influence ranks only).
+    cold: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
