@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -10,6 +11,15 @@ import torch
 # Influence scores need float64: in float32 the rounding of a summed pool loss is as large as the
 # spread of the influence term it is added to.
 SCORE_DTYPE = torch.float64
+
+
+class RowSource(Protocol):
+    """What feature rows are read from: an array, a memory map, or a view that computes rows on access."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, idx: Any) -> Any: ...
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -29,7 +39,7 @@ def configure_threads(n: int | None = None) -> None:
         torch.set_num_threads(n)
 
 
-def rows(x: np.ndarray, idx: np.ndarray | slice, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def rows(x: RowSource, idx: np.ndarray | slice, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Rows of a (possibly memory-mapped) array as a tensor, copied once."""
     block = np.asarray(x[idx])
     return torch.from_numpy(np.ascontiguousarray(block)).to(device=device, dtype=dtype)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ralif.compute import as_index, chunk_size, rows
+from ralif.compute import RowSource, as_index, chunk_size, rows
 from ralif.head import LinearHead
 
 
@@ -41,7 +41,7 @@ def min_sq_dist(points: torch.Tensor, refs: torch.Tensor, chunk: int | None = No
 
 
 def labeled_sq_dist(
-    features: np.ndarray, cand: np.ndarray, labeled: np.ndarray, device: torch.device
+    features: RowSource, cand: np.ndarray, labeled: np.ndarray, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate features (float32) and each candidate's squared distance to the nearest labeled point."""
     pts = rows(features, cand, device, torch.float32)
@@ -261,7 +261,7 @@ def mean_shift_pick(
 
 
 def kcenter_greedy(
-    features: np.ndarray, unlabeled: np.ndarray, labeled: np.ndarray, budget: int,
+    features: RowSource, unlabeled: np.ndarray, labeled: np.ndarray, budget: int,
     rng: np.random.Generator, device: torch.device, block: int = 64, lookahead: int = 256,
 ) -> np.ndarray:
     """Coreset (Sener & Savarese 2018): repeatedly take the pool point farthest from labeled ∪ chosen.
