@@ -31,9 +31,9 @@ def played(tmp_path_factory) -> Project:
 
 
 def test_random_starts_from_the_projects_first_trained_labels(played):
-    ref = simulation_reference(played)
-    assert ref is not None and ref["start_round"] == 1 and ref["start_count"] == 30
-    ids, classes = starting_set(played, ref["start_at"])
+    first = next(r for r in played.rounds() if r["accuracy"] is not None)
+    assert first["number"] == 1 and first["labeled_count"] == 30
+    ids, classes = starting_set(played, first["started_at"])
     imported = played.store.query("SELECT image_id, new_class_id FROM label_history h JOIN actions a"
                                   " ON a.id = h.action_id WHERE a.kind = 'import' ORDER BY image_id")
     assert ids.tolist() == [r[0] for r in imported] and classes.tolist() == [r[1] for r in imported]
@@ -75,5 +75,5 @@ def test_comparison_is_unavailable_without_hidden_truth(tmp_path: Path):
                              encoder=f"precomputed:{(DEMO / 'embeddings.npz').resolve()}", known_labels="ignore",
                              layout="imagefolder", decode=False)
     why = reference_unavailable(project)
-    assert why is not None and "hidden true label for every pool image" in why
+    assert why is not None and "hidden true labels for every pool image" in why
     assert simulation_reference(project) is None

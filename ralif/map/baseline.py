@@ -59,12 +59,10 @@ def reference_unavailable(project: Project) -> str | None:
     if pool is None or pool.truths < pool.images:
         have = 0 if pool is None else pool.truths
         total = 0 if pool is None else pool.images
-        return (f"the Random comparison needs a hidden true label for every pool image, to answer the images "
+        return (f"the Random comparison needs hidden true labels for every pool image, to answer the images "
                 f"Random would have picked ({have:,} of {total:,} have one)")
     if tests < 1:
         return "the Random comparison needs a held-out set to score both curves on"
-    if _first_measured(project) is None:
-        return "the Random comparison starts from the labels of the first trained round; there is none yet"
     return None
 
 
@@ -74,10 +72,17 @@ def simulation_reference(project: Project) -> dict[str, Any] | None:
     if reference_unavailable(project) is not None:
         return None
     sizes = project.store.image_counts()
+    return {"truths": sizes["pool"].truths, "tests": sizes["test"].images}
+
+
+def _with_start(project: Project, ref: dict[str, Any]) -> dict[str, Any]:
+    """``ref`` plus where Random starts: the round whose model was trained first, its label count and
+    when it started (no trained round yet: from no labels)."""
     first = _first_measured(project)
-    assert first is not None
-    return {"truths": sizes["pool"].truths, "tests": sizes["test"].images, "start_round": int(first["number"]),
-            "start_count": int(first["labeled_count"]), "start_at": float(first["started_at"])}
+    if first is None:
+        return {**ref, "start_round": None, "start_count": 0, "start_at": None}
+    return {**ref, "start_round": int(first["number"]), "start_count": int(first["labeled_count"]),
+            "start_at": float(first["started_at"])}
 
 
 def starting_set(project: Project, started_at: float) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +125,10 @@ def _baseline_inputs(project: Project, ref: dict[str, Any]) -> BaselineInputs:
     test = [(r, y) for r, y in test if y in index]
     if len(pool) < 2 or not test:
         raise ProjectError("the Random reference needs pool images with true labels and a labeled held-out set")
-    start_ids, start_classes = starting_set(project, ref["start_at"])
+    if ref["start_at"] is None:
+        start_ids, start_classes = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    else:
+        start_ids, start_classes = starting_set(project, ref["start_at"])
     if len(start_ids) != ref["start_count"]:
         raise ProjectError(f"the labels round {ref['start_round']} trained on cannot be read back from the label "
                            f"history ({len(start_ids)} found, {ref['start_count']} used)")
@@ -160,10 +168,11 @@ def read_random_baseline(project: Project, label_counts: Sequence[int],
                          seeds: Sequence[int] = BASELINE_SEEDS) -> dict[str, Any] | None:
     """The stored Random accuracies at ``label_counts`` for every seed, or None when some are not
     computed yet: ``{"counts": [...], "accuracy": [[per count] per seed], "seeds": [...], "start": n}``."""
-    ref = simulation_reference(project)
+    base = simulation_reference(project)
     path = _baseline_path(project)
-    if ref is None or not path.is_file():
+    if base is None or not path.is_file():
         return None
+    ref = _with_start(project, base)
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -188,9 +197,10 @@ def random_baseline(project: Project, label_counts: Sequence[int], seeds: Sequen
     from ralif.head import Standardizer, fit_head
 
     why = reference_unavailable(project)
-    ref = simulation_reference(project)
-    if why is not None or ref is None:
+    base = simulation_reference(project)
+    if why is not None or base is None:
         raise ProjectError(why or "the Random reference cannot be computed")
+    ref = _with_start(project, base)
     path = _baseline_path(project)
     key = _baseline_key(project, ref)
     stored: dict[str, Any] = {}
