@@ -7,6 +7,7 @@ import streamlit as st
 from ralif.project import Project, ProjectError
 from ralif.ui import common, earlier, round_panel
 from ralif.ui.grid import apply_pending, batch_items, label_grid, tab_memory
+from ralif.ui.quality_panel import render_audit
 from ralif.ui.state import require_project
 from ralif.ui.text import lit
 
@@ -59,6 +60,9 @@ common.sidebar(project, prog)
 with st.sidebar:
     tile_size = st.select_slider("Tile size", list(TILE_PX), value="medium", key="label_tile_size",
                                  help="Smaller tiles show more images at once.")
+    # In the sidebar: every pixel above the grid is a row of pictures less.
+    with st.expander("Model accuracy (random audit images)"):
+        render_audit(project, heading=False)
 # Every pixel above the grid is a row of pictures less: Streamlit's top padding is cut to what
 # its header bar needs, and the page title is folded into the line of counts.
 st.html("<style>[data-testid=stMainBlockContainer]{padding-top:3.9rem;padding-bottom:3rem}"

@@ -114,8 +114,9 @@ def _baseline_inputs(project: Project, ref: dict[str, Any]) -> BaselineInputs:
     classes = [c.id for c in project.classes()]
     index = {c: k for k, c in enumerate(classes)}
     rows = project.store.query(
-        "SELECT i.id, i.path, i.content_hash, i.split, i.true_class_id, l.state, l.class_id FROM images i"
-        " LEFT JOIN labels l ON l.image_id = i.id ORDER BY i.id")
+        "SELECT i.id, i.path, i.content_hash, i.split, t.live_id, l.state, l.class_id FROM images i"
+        " LEFT JOIN labels l ON l.image_id = i.id"
+        " LEFT JOIN class_truth t ON t.class_id = i.true_class_id ORDER BY i.id")
     pool = [r for r in rows if r[3] == "pool"]
     if any(r[4] not in index for r in pool):
         raise ProjectError("the Random reference needs a live true class for every pool image (a class was "

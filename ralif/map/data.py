@@ -44,8 +44,9 @@ def pool_truth(project: Project, projection: Projection) -> np.ndarray:
         # Plain tuples: numpy converts them about three times faster than sqlite3.Row objects,
         # which matters at a million pool images.
         cur.row_factory = None
-        rows = cur.execute("SELECT id, true_class_id FROM images WHERE split = 'pool'"
-                           " AND true_class_id IS NOT NULL").fetchall()
+        rows = cur.execute("SELECT i.id, t.live_id FROM images i"
+                           " JOIN class_truth t ON t.class_id = i.true_class_id"
+                           " WHERE i.split = 'pool'").fetchall()
     table = np.array(rows, dtype=np.int64).reshape(-1, 2)
     truth = np.full(len(projection.image_ids), -1, dtype=np.int64)
     at = projection.rows_of(table[:, 0])

@@ -257,8 +257,10 @@ class RoundBook:
             classes = conn.execute("SELECT id, name FROM classes WHERE deleted = 0 ORDER BY position, id").fetchall()
             files = self.image_files(conn)
             rows = conn.execute(
-                "SELECT i.id, l.state, l.class_id, i.true_class_id"
-                " FROM images i LEFT JOIN labels l ON l.image_id = i.id ORDER BY i.id").fetchall()
+                # Hidden truth is read through merges (class_truth), never rewritten by them.
+                "SELECT i.id, l.state, l.class_id, t.live_id FROM images i"
+                " LEFT JOIN labels l ON l.image_id = i.id"
+                " LEFT JOIN class_truth t ON t.class_id = i.true_class_id ORDER BY i.id").fetchall()
         class_ids = [int(r[0]) for r in classes]
         index = {c: k for k, c in enumerate(class_ids)}
         n = len(rows)

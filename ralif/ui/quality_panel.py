@@ -14,7 +14,7 @@ from ralif.project import Project
 from ralif.project.audits import AuditSummary
 from ralif.ui.literal import lit
 
-_ACCEPT_WORDS = {"allow": "on", "confirm": "asks for confirmation", "off": "off"}
+_ACCEPT_WORDS = {"allow": "on", "confirm": "allowed only after a confirmation", "off": "off"}
 
 
 def audit_caption(summary: AuditSummary) -> str:
