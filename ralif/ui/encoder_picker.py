@@ -113,9 +113,11 @@ def pick_encoder(prefix: str, *, labels: int | None = None) -> EncoderChoice | N
         if choice.needs_download and choice.weights is not None:
             size = choice.size_text()
             resume = " (resumes the part already here)" if choice.resumable_bytes else ""
-            if st.button(f"Download the weights now ({size}){resume}" if size else "Download the weights now",
-                         key=f"{prefix}_download"):
-                if download_weights(choice.weights, prefix):
+            clicked = st.button(f"Download the weights now ({size}){resume}" if size else
+                                "Download the weights now", key=f"{prefix}_download")
+            slot = st.empty()   # the same page shape whether or not a download runs in it
+            if clicked:
+                if download_weights(choice.weights, prefix, slot):
                     st.rerun()
             else:
                 failed = st.session_state.get(f"{prefix}_download_error")
@@ -127,10 +129,11 @@ def pick_encoder(prefix: str, *, labels: int | None = None) -> EncoderChoice | N
     return choice
 
 
-def download_weights(source: WeightsSource, prefix: str) -> bool:
-    """Download with a progress bar (bytes of total, speed); False, with the message and its fixes
-    shown (and kept for the next run of the page), when the weights cannot be had."""
-    bar = st.progress(0.0, text=f"Downloading {lit(source.title)}: connecting…")
+def download_weights(source: WeightsSource, prefix: str, slot: Any = None) -> bool:
+    """Download with a progress bar (bytes of total, speed), in ``slot`` when given; False, with the
+    message and its fixes shown (and kept for the next run of the page), when the weights cannot
+    be had."""
+    bar = (slot or st).progress(0.0, text=f"Downloading {lit(source.title)}: connecting…")
     last = [0.0]
 
     def update(p: DownloadProgress) -> None:

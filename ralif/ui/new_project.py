@@ -46,13 +46,14 @@ DECISION_TEXT = {"class": "a class (its name)", "unlabeled": "unlabeled images",
 _THUMB_PX = 56
 
 
-def _scan(text: str) -> None:
-    """Scan the source with a progress bar; the preview (or the problem) is kept in the session."""
+def _scan(text: str, slot: Any) -> None:
+    """Scan the source with a progress bar in ``slot``; the preview (or the problem) is kept in the
+    session."""
     source, problem = projects.check_source(text)
     if problem or source is None:
         st.session_state[PREVIEW_KEY] = {"text": text, "error": problem}
         return
-    bar = st.progress(0.0, text="Checking every image…")
+    bar = slot.progress(0.0, text="Checking every image…")
     last = [0.0]
 
     def update(done: int, total: int) -> None:
@@ -181,8 +182,12 @@ def create_section(root: Path) -> None:
         help="A folder of images (searched recursively), an ImageFolder (one subfolder per class, "
              "optionally under train/ val/ test/), or a CSV manifest with a `path` column and an "
              "optional `label` column.").strip()
-    if st.button("Scan and preview", key="new_scan"):
-        _scan(text)
+    clicked = st.button("Scan and preview", key="new_scan")
+    # Always there, so the page keeps the same shape while a scan or a download blocks the run
+    # (Streamlit shows the previous run's elements by position until they are replaced).
+    slot = st.empty()
+    if clicked:
+        _scan(text, slot)
     state = st.session_state.get(PREVIEW_KEY)
     if not state:
         st.caption("The scan reads every image and shows what it found; nothing is written until you "
