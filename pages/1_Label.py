@@ -62,7 +62,7 @@ with st.sidebar:
                                  help="Smaller tiles show more images at once.")
     # In the sidebar: every pixel above the grid is a row of pictures less.
     with st.expander("Model accuracy (random audit images)"):
-        render_audit(project, heading=False)
+        render_audit(project, heading=False, compact=True)
 # Every pixel above the grid is a row of pictures less: Streamlit's top padding is cut to what
 # its header bar needs, and the page title is folded into the line of counts.
 st.html("<style>[data-testid=stMainBlockContainer]{padding-top:3.9rem;padding-bottom:3rem}"

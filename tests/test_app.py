@@ -105,15 +105,17 @@ def test_first_launch_creates_the_demo_and_opens_its_batch(projects_dir: Path, n
     assert [p.name for p in projects_dir.iterdir()] == ["demo"]
 
 
-def test_home_explains_a_bad_path_and_reports_bad_and_duplicate_files(
+def test_home_explains_a_bad_path_and_previews_bad_and_duplicate_files(
         projects_dir: Path, tmp_path: Path, no_worker: list[str]) -> None:
+    """The scan explains a bad path and lists unreadable and duplicate files, writing nothing (the
+    creation from the preview's plan is tested in test_app_new_project.py)."""
     at = page("app.py")
     at.session_state["ralif_demo_tried"] = True
     at.run()
     assert "No project yet" in texts(at)
     at.text_input(key="new_name").input("Colours")
     at.text_input(key="new_source").input(str(tmp_path / "nowhere"))
-    at.button[-1].click().run()
+    at.button(key="new_scan").click().run()
     assert "Nothing found at" in texts(at)
     assert not projects_dir.exists() or not list(projects_dir.iterdir())
 
@@ -126,19 +128,16 @@ def test_home_explains_a_bad_path_and_reports_bad_and_duplicate_files(
     (source / "red" / "broken.png").write_bytes(b"not an image")
     (source / "blue" / "copy.png").write_bytes((source / "red" / "0.png").read_bytes())
     at.text_input(key="new_source").input(str(source))
-    at.selectbox(key="new_strategy").set_value("badge")
-    at.number_input(key="new_batch").set_value(3)
-    at.button[-1].click().run()
+    at.button(key="new_scan").click().run()
     assert not at.exception
     shown = texts(at)
-    # The copy sits under another class: the kept image comes in without a label, and the page says so.
-    assert "Created **colours**: 8 pool images" in shown and "2 classes, 7 labels imported" in shown
-    assert "1 file(s) could not be read" in shown and "1 duplicate file(s) skipped" in shown
-    assert "1 image(s) appear under two different labels" in shown
+    assert "1 unreadable" in shown
+    labels = [e.label for e in at.expander]
+    assert "1 file(s) cannot be read and will be skipped" in labels
+    assert "1 group(s) of identical files (the first copy is kept)" in labels
     assert at.dataframe[0].value["file"].tolist() == ["broken.png"]
-    project = Project.open(projects_dir / "colours")
-    assert project.strategy == "badge" and project.batch_size == 3
-    assert no_worker == [str(project.folder)]
+    assert not projects_dir.exists() or not list(projects_dir.iterdir())
+    assert no_worker == []
 
 
 # ----------------------------------------------------------------------------- label page

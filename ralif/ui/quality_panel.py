@@ -34,22 +34,26 @@ def audit_caption(summary: AuditSummary) -> str:
             f"{est.chance:.0%}.")
 
 
-def render_audit(project: Project, *, heading: bool = True) -> AuditSummary:
-    """The audit estimate with its warnings and the accept rule; returns what it showed."""
+def render_audit(project: Project, *, heading: bool = True, compact: bool = False) -> AuditSummary:
+    """The audit estimate with its warnings and the accept rule; returns what it showed. ``compact``
+    (the Label page's sidebar): warnings as plain captions, not boxes that draw the eye off the grid."""
     summary = project.audit_estimate()
     est = summary.estimate
     if heading:
         st.subheader("Model accuracy, measured on random audit images")
-    left, right = st.columns([1, 3])
+    left, right = (st.container(), st.container()) if compact else st.columns([1, 3])
     left.metric("Estimated accuracy", "—" if est.accuracy is None else f"{est.accuracy:.0%}",
                 help="From the random audit images of the latest rounds: how often the model's guess at the "
                      "time it was picked matched the label you gave.")
     right.caption(lit(audit_caption(summary)))
     for warning in summary.warnings:
-        st.warning(lit(warning.text))
+        if compact:
+            st.caption(f"⚠ {lit(warning.text)}")
+        else:
+            st.warning(lit(warning.text))
     mode = summary.accept.mode
     text = f"Accepting the model's guess (the a key) is {_ACCEPT_WORDS[mode]}: {summary.accept.reason}."
-    if mode == "allow":
+    if mode == "allow" or compact:
         st.caption(lit(text))
     else:
         st.info(lit(text))

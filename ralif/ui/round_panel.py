@@ -145,7 +145,7 @@ def _draw(project: Project, status: Mapping[str, Any]) -> None:
                        "The next batch appears here when it is ready.")
     elif state == RoundState.FAILED:
         with st.container(border=True):
-            reason = status.get("error") or "no reason was recorded"
+            reason = str(status.get("error") or "no reason was recorded").rstrip(".")
             st.error(f"Round {status.get('round')} failed: {lit(reason)}. Your labels are safe; the previous "
                      "model is kept.")
             if not project.readonly and st.button("Retry the round", key="round_retry", type="primary"):
