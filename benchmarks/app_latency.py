@@ -30,7 +30,7 @@ from ralif.project import Project, round_server, rounds
 from ralif.ui.launch import AppServer
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "assets" / "demo"
+DEMO = REPO / "ralif/app/assets/demo"
 KEYS = "1234567890"
 GRID = "iframe[title*='label_grid']"
 

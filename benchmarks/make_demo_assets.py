@@ -1,6 +1,6 @@
 """Build the bundled demo: a small CIFAR-10 subset with matching precomputed embeddings.
 
-    python benchmarks/make_demo_assets.py [SHARED_DATA_DIR] [--out assets/demo]
+    python benchmarks/make_demo_assets.py [SHARED_DATA_DIR] [--out ralif/app/assets/demo]
 
 Reads ``cifar10-jpg.tar`` (CIFAR-10 as 32x32 JPEG in an ImageFolder layout) and
 ``cifar10_mobilenetv1_imagenet_emb1024.npz`` (ImageNet-pretrained MobileNetV1 embeddings of every
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", nargs="?", default="../shared/data", type=Path,
                         help=f"folder with {TAR_NAME} and {NPZ_NAME} (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "demo",
-                        help="demo folder to (re)create (default: assets/demo)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "ralif/app/assets/demo",
+                        help="demo folder to (re)create (default: ralif/app/assets/demo)")
     parser.add_argument("--no-check", action="store_true", help="skip the sha256 check of the inputs")
     args = parser.parse_args(argv)
     try:

@@ -34,7 +34,7 @@ from ralif.ui.launch import AppServer
 from ralif.worker import read_status
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "assets" / "demo"
+DEMO = REPO / "ralif/app/assets/demo"
 GRID = "iframe[title*='label_grid']"
 
 

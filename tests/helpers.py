@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "assets" / "demo"
+DEMO = ROOT / "ralif/app/assets/demo"
 
 
 def blobs(n: int, d: int, k: int, seed: int = 0, *, spread: float = 3.0, noise: float = 1.0,

@@ -25,7 +25,7 @@ from ralif.ui.grid import short_reason
 from ralif.ui.round_panel import describe, summary
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "assets" / "demo"
+DEMO = ROOT / "ralif/app/assets/demo"
 TIMEOUT = 60
 
 

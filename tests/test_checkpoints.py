@@ -12,7 +12,7 @@ import pytest
 from ralif.cli import main as cli_main
 from ralif.project import Project, load_model
 
-DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "ralif/app/assets/demo"
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from ralif.project.lifecycle import RoundBook, RoundPhase
 from ralif.project.store import ROUND_STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "assets" / "demo"
+DEMO = ROOT / "ralif/app/assets/demo"
 
 
 def _demo(folder: Path, **kwargs) -> Project:

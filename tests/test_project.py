@@ -27,7 +27,7 @@ from ralif.project import rounds as rounds_mod
 from ralif.project.exports import safe_folder_name
 from ralif.project.store import DB_NAME, SCHEMA_VERSION, release
 
-DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo"
+DEMO = Path(__file__).resolve().parents[1] / "ralif/app/assets/demo"
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 

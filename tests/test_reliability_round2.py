@@ -27,7 +27,7 @@ from ralif.project.store import DB_NAME, DiskFullError, ReadOnlyError, release
 from ralif.ui.thumbs import thumbnail
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "assets" / "demo"
+DEMO = ROOT / "ralif/app/assets/demo"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "RALIF_THREADS": "1"}
 
 

@@ -18,7 +18,7 @@ from ralif.ui import round_panel
 from ralif.worker import pid_alive, read_status
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "assets" / "demo"
+DEMO = ROOT / "ralif/app/assets/demo"
 
 
 def _wait(pred, timeout: float = 120.0, step: float = 0.01) -> Any:

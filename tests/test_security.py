@@ -19,7 +19,7 @@ from ralif.encoders import _load_state_dict
 from ralif.project import Project, ProjectError
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "assets" / "demo"
+DEMO = ROOT / "ralif/app/assets/demo"
 
 
 def test_the_app_listens_on_this_machine_only_with_xsrf_protection() -> None:

@@ -32,7 +32,7 @@ from ralif.project.store import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "assets" / "demo"
+DEMO = ROOT / "ralif/app/assets/demo"
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -241,7 +241,7 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
                     batch_size: int = DEFAULT_BATCH, strategy: str = "ralif",
                     assets: str | os.PathLike[str] | None = None, run_first_round: bool = True,
                     client: str | None = None) -> Project:
-        """A ready-made demo on the bundled CIFAR-10 subset (``assets/demo``).
+        """A ready-made demo on the bundled CIFAR-10 subset (``ralif/app/assets/demo``).
 
         2,000 pool images and a 500-image held-out set with hidden true labels, the bundled
         precomputed embeddings as the encoder, and the simulated oracle switched on. By default the
@@ -250,7 +250,7 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
         up front (one class after the other, fixed seed) so the first batch already comes from
         the model. With ``run_first_round`` the first batch is computed at once (about a second).
         """
-        demo = Path(assets) if assets is not None else Path(__file__).resolve().parents[2] / "assets" / "demo"
+        demo = Path(assets) if assets is not None else Path(__file__).resolve().parents[1] / "app/assets/demo"
         emb = demo / "embeddings.npz"
         if not (demo / "images" / "train").is_dir() or not emb.is_file():
             raise FileNotFoundError(f"demo assets not found in {demo}; build them with "

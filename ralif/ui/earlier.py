@@ -12,6 +12,7 @@ import streamlit as st
 
 from ralif.project import ImageRow, Project, ProjectError
 from ralif.ui.grid import Applied, TabMemory, label_grid, row_items
+from ralif.ui.text import lit
 
 PAGE_SIZE = 24
 _VIEW_KEY = "ralif_earlier_view"
@@ -53,7 +54,7 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
         try:
             return [project.image(int(jump))], f"image {jump}"
         except ProjectError as exc:
-            st.warning(str(exc))
+            st.warning(lit(exc))
             return [], "none"
     state_key = (str(project.folder), str(which), split)
     pages: list[int] = st.session_state.get(_PAGES_KEY, {}).get(state_key, [0])
