@@ -224,3 +224,13 @@ def test_random_reference_needs_true_labels(tmp_path):
     assert proj.simulation_reference(project) is None
     with pytest.raises(ProjectError, match="hidden true labels"):
         proj.random_baseline(project, [4])
+
+
+def test_the_map_draws_each_class_in_its_stored_colour():
+    data = _map()
+    stored = ["#123456", "#abcdef", "#fedcba"]
+    fig = proj.map_figure(data, [1, 2, 3], ["a", "b", "c"], class_colors=stored)
+    drawn = {t.name: t.marker.color for t in fig.data if t.name in ("a", "b", "c")}
+    assert drawn == {"a": "#123456", "b": "#abcdef", "c": "#fedcba"}
+    default = proj.map_figure(data, [1, 2, 3], ["a", "b", "c"])
+    assert {t.marker.color for t in default.data if t.name in ("a", "b", "c")}.isdisjoint(stored)

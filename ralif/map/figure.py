@@ -29,12 +29,14 @@ def class_palette(n: int) -> list[str]:
 def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[str], *, color_by: str = "labels",
                predictions: PoolPredictions | None = None, pending_round: int | None = None,
                highlight_round: int | None = None, max_points: int = DEFAULT_MAX_POINTS, seed: int = 0,
-               height: int = 620) -> go.Figure:
+               height: int = 620, class_colors: Sequence[str] | None = None) -> go.Figure:
     """The map as a WebGL scatter. Each point's customdata is its image id (what a selection
     returns); every trace holds only ids, so selected points map back to images unambiguously.
 
     ``color_by``: ``labels`` (unlabeled grey, labeled by class), ``truth`` (hidden true class),
     ``predicted`` (current model's class) or ``entropy`` (current model's uncertainty).
+    ``class_colors``: each class's own colour (as stored with the class, so the map agrees with the
+    Label page's class bar); the default palette otherwise.
     """
     import plotly.graph_objects as go
 
@@ -43,7 +45,8 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
     if color_by in ("predicted", "entropy") and predictions is None:
         raise ValueError(f"coloring by {color_by} needs the current model's predictions")
     n = len(data.image_ids)
-    palette = class_palette(len(class_ids))
+    stored = class_colors is not None and len(class_colors) == len(class_ids)
+    palette = list(class_colors) if class_colors is not None and stored else class_palette(len(class_ids))
     position = {int(c): k for k, c in enumerate(class_ids)}
     # Class id -> position in the palette; ids of deleted classes map to -1 (drawn grey).
     lut_size = int(max([0, *class_ids])) + 1

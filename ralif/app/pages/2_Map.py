@@ -253,6 +253,7 @@ with c2:
 classes = project.classes()
 color_by = color_by or "labels"
 fig = proj.map_figure(data, [c.id for c in classes], [c.name for c in classes], color_by=color_by,
+                      class_colors=[c.color for c in classes],
                       predictions=predictions, pending_round=pending_round,
                       highlight_round=None if highlight in (None, "none") else int(str(highlight)),
                       seed=int(str(projection.params.get("seed", 0))))

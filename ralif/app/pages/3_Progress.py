@@ -131,8 +131,9 @@ with left:
     st.subheader("Labels per class")
     if progress.per_class:
         names = list(progress.per_class)
+        colors = {c.name: c.color for c in project.classes()}     # each class's stored colour
         fig = go.Figure(go.Bar(x=[common.plot_text(n) for n in names], y=[progress.per_class[n] for n in names],
-                               marker_color=proj.class_palette(len(names))))
+                               marker_color=[colors.get(n, "#888888") for n in names]))
         st.plotly_chart(_layout(fig, "", "labeled pool images", 320), key="progress-classes")
     else:
         st.info("No classes yet.")
