@@ -50,7 +50,13 @@ def set_project(folder: str | os.PathLike) -> None:
     st.query_params[QUERY_KEY] = _url_value(st.session_state[PROJECT_KEY])
 
 
-@st.cache_resource(show_spinner=False)
+# One connection per tab, shared across its page runs, but bounded: a reload makes a new client id, so
+# an unbounded cache would keep a Project (and its SQLite connection) for every tab ever opened. An
+# evicted entry is simply reopened on the tab's next run.
+MAX_OPEN_PROJECTS = 32
+
+
+@st.cache_resource(show_spinner=False, max_entries=MAX_OPEN_PROJECTS)
 def _open(folder: str, client: str) -> Project:
     return Project.open(folder, client=client)
 
