@@ -19,7 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from test_e2e_browser import BROWSER_ARGS, CHROMIUM, GRID, KEYS, pytestmark, screenshot, sync_playwright, wait_until
+from test_e2e_browser import (
+    BROWSER_ARGS,
+    CHROMIUM,
+    GRID,
+    KEYS,
+    pytestmark,
+    screenshot,
+    sync_playwright,
+    tile_ids,
+    wait_until,
+)
 from test_weights import closed_port, hosts  # noqa: F401
 
 from ralif.project import Project
@@ -61,6 +71,19 @@ def body(page: Any) -> str:
     return page.locator("[data-testid=stMain]").inner_text()
 
 
+def shows(page: Any, *texts: str, timeout: float = 60) -> None:
+    """Every text in the page (Streamlit draws a page in parts: wait for the whole of it)."""
+    seen = [""]
+
+    def present() -> bool:
+        seen[0] = body(page)
+        return all(t in seen[0] for t in texts)
+    try:
+        wait_until(present, timeout, "the page text")
+    except AssertionError:
+        raise AssertionError(f"missing {[t for t in texts if t not in seen[0]]} in {seen[0][:3000]!r}") from None
+
+
 def scan(page: Any, name: str, source: Path) -> None:
     page.get_by_role("button", name="Scan and preview").wait_for(timeout=60_000)
     fill(page, "Project name", name)
@@ -73,7 +96,9 @@ def label_batch(page: Any, project: Project) -> None:
     grid = page.frame_locator(GRID).first
     grid.locator(".tile").first.wait_for(timeout=120_000)
     batch = project.pending_batch()
-    wait_until(lambda: grid.locator(".tile").count() == len(batch), 30, "the batch in the page")
+    # The tiles of this batch, not those of the one just submitted (same count) still on screen.
+    ids = sorted(b.image_id for b in batch)
+    wait_until(lambda: sorted(tile_ids(page)) == ids, 60, "the batch in the page")
     try:
         grid.locator("body.active").wait_for(timeout=5_000)
     except Exception:   # the keys go to the grid once it has the focus: give it the focus
@@ -86,6 +111,19 @@ def label_batch(page: Any, project: Project) -> None:
     before = project.pending_round()
     page.keyboard.press("Enter")
     wait_until(lambda: project.pending_round() not in (None, before), 180, "the next batch", every=0.25)
+
+
+def go_to(page: Any, link: str, marker: str) -> None:
+    """Follow a sidebar link until ``marker`` shows: a click that lands while the page is still
+    rerunning (a loaded machine) can be dropped by the browser, so it is sent again."""
+    for _ in range(4):
+        page.get_by_role("link", name=link).click()
+        try:
+            page.get_by_text(marker).first.wait_for(timeout=45_000)
+            return
+        except Exception:
+            continue
+    page.get_by_text(marker).first.wait_for(timeout=45_000)
 
 
 def labels(project: Project) -> dict[int, int | None]:
@@ -110,10 +148,9 @@ def test_own_folder_preview_download_two_rounds_and_encoder_switch(
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             page.goto(app.url)
             scan(page, "Products", source)
-            text = body(page)
-            assert "3 class folders plus 1 folder(s) that look unlabeled: 48 images" in text
-            assert "the name 'unlabeled' says these images have no label" in text
-            assert "3 classes, 18 labeled images, 30 unlabeled, 0 ignored" in text
+            shows(page, "3 class folders plus 1 folder(s) that look unlabeled: 48 images",
+                  "the name 'unlabeled' says these images have no label",
+                  "3 classes, 18 labeled images, 30 unlabeled, 0 ignored")
             assert not (projects / "products").exists(), "the preview wrote something"
             screenshot(page, "new-project-preview")
 
@@ -154,7 +191,7 @@ def test_own_folder_preview_download_two_rounds_and_encoder_switch(
             assert old_id == "torchvision:resnet18:random0:32px"
 
             # Switch the encoder in the project's settings: a weights file of the user's.
-            page.get_by_role("link", name="Projects").click()
+            go_to(page, "Projects", "Encoder and model of Products")
             page.get_by_text("Encoder and model of Products").first.click()
             page.get_by_text("Local checkpoint file").first.click()
             fill(page, "Weights file", str(weights_file))
@@ -191,9 +228,7 @@ def test_offline_the_page_says_so_and_a_file_path_fixes_it(
             page.get_by_text("weights not on this machine").first.wait_for(timeout=60_000)
             page.get_by_role("button", name="Create project").click()
             page.get_by_text("seems to be offline").first.wait_for(timeout=60_000)
-            text = body(page)
-            assert "cannot be reached" in text and "choose another encoder above" in text
-            assert "The project was not created" in text
+            shows(page, "cannot be reached", "choose another encoder above", "The project was not created")
             assert not (projects / "offline").exists()
             page.get_by_text("Local checkpoint file").first.click()
             fill(page, "Weights file", str(weights_file))

@@ -51,6 +51,10 @@ def _settle(page) -> None:
         wait_until(idle, 60, "the page idle", every=0.2)
         time.sleep(1.0)
     _grid(page).locator(".tile.focus").wait_for(timeout=30_000)
+    # The keys go to the grid once it has the focus (a reload leaves it on the page): give it.
+    if not _grid(page).locator("body.active").count():
+        _grid(page).locator("#head").click()
+        _grid(page).locator("body.active").wait_for(timeout=10_000)
 
 
 def _focused(page) -> int:

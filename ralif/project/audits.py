@@ -108,6 +108,13 @@ def record_round(conn: sqlite3.Connection, number: int, image_ids: Sequence[int]
         conn.execute("INSERT INTO round_losses(round, losses) VALUES (?, ?)", (number, json.dumps(clean)))
 
 
+def round_picks(conn: sqlite3.Connection, number: int) -> set[int]:
+    """The images of round ``number`` drawn at random to measure the model (empty before any)."""
+    if not has_tables(conn):
+        return set()
+    return {int(r[0]) for r in conn.execute("SELECT image_id FROM audit_picks WHERE round = ?", (number,))}
+
+
 @dataclass(frozen=True)
 class AuditRows:
     """What the audit tables hold, read in one snapshot."""

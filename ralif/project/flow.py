@@ -15,6 +15,7 @@ from ralif.project.audits import (
     ESTIMATE_MIN_ANSWERS,
     AuditSummary,
     read_rows,
+    round_picks,
     share_setting,
     summarise,
     validate_share,
@@ -145,6 +146,16 @@ class RoundFlowMixin:
         with self.store.read() as conn:
             rows = read_rows(conn)
         return summarise(rows, min_answers)
+
+    def audit_images(self, number: int | None = None) -> set[int]:
+        """The images of round ``number`` (default: the pending batch's) drawn at random to measure
+        the model. Their answers must come from a person: the model's guess is neither shown nor
+        accepted for them, or the estimate would measure the model against itself."""
+        number = self.pending_round() if number is None else number
+        if number is None:
+            return set()
+        with self.store.read() as conn:
+            return round_picks(conn, number)
 
     def accept_policy(self) -> AcceptDecision:
         """What accepting the model's guess (the ``a`` key) may do now: ``mode`` ``allow`` (write it),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import streamlit as st
 import streamlit.components.v1 as components
 
+from ralif.audit import AcceptDecision
 from ralif.project import BatchItem, ClassInfo, ImageRow, LabelState, Project, ProjectError
 from ralif.project.records import ActionInfo
 from ralif.project.store import DiskFullError, ProjectGoneError, ProjectReplacedError, ReadOnlyError
@@ -280,22 +281,27 @@ def _label_fields(label: LabelState) -> dict[str, Any]:
             "version": label.version}
 
 
-def batch_items(batch: Sequence[BatchItem], px: int, classes: Sequence[ClassInfo] | None = None
-                ) -> list[dict[str, Any]]:
+def batch_items(batch: Sequence[BatchItem], px: int, classes: Sequence[ClassInfo] | None = None,
+                audit: Collection[int] = ()) -> list[dict[str, Any]]:
     """Tiles of the batch. A guess for a class that no longer exists (``classes``: the live ones)
-    is not offered: the tile shows none and says why when ``a`` is pressed."""
+    is not offered: the tile shows none and says why when ``a`` is pressed. Neither is the guess
+    for an image drawn to measure the model (``audit``): seen, it would sway the answer it is
+    measured against."""
     live = None if classes is None else {c.id for c in classes}
     items = []
     for b in batch:
         gone = live is not None and b.predicted_class_id is not None and b.predicted_class_id not in live
+        hidden = b.image_id in audit
         items.append({
             "id": b.image_id, "src": thumbnail(b.path, px), "title": f"#{b.rank}",
             "subtitle": Path(b.path).name, "alt": f"image {b.rank} of the batch",
-            "predicted": None if gone else b.predicted_class,
-            "predicted_class_id": None if gone else b.predicted_class_id,
-            "guess_gone": b.predicted_class if gone else None,
-            "confidence": None if gone else b.confidence,
-            "no_prediction": "no guess: its class was removed" if gone else "no model yet",
+            "predicted": None if gone or hidden else b.predicted_class,
+            "predicted_class_id": None if gone or hidden else b.predicted_class_id,
+            "guess_gone": b.predicted_class if gone and not hidden else None,
+            "confidence": None if gone or hidden else b.confidence,
+            "no_prediction": ("guess hidden: this image measures the model" if hidden
+                              else "no guess: its class was removed" if gone else "no model yet"),
+            "audit": hidden,
             "why": plain_reason(b.reason), "why_full": f"{short_reason(b.reason)}\n{b.reason}",
             "tooltip": b.path, "rank": b.rank,
             **_label_fields(b.label)})
@@ -317,6 +323,7 @@ def class_args(classes: Sequence[ClassInfo]) -> list[dict[str, Any]]:
 def label_grid(*, key: str, items: list[dict[str, Any]], classes: Sequence[ClassInfo], mode: str,
                batch_id: Any, acked: list[str], memory: TabMemory, project: Project,
                focus_hint: dict[str, Any] | None = None, capture_page_keys: bool = False,
+               accept: AcceptDecision | None = None,
                image_px: int = 160, empty: str = "", sticky: bool = False) -> Any:
     """Draw the grid; returns its value (the events are applied by :func:`apply_pending`).
     ``sticky``: the class bar stays on screen while the page scrolls the grid, and moving the
@@ -325,6 +332,7 @@ def label_grid(*, key: str, items: list[dict[str, Any]], classes: Sequence[Class
         key=key, default=None, items=items, classes=class_args(classes), mode=mode, batch_id=batch_id,
         acked=acked, notice=memory.current_notice(key), focus_hint=focus_hint,
         capture_page_keys=capture_page_keys, image_px=image_px, empty=empty, sticky=sticky,
+        accept=None if accept is None else {"mode": accept.mode, "reason": accept.reason},
         # Unsent actions are kept per tab and project, so a reload resends them to the right place.
         store_key=store_key(project, key))
 

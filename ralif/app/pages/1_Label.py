@@ -109,9 +109,10 @@ if batch:
                 st.rerun()
     with grid_slot:
         px = TILE_PX.get(tile_size, TILE_PX["medium"])
-        label_grid(key="label_grid", items=batch_items(batch, px, classes), classes=classes, mode="batch",
-                   batch_id=project.pending_round(), acked=main.acked, memory=memory, project=project,
-                   focus_hint=main.focus_hint, capture_page_keys=True, image_px=px, sticky=True)
+        label_grid(key="label_grid", items=batch_items(batch, px, classes, audit=project.audit_images()),
+                   classes=classes, mode="batch", batch_id=project.pending_round(), acked=main.acked,
+                   memory=memory, project=project, focus_hint=main.focus_hint, capture_page_keys=True,
+                   image_px=px, sticky=True, accept=project.accept_policy())
 elif status.get("status") not in round_panel.ACTIVE and status.get("status") != "failed":
     grid_slot.info("There is no batch to label: every pool image is labeled or skipped.")
 

@@ -17,7 +17,7 @@ const S = {
   focus: 0, selected: new Set(), anchor: null, batchId: null,
   outbox: [], seq: 0, counter: 0, nonce: Math.random().toString(36).slice(2, 10),
   storeKey: null, byClass: new Map(), message: "", messageKind: "", sayTimer: null, lastSent: 0, resendTimer: null,
-  appliedHints: new Set(), lastHeight: 0, confirmSubmit: null, thumb: null, caption: "",
+  appliedHints: new Set(), lastHeight: 0, confirmSubmit: null, confirmAccept: null, thumb: null, caption: "",
   finder: {open: false, text: "", index: 0},
 };
 

@@ -70,6 +70,37 @@ function drawFinder() {
   fitHeight();
 }
 
+function acceptGuess(confirming) {
+  // `a` writes the model's guess as the answer, under the project's rule (args.accept: "allow",
+  // "confirm": a second `a` on the same image, "off": refused), and never for an audit image.
+  const it = S.items[S.focus];
+  const guess = it ? it.predicted_class_id : null;
+  const known = guess !== null && guess !== undefined;
+  const gone = it && (it.guess_gone || (known && !classById(guess)));
+  const rule = (S.args && S.args.accept) || {mode: "allow", reason: ""};
+  if (S.selected.size) {
+    say("a accepts the suggestion of the focused image only; press a class key to label the selection.", "warn");
+  } else if (!it) {
+    return;
+  } else if (it.audit) {
+    say("This image was drawn at random to measure the model, so its answer has to be yours: " +
+        "press a class key.", "warn");
+  } else if (gone) {
+    say(`The model's guess for this image (${it.guess_gone || it.predicted || "a class"}) is a class that ` +
+        "no longer exists, so there is no suggestion to accept: press a class key instead.", "warn");
+  } else if (!known) {
+    say("No suggestion for this image yet (no model): press a class key.", "warn");
+  } else if (rule.mode === "off") {
+    say(`Accepting the model's guess is off for now: ${rule.reason}. Press a class key.`, "warn");
+  } else if (rule.mode === "confirm" && confirming !== it.id) {
+    S.confirmAccept = it.id;
+    say(`Accept "${classById(guess).name}" for this image? ${rule.reason}. ` +
+        "Press a again to accept, or a class key.", "warn");
+  } else {
+    assign(guess);
+  }
+}
+
 function onKey(e) {
   if (!S.args || e.defaultPrevented) return false;
   if (e.ctrlKey || e.metaKey || e.altKey) return false;
@@ -87,20 +118,13 @@ function onKey(e) {
     e.preventDefault();
     return true;
   }
+  // A confirmation asked by `a` holds for the very next key only.
+  const confirming = S.confirmAccept;
+  S.confirmAccept = null;
   if (keyed) assign(keyed.id);
   else if (ki >= 0) say(`No class has the key ${key}; press / to find a class.`, "warn");
   else if (key === "x" || key === "X" || key === " ") assign(null);
-  else if (key === "a" || key === "A") {
-    const it = S.items[S.focus];
-    const guess = it ? it.predicted_class_id : null;
-    const gone = it && (it.guess_gone || (guess !== null && guess !== undefined && !classById(guess)));
-    if (gone && !S.selected.size) {
-      say(`The model's guess for this image (${it.guess_gone || it.predicted || "a class"}) is a class that ` +
-          "no longer exists, so there is no suggestion to accept: press a class key instead.", "warn");
-    } else if (it && guess !== null && guess !== undefined && !S.selected.size) assign(guess);
-    else if (it && !S.selected.size) say("No suggestion for this image yet (no model): press a class key.", "warn");
-    else if (S.selected.size) say("a accepts the suggestion of the focused image only; press a class key to label the selection.", "warn");
-  }
+  else if (key === "a" || key === "A") acceptGuess(confirming);
   else if (key === "u" || key === "U" || key === "Backspace") undo();
   else if (key === "Enter") submit();
   else if (key === "ArrowRight") setFocus(S.focus + 1);
