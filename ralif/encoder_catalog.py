@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ralif.models.advice import SCRATCH_MIN_LABELS, scratch_advice
 from ralif.weights import (
     RESNET18_MB,
     WeightsSource,
@@ -33,12 +34,6 @@ from ralif.weights import (
 )
 
 DEFAULT_CLIP = ("ViT-B-16", "openai")
-# Below this many labels a network trained from scratch has too little to learn from; the paper's
-# from-scratch experiments start here.
-SCRATCH_MIN_LABELS = 1000
-# Measured on a 2-core CPU (docs/BENCHMARKS.md): 35 s per epoch per 1,000 images at 32 px.
-_SCRATCH_CPU_S_PER_EPOCH_PER_1K = 35.0
-_SCRATCH_EPOCHS = 200
 
 
 @dataclass(frozen=True)
@@ -200,12 +195,7 @@ def resnet18_finetune_choice(*, has_gpu: bool | None = None) -> EncoderChoice:
 def resnet18_scratch_choice(labels: int | None = None, *, has_gpu: bool | None = None) -> EncoderChoice:
     """ResNet18 trained from random weights (the paper's CIFAR variant, 32 px)."""
     gpu = _has_gpu() if has_gpu is None else has_gpu
-    hours = _SCRATCH_EPOCHS * _SCRATCH_CPU_S_PER_EPOCH_PER_1K * (SCRATCH_MIN_LABELS / 1000) / 3600
-    text = (f"Learns everything from your labels alone: it needs many labels (the RALIF paper starts "
-            f"with {SCRATCH_MIN_LABELS:,} and adds {SCRATCH_MIN_LABELS:,} per round) and a GPU "
-            f"({_SCRATCH_EPOCHS} epochs at {SCRATCH_MIN_LABELS:,} labels take about {hours:.0f} hours on a "
-            f"2-core CPU). With a few hundred labels it predicts nearly one class for everything; "
-            f"for small label counts choose CLIP or a pretrained ResNet18.")
+    text = scratch_advice(labels, gpu=gpu).text
     warnings = []
     if labels is not None and labels < SCRATCH_MIN_LABELS:
         warnings.append(f"{labels:,} labels is far below the {SCRATCH_MIN_LABELS:,} a from-scratch network "

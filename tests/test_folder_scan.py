@@ -229,3 +229,21 @@ def test_hostile_folder_names_are_kept_literally(tmp_path):
         _png(root / "plain" / f"{i}.png", BLUE, 10 + i)
     preview = scan_folder(root)
     assert preview.group(name).title == name and build_plan(preview).classes == sorted([name, "plain"])
+
+
+def test_library_create_reads_a_mixed_folder_as_the_preview_does(tmp_path: Path) -> None:
+    # Project.create with the default layout: `unlabeled/` and loose images are unlabeled, never
+    # a class; the class folders keep their labels.
+    src = _mixed(tmp_path / "src", per_class=3, unlabeled=5, loose=2)
+    project = Project.create(tmp_path / "p", src, encoder="pixels:2")
+    assert sorted(c.name for c in project.classes()) == ["blue", "green", "red"]
+    progress = project.progress()
+    assert (progress.labeled, progress.pool) == (9, 16)
+
+
+def test_library_create_keeps_a_single_class_folder_as_a_class(tmp_path: Path) -> None:
+    # Only the name decides: one folder of cats stays "cat" (the preview asks a person instead).
+    for i in range(3):
+        _png(tmp_path / "src" / "cat" / f"c{i}.png", RED, i)
+    project = Project.create(tmp_path / "p", tmp_path / "src", encoder="pixels:2")
+    assert [c.name for c in project.classes()] == ["cat"] and project.progress().labeled == 3

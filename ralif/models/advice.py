@@ -15,6 +15,8 @@ from dataclasses import dataclass
 # Below this many labeled images a from-scratch ResNet18 is not worth a round (the paper's
 # smallest initial set for it).
 SCRATCH_MIN_LABELS = 1000
+# The paper's schedule (the ResNet18 defaults): 200 epochs from scratch each round.
+PAPER_EPOCHS = 200
 # Measured CPU costs (docs/BENCHMARKS.md, 2 threads, loaded machine), the slower of the two epochs.
 CPU_SECONDS_PER_EPOCH_PER_1K = 44.0
 CPU_FEATURE_IMAGES_PER_S = 74.0
@@ -38,7 +40,7 @@ def _duration(seconds: float) -> str:
     return f"about {seconds / 3600:.1f} h"
 
 
-def scratch_advice(labels: int | None = None, *, pool: int | None = None, epochs: int = 30,
+def scratch_advice(labels: int | None = None, *, pool: int | None = None, epochs: int = PAPER_EPOCHS,
                    gpu: bool | None = None) -> ScratchAdvice:
     """The advice for ResNet18 from scratch with ``labels`` labeled images (None: not known yet),
     ``pool`` images in all, ``epochs`` per round, on a machine with (``gpu``) or without a CUDA GPU

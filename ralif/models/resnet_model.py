@@ -22,6 +22,7 @@ from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from ralif.atomic import atomic_write_bytes
 from ralif.compute import resolve_device
+from ralif.models.advice import PAPER_EPOCHS
 from ralif.models.resnet_data import EvalView, ImageSet, ImageSource, Normalizer, batch_array, source_len
 
 VARIANTS = ("cifar", "imagenet")
@@ -32,11 +33,11 @@ CHECKPOINT_VERSION = 1
 
 _PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar": {
-        "epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+        "epochs": PAPER_EPOCHS, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
         "image_size": 32,
     },
     "imagenet": {
-        "epochs": 200, "batch_size": 128, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
+        "epochs": PAPER_EPOCHS, "batch_size": 128, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
         "image_size": 224,
     },
 }

@@ -151,7 +151,9 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
         """Create a project in ``folder`` (new or empty) from ``images``.
 
         ``images``: a folder (plain, or ImageFolder ``<class>/...`` or ``train|val|test/<class>/...``;
-        ``layout`` forces one reading), a CSV manifest (``path`` and optional ``label`` columns), or
+        ``layout`` forces one reading; ``auto`` reads it as the preview of :mod:`ralif.folder_scan`
+        does: a folder named like ``unlabeled``, ``unknown`` or ``todo`` and loose images are
+        unlabeled, never a class), a CSV manifest (``path`` and optional ``label`` columns), or
         an :class:`~ralif.images.ImageList`. ``test``: a held-out source of the same kinds, or a
         fraction of the pool (e.g. 0.1) set aside; a ``test/`` split folder is used when neither is
         given. ``classes``: the class names in display order; known labels naming other classes

@@ -87,18 +87,17 @@ def read_source(source: Any, layout: str, decode: bool) -> dict[str, ImageList]:
         raise FileNotFoundError(f"image source not found: {path}")
     if layout == "flat":
         return {"all": scan_images(path, decode=decode)}
-    if layout == "auto" and not looks_like_imagefolder(path):
-        return {"all": scan_images(path, decode=decode)}
+    if layout == "auto":
+        # The preview's reading: folders named like "unlabeled" (and loose images) are unlabeled,
+        # never a class. A single class folder stays a class here (the preview proposes it as
+        # unlabeled, for a person to confirm); the first round then says why it cannot train.
+        from ralif.folder_scan import build_plan, looks_unlabeled, scan_folder
+
+        try:
+            preview = scan_folder(path, decode=decode, samples=0)
+            keep = {g.key: "class" for g in preview.groups
+                    if g.proposed == "unlabeled" and g.can_be_class and not looks_unlabeled(g.key)}
+            return build_plan(preview, keep).image_lists()
+        except ValueError as exc:
+            raise ProjectError(str(exc)) from None
     return load_image_folder(path, decode=decode)
-
-
-def looks_like_imagefolder(path: Path) -> bool:
-    """Split folders (train/val/test), or images only inside first-level folders."""
-    from ralif.images import SPLIT_NAMES, is_image_file
-
-    entries = [e for e in os.scandir(path) if not e.name.startswith(".")]
-    if any(e.is_dir() and e.name.lower() in SPLIT_NAMES for e in entries):
-        return True
-    has_dirs = any(e.is_dir() for e in entries)
-    loose = any(e.is_file() and is_image_file(e.name) for e in entries)
-    return has_dirs and not loose
