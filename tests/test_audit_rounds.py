@@ -90,6 +90,11 @@ def test_round_batch_holds_the_audit_share_and_the_strategy_never_sees_it(tmp_pa
     assert _audit_rows(project, 2) == {} and len(project.pending_batch()) == 100
     with pytest.raises(ProjectError, match=r"between 0 and 0\.5"):
         project.set_audit_share(0.9)
+    # The same setting through update_settings, with the same check.
+    project.update_settings(audit_share=0.2)
+    assert project.audit_share == 0.2
+    with pytest.raises(ProjectError, match=r"between 0 and 0\.5"):
+        project.update_settings(audit_share="lots")
 
 
 def _answer(project: Project, number: int, right: int) -> None:

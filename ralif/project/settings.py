@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ralif.project.audits import AUDIT_SHARE_KEY, validate_share
 from ralif.project.errors import ProjectError
 from ralif.project.store import Store
 from ralif.project.validation import (
@@ -54,14 +55,15 @@ class SettingsMixin:
 
     def update_settings(self, **values: Any) -> None:
         """Change settings for the rounds to come: ``strategy``, ``batch_size``, ``name``,
-        ``simulated_oracle``, ``device``, ``l2``, ``resnet`` (dict), ``seed``, ``model`` and
+        ``simulated_oracle``, ``device``, ``l2``, ``resnet`` (dict), ``seed``, ``audit_share`` (the
+        share of each batch drawn at random to measure the model, 0 to 0.5), ``model`` and
         ``encoder`` (an encoder spec; the model's default encoder when the model changes without one).
 
         A new encoder takes effect at the next round: features are looked up in the feature cache
         by encoder id and image content, so they are computed once per encoder and switching back
         computes nothing. Labels, classes and rounds are not touched."""
         allowed = {"strategy", "batch_size", "name", "simulated_oracle", "device", "l2", "resnet", "seed",
-                   "threads", "keep_models", "model", "encoder"}
+                   "threads", "keep_models", "model", "encoder", AUDIT_SHARE_KEY}
         bad = sorted(set(values) - allowed)
         if bad:
             raise ProjectError(
@@ -88,6 +90,11 @@ class SettingsMixin:
             TrainConfig.from_dict({**DEFAULT_RESNET, **values["resnet"]})
         if "simulated_oracle" in values:
             values["simulated_oracle"] = bool(values["simulated_oracle"])
+        if AUDIT_SHARE_KEY in values:
+            try:
+                values[AUDIT_SHARE_KEY] = validate_share(values[AUDIT_SHARE_KEY])
+            except ValueError as exc:
+                raise ProjectError(str(exc)) from None
         if "keep_models" in values:
             values["keep_models"] = validate_batch(values["keep_models"])
         self.store.set_settings(values)
