@@ -52,6 +52,22 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def settle(page: Page) -> None:
+    """Wait until the page's runs are over: a key pressed while a run redraws the grid may land
+    in a frame that is about to be replaced."""
+    def idle() -> bool:
+        return page.locator("[data-testid=stStatusWidget]").count() == 0
+
+    for _ in range(2):
+        wait_until(idle, 60, "the page idle", every=0.2)
+        time.sleep(1.0)
+    page.frame_locator(GRID).first.locator(".tile.focus").wait_for(timeout=30_000)
+    # The keys go to the grid once it has the focus (a reload leaves it on the page): give it.
+    if not page.frame_locator(GRID).first.locator("body.active").count():
+        page.frame_locator(GRID).first.locator("#head").click()
+        page.frame_locator(GRID).first.locator("body.active").wait_for(timeout=10_000)
+
+
 def tile_ids(page: Page) -> list[int]:
     frame = page.frame_locator(GRID).first
     try:
@@ -125,6 +141,7 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
         return project.progress().pending_done
 
     # The first five by keyboard, each durable in the database.
+    settle(page)
     for item in batch[:5]:
         page.keyboard.press(key_for(item.image_id))
     wait_until(lambda: answered() == 5, 15, "five labels in the database")
@@ -142,6 +159,7 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
 
     # Focus is on the first open image after the reload: skip it; then three at once (click,
     # shift+click, one key); the rest one key each.
+    settle(page)
     page.keyboard.press("x")
     grid = page.frame_locator(GRID).first
     grid.locator(f".tile[data-image-id='{batch[6].image_id}'] .img").click()
@@ -149,7 +167,7 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
     page.keyboard.press("1")
     for item in batch[9:]:
         page.keyboard.press(key_for(item.image_id))
-    wait_until(lambda: answered() == 20, 20, "the whole batch in the database")
+    wait_until(lambda: answered() == 20, 40, "the whole batch in the database")
     # Undo takes back the last answer, a key gives it again.
     page.keyboard.press("u")
     wait_until(lambda: project.label_of(batch[-1].image_id).state == "unlabeled", 10, "the undo")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_e2e_browser import BROWSER_ARGS, CHROMIUM, GRID, pytestmark, sync_playwright, wait_until
+from test_e2e_browser import BROWSER_ARGS, CHROMIUM, GRID, pytestmark, settle, sync_playwright, wait_until
 
 from ralif.project import Project
 from ralif.ui.launch import AppServer
@@ -42,19 +42,7 @@ def _bar(page) -> dict[str, tuple[str, str]]:
 
 
 def _settle(page) -> None:
-    """Wait until the page's runs are over: a key pressed while a run redraws the grid may land
-    in a frame that is about to be replaced."""
-    def idle() -> bool:
-        return page.locator("[data-testid=stStatusWidget]").count() == 0
-
-    for _ in range(2):
-        wait_until(idle, 60, "the page idle", every=0.2)
-        time.sleep(1.0)
-    _grid(page).locator(".tile.focus").wait_for(timeout=30_000)
-    # The keys go to the grid once it has the focus (a reload leaves it on the page): give it.
-    if not _grid(page).locator("body.active").count():
-        _grid(page).locator("#head").click()
-        _grid(page).locator("body.active").wait_for(timeout=10_000)
+    settle(page)
 
 
 def _focused(page) -> int:
