@@ -337,3 +337,23 @@ def test_candidates_scale_with_the_batch(data):
     s = make_strategy("ralif(multiple=10,diversity=none)")
     s.select(head, x, labeled, unlabeled, 20, np.random.default_rng(0))
     assert len(s.last_info["candidates"]) == 200  # 10 × 20, more than 10 % of 270
+
+
+def test_a_strategy_returning_a_wrong_batch_is_stopped(data):
+    # The result check: a duplicate, a labeled image, an index outside the pool, a short batch.
+    x, _, labeled, unlabeled, head = data
+    from dataclasses import dataclass
+
+    from ralif.strategies.base import Strategy
+
+    for bad in ([unlabeled[0]] * 5, [labeled[0], *unlabeled[:4]], [*unlabeled[:4], 10_000], list(unlabeled[:4])):
+        @dataclass
+        class Broken(Strategy):
+            name = "broken"
+            needs_model = False
+
+            def _select(self, head, features, labeled, unlabeled, budget, rng, out=bad):
+                return np.asarray(out)
+
+        with pytest.raises(RuntimeError, match="'broken' returned an invalid batch"):
+            Broken().select(None, x, labeled, unlabeled, 5, np.random.default_rng(0))
