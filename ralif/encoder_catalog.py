@@ -195,9 +195,10 @@ def resnet18_finetune_choice(*, has_gpu: bool | None = None) -> EncoderChoice:
 def resnet18_scratch_choice(labels: int | None = None, *, has_gpu: bool | None = None) -> EncoderChoice:
     """ResNet18 trained from random weights (the paper's CIFAR variant, 32 px)."""
     gpu = _has_gpu() if has_gpu is None else has_gpu
-    text = scratch_advice(labels, gpu=gpu).text
+    advice = scratch_advice(labels, gpu=gpu)
+    text = advice.text
     warnings = []
-    if labels is not None and labels < SCRATCH_MIN_LABELS:
+    if labels is not None and advice.recommend_pretrained:
         warnings.append(f"{labels:,} labels is far below the {SCRATCH_MIN_LABELS:,} a from-scratch network "
                         f"needs: choose a pretrained encoder")
     if not gpu:

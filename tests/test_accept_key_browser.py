@@ -8,7 +8,16 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from test_e2e_browser import BROWSER_ARGS, CHROMIUM, GRID, pytestmark, sync_playwright, wait_until
+from test_e2e_browser import (
+    BROWSER_ARGS,
+    CHROMIUM,
+    GRID,
+    focus_tile,
+    pytestmark,
+    screenshot,
+    sync_playwright,
+    wait_until,
+)
 
 from ralif.project import Project
 from ralif.project.store import DB_NAME
@@ -48,16 +57,12 @@ def test_a_asks_refuses_and_skips_audit_images(tmp_path: Path) -> None:
             def message() -> str:
                 return grid.locator("#msg").inner_text()
 
-            def focus(image_id: int) -> None:
-                grid.locator(f".tile[data-image-id='{image_id}'] img").first.click()
-                wait_until(lambda: grid.locator(f".tile.focus[data-image-id='{image_id}']").count() == 1, 10,
-                           "the focus on the image")
-
             # Unmeasured: the first `a` asks, the second writes the guess.
             plain = next(b for b in batch if b.image_id not in audit and b.predicted_class_id is not None)
-            focus(plain.image_id)
+            focus_tile(page, plain.image_id)
             page.keyboard.press("a")
             wait_until(lambda: "Press a again" in message(), 10, "the question")
+            screenshot(page, "label-accept-confirm", full=False)
             assert "not measured yet" in message() and state(plain.image_id) is None
             page.keyboard.press("a")
             wait_until(lambda: state(plain.image_id) == plain.predicted_class_id, 20, "the guess written")
@@ -66,7 +71,7 @@ def test_a_asks_refuses_and_skips_audit_images(tmp_path: Path) -> None:
             shot = next(i for i in order if i in audit)
             tile = grid.locator(f".tile[data-image-id='{shot}']")
             assert "guess hidden" in tile.inner_text() and "model:" not in tile.inner_text()
-            focus(shot)
+            focus_tile(page, shot)
             page.keyboard.press("a")
             wait_until(lambda: "measure the model" in message(), 10, "the refusal")
             page.keyboard.press("a")
@@ -83,7 +88,7 @@ def test_a_asks_refuses_and_skips_audit_images(tmp_path: Path) -> None:
             grid.locator(".tile").first.wait_for(timeout=60_000)
             other = next(b for b in batch if b.image_id not in audit and b.image_id != plain.image_id
                          and b.predicted_class_id is not None)
-            focus(other.image_id)
+            focus_tile(page, other.image_id)
             for _ in range(2):
                 page.keyboard.press("a")
             wait_until(lambda: "off for now" in message(), 10, "the refusal")

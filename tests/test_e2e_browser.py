@@ -68,6 +68,14 @@ def settle(page: Page) -> None:
         page.frame_locator(GRID).first.locator("body.active").wait_for(timeout=10_000)
 
 
+def focus_tile(page: Page, image_id: int) -> None:
+    """Click an image of the grid: it gets the focus, and the grid the keys."""
+    grid = page.frame_locator(GRID).first
+    grid.locator(f".tile[data-image-id='{image_id}'] img").first.click()
+    wait_until(lambda: grid.locator(f".tile.focus[data-image-id='{image_id}']").count() == 1, 10, "the focus")
+    grid.locator("body.active").wait_for(timeout=10_000)
+
+
 def tile_ids(page: Page) -> list[int]:
     frame = page.frame_locator(GRID).first
     try:

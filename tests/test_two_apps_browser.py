@@ -10,6 +10,7 @@ from test_e2e_browser import (
     BROWSER_ARGS,
     CHROMIUM,
     GRID,
+    focus_tile,
     pytestmark,
     settle,
     sync_playwright,
@@ -22,13 +23,6 @@ from ralif.project import Project
 from ralif.ui.launch import AppServer
 
 __all__ = ["pytestmark"]
-
-
-def _focus_tile(page, image_id: int) -> None:
-    grid = page.frame_locator(GRID).first
-    grid.locator(f".tile[data-image-id='{image_id}'] img").first.click()
-    wait_until(lambda: grid.locator(f".tile.focus[data-image-id='{image_id}']").count() == 1, 10, "the focus")
-    grid.locator("body.active").wait_for(timeout=10_000)
 
 
 def test_two_app_processes_label_one_project(tmp_path: Path) -> None:
@@ -54,8 +48,8 @@ def test_two_app_processes_label_one_project(tmp_path: Path) -> None:
                 half = len(batch) // 2
                 settle(page_a)
                 settle(page_b)
-                _focus_tile(page_a, batch[0])
-                _focus_tile(page_b, batch[half])
+                focus_tile(page_a, batch[0])
+                focus_tile(page_b, batch[half])
                 for _ in range(half):
                     page_a.keyboard.press("1")
                     page_b.keyboard.press("2")

@@ -18,7 +18,6 @@ from ralif.project.audits import (
     round_picks,
     share_setting,
     summarise,
-    validate_share,
 )
 from ralif.project.errors import ProjectError, RoundBusy
 
@@ -64,6 +63,7 @@ class RoundFlowMixin:
         def submit_batch(self) -> int: ...
         def start_round(self, threads: int | None = None, *, own_process: bool = False) -> Any: ...
         def ensure_round_server(self) -> None: ...
+        def update_settings(self, **values: Any) -> None: ...
 
     def start_round_notice(self) -> str | None:
         """Start the queued (or failed) round in the background: an error message, or None (also
@@ -134,11 +134,7 @@ class RoundFlowMixin:
 
     def set_audit_share(self, share: float) -> None:
         """Change the audit share for the rounds to come (0 turns the audit off)."""
-        try:
-            value = validate_share(share)
-        except ValueError as exc:
-            raise ProjectError(str(exc)) from None
-        self.store.set_settings({AUDIT_SHARE_KEY: value})
+        self.update_settings(**{AUDIT_SHARE_KEY: share})
 
     def audit_estimate(self, min_answers: int = ESTIMATE_MIN_ANSWERS) -> AuditSummary:
         """The current model's accuracy from the audit answers (``.accuracy``, ``.interval`` at 95 %,

@@ -299,7 +299,7 @@ def batch_items(batch: Sequence[BatchItem], px: int, classes: Sequence[ClassInfo
             "predicted_class_id": None if gone or hidden else b.predicted_class_id,
             "guess_gone": b.predicted_class if gone and not hidden else None,
             "confidence": None if gone or hidden else b.confidence,
-            "no_prediction": ("guess hidden: this image measures the model" if hidden
+            "no_prediction": ("guess hidden: audit" if hidden
                               else "no guess: its class was removed" if gone else "no model yet"),
             "audit": hidden,
             "why": plain_reason(b.reason), "why_full": f"{short_reason(b.reason)}\n{b.reason}",

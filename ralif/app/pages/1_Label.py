@@ -62,7 +62,7 @@ with st.sidebar:
                                  help="Smaller tiles show more images at once.")
     # In the sidebar: every pixel above the grid is a row of pictures less.
     with st.expander("Model accuracy (random audit images)"):
-        render_audit(project, heading=False, compact=True)
+        audit = render_audit(project, heading=False, compact=True)
 # Every pixel above the grid is a row of pictures less: Streamlit's top padding is cut to what
 # its header bar needs, and the page title is folded into the line of counts.
 st.html("<style>[data-testid=stMainBlockContainer]{padding-top:3.9rem;padding-bottom:3rem}"
@@ -109,10 +109,11 @@ if batch:
                 st.rerun()
     with grid_slot:
         px = TILE_PX.get(tile_size, TILE_PX["medium"])
-        label_grid(key="label_grid", items=batch_items(batch, px, classes, audit=project.audit_images()),
-                   classes=classes, mode="batch", batch_id=project.pending_round(), acked=main.acked,
+        number = project.pending_round()
+        label_grid(key="label_grid", items=batch_items(batch, px, classes, audit=project.audit_images(number)),
+                   classes=classes, mode="batch", batch_id=number, acked=main.acked,
                    memory=memory, project=project, focus_hint=main.focus_hint, capture_page_keys=True,
-                   image_px=px, sticky=True, accept=project.accept_policy())
+                   image_px=px, sticky=True, accept=audit.accept)
 elif status.get("status") not in round_panel.ACTIVE and status.get("status") != "failed":
     grid_slot.info("There is no batch to label: every pool image is labeled or skipped.")
 

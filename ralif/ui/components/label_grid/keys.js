@@ -94,7 +94,8 @@ function acceptGuess(confirming) {
     say(`Accepting the model's guess is off for now: ${rule.reason}. Press a class key.`, "warn");
   } else if (rule.mode === "confirm" && confirming !== it.id) {
     S.confirmAccept = it.id;
-    say(`Accept "${classById(guess).name}" for this image? ${rule.reason}. ` +
+    const why = rule.reason.charAt(0).toUpperCase() + rule.reason.slice(1);
+    say(`Accept "${classById(guess).name}" for this image? ${why}. ` +
         "Press a again to accept, or a class key.", "warn");
   } else {
     assign(guess);
