@@ -52,7 +52,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def settle(page: Page) -> None:
+def page_idle(page: Page) -> None:
     """Wait until the page's runs are over: a key pressed while a run redraws the grid may land
     in a frame that is about to be replaced."""
     def idle() -> bool:
@@ -61,6 +61,11 @@ def settle(page: Page) -> None:
     for _ in range(2):
         wait_until(idle, 60, "the page idle", every=0.2)
         time.sleep(1.0)
+
+
+def settle(page: Page) -> None:
+    """The page idle and the grid holding the keys."""
+    page_idle(page)
     page.frame_locator(GRID).first.locator(".tile.focus").wait_for(timeout=30_000)
     # The keys go to the grid once it has the focus (a reload leaves it on the page): give it.
     if not page.frame_locator(GRID).first.locator("body.active").count():
@@ -201,11 +206,12 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
     assert all(labels[b.image_id].class_id == truth[b.image_id] and labels[b.image_id].source == "user"
                for b in batch[:5] + batch[10:])
     # Back to the batch: a click on the page (outside any grid) gives the keys back to it.
+    page_idle(page)
     page.get_by_text("images labeled").first.click()
 
     # Enter submits; the status panel says what the round does; the next batch replaces this one.
     page.keyboard.press("Enter")
-    page.get_by_text("Training and selecting").first.wait_for(timeout=20_000)
+    page.get_by_text("Training and selecting").first.wait_for(timeout=40_000)
     if os.environ.get("RALIF_SCREENSHOTS"):
         # The picture is taken once the submitted batch has left the page (one grid is left).
         try:
