@@ -13,6 +13,7 @@ from test_e2e_browser import (
     CHROMIUM,
     GRID,
     focus_tile,
+    page_idle,
     pytestmark,
     screenshot,
     sync_playwright,
@@ -44,6 +45,7 @@ def test_a_asks_refuses_and_skips_audit_images(tmp_path: Path) -> None:
             wait_until(lambda: project.pending_round() not in (None, first), 180, "the next batch", every=0.25)
             wait_until(lambda: grid.locator(".tile").count() == len(project.pending_batch())
                        and "guess hidden" in grid.locator("body").inner_text(), 60, "the batch in the page")
+            page_idle(page)
             batch = project.pending_batch()
             audit = project.audit_images()
             assert audit and audit < {b.image_id for b in batch}
@@ -86,6 +88,7 @@ def test_a_asks_refuses_and_skips_audit_images(tmp_path: Path) -> None:
             assert project.accept_policy().mode == "off"
             page.reload()
             grid.locator(".tile").first.wait_for(timeout=60_000)
+            page_idle(page)
             other = next(b for b in batch if b.image_id not in audit and b.image_id != plain.image_id
                          and b.predicted_class_id is not None)
             focus_tile(page, other.image_id)

@@ -235,7 +235,7 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
     assert all(Project.open(app.projects / "demo").label_of(i).version >= 1 for i in old)
 
     if os.environ.get("RALIF_SCREENSHOTS"):
-        page.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=30_000)
+        settle(page)
         for item in project.pending_batch()[:4]:
             page.keyboard.press(key_for(item.image_id))
         wait_until(lambda: answered() == 4, 10, "four labels")
@@ -261,6 +261,8 @@ def test_two_tabs_label_one_project(browser_page: tuple[Page, AppServer]) -> Non
     project = Project.open(app.projects / "demo")
     batch = [b.image_id for b in project.pending_batch()]
     classes = [c.id for c in project.classes()]
+    page_idle(first)
+    page_idle(second)
 
     def give(page: Page, image_id: int, k: int) -> None:
         page.frame_locator(GRID).first.locator(f".tile[data-image-id='{image_id}'] .img").click()
@@ -297,6 +299,7 @@ def test_classes_past_the_tenth_are_found_by_name_or_number(browser_page: tuple[
     page.reload()
     grid = page.frame_locator(GRID).first
     grid.locator(f".cls[data-class-id='{kiwi}']").wait_for(timeout=30_000)
+    settle(page)
     batch = [b.image_id for b in project.pending_batch()]
 
     page.keyboard.press("/")

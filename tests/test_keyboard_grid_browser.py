@@ -10,7 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_e2e_browser import BROWSER_ARGS, CHROMIUM, GRID, KEYS, pytestmark, sync_playwright, wait_until
+from test_e2e_browser import (
+    BROWSER_ARGS,
+    CHROMIUM,
+    GRID,
+    KEYS,
+    pytestmark,
+    settle,
+    sync_playwright,
+    wait_until,
+)
 
 from ralif.project import Project
 from ralif.ui.launch import AppServer
@@ -77,6 +86,7 @@ def test_three_batches_by_keyboard_keep_the_focus_in_view(small_window: tuple[ob
 
     seen: set[int] = set()
     for number in range(3):
+        settle(page)
         batch = [b.image_id for b in project.pending_batch()]
         assert len(batch) == 20 and not set(batch) & seen
         seen |= set(batch)

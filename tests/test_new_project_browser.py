@@ -26,6 +26,7 @@ from test_e2e_browser import (
     KEYS,
     pytestmark,
     screenshot,
+    settle,
     sync_playwright,
     tile_ids,
     wait_until,
@@ -99,11 +100,7 @@ def label_batch(page: Any, project: Project) -> None:
     # The tiles of this batch, not those of the one just submitted (same count) still on screen.
     ids = sorted(b.image_id for b in batch)
     wait_until(lambda: sorted(tile_ids(page)) == ids, 60, "the batch in the page")
-    try:
-        grid.locator("body.active").wait_for(timeout=5_000)
-    except Exception:   # the keys go to the grid once it has the focus: give it the focus
-        grid.locator("#head").click()
-        grid.locator("body.active").wait_for(timeout=10_000)
+    settle(page)
     for i, _ in enumerate(batch):
         page.keyboard.press(KEYS[i % len(CLASSES)])
         time.sleep(0.05)
