@@ -20,6 +20,9 @@ from ralif.compute import as_index, rows
 
 MAX_CLUSTERS = 500  # the authors' cap: more clusters cost time and make most of them tiny
 NEIGHBOURS = 20
+_BLOCK = 2048
+# Unlabeled rows clustered at most: k-means and the typicality search grow with the pool.
+MAX_POOL = 100_000
 
 
 def standardizing(head) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -81,9 +84,12 @@ def typicality(x: torch.Tensor, assign: torch.Tensor, neighbours: int = NEIGHBOU
             continue
         kk = min(neighbours, len(members) - 1)
         pts = x[members]
-        d = torch.cdist(pts, pts)
-        d.fill_diagonal_(float("inf"))
-        near = d.topk(kk, dim=1, largest=False).values.mean(1).double()
+        near = torch.empty(len(members), dtype=torch.float64)
+        # Row blocks: one large cluster's full distance matrix would not fit in memory.
+        for s in range(0, len(members), _BLOCK):
+            d = torch.cdist(pts[s:s + _BLOCK], pts)
+            d[torch.arange(len(d)), torch.arange(s, s + len(d))] = float("inf")
+            near[s:s + len(d)] = d.topk(kk, dim=1, largest=False).values.mean(1).double()
         out[members] = 1.0 / (near + 1e-12)
     return out
 
@@ -124,3 +130,19 @@ def typical_picks(
         used[c] += 1
         taken[c] += 1
     return picked
+
+
+def typical_batch(features, labeled: np.ndarray, unlabeled: np.ndarray, budget: int, rng: np.random.Generator,
+                  dims: int = 64, transform=None, max_pool: int = MAX_POOL) -> np.ndarray:
+    """``budget`` indices of ``unlabeled`` picked the TypiClust way over ``features`` (rows
+    ``labeled`` and ``unlabeled``). Above ``max_pool`` unlabeled rows, a seeded random ``max_pool``
+    of them stand for the pool: cluster sizes and densities are read as well from them, and time
+    and memory stay bounded at a million images."""
+    unlabeled = np.asarray(unlabeled)
+    if len(unlabeled) > max(max_pool, budget):
+        unlabeled = np.sort(rng.choice(unlabeled, max(max_pool, budget), replace=False))
+    everything = np.concatenate([np.asarray(labeled), unlabeled])
+    x = reduced_features(features, everything, int(dims), rng, transform=transform)
+    mask = np.zeros(len(everything), dtype=bool)
+    mask[: len(labeled)] = True
+    return everything[typical_picks(x, mask, budget, rng)]

@@ -21,7 +21,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ralif.project import Project
-from ralif.ui.grid import short_reason
+from ralif.ui.grid import plain_reason, short_reason
 from ralif.ui.round_panel import describe, summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -267,6 +267,10 @@ def test_texts_of_the_status_panel_and_tiles() -> None:
                              "(500 images) · batch chosen by ralif")
     assert short_reason("influence rank 8 of 198 candidates, k-means pick 1 of 20; model guess: cat (35%)") \
         == "influence #8/198 · diverse pick 1/20"
+    typical = ("typicality pick 3 of 20: the most typical unlabeled image of a cluster with few labels "
+               "(cold start: 1.0 labels per class, fewer than 3); model guess: cat (35%)")
+    assert short_reason(typical) == "typical pick 3/20, few labels yet"
+    assert plain_reason(typical).startswith("chosen as a typical image") and "3 of 20" in plain_reason(typical)
 
 
 # ----------------------------------------------------------------------------- classes page

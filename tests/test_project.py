@@ -336,9 +336,10 @@ def test_full_round_on_demo_assets(tmp_path):
     batch = project.pending_batch()
     labeled = {r.image_id for r in project.images_page("labeled", limit=100)}
     assert len(batch) == 25 and not labeled & {b.image_id for b in batch}
-    # The strategy's picks carry their score and reason; the audit share (10 %) is drawn at random.
-    picked = [b for b in batch if "influence rank" in b.reason]
-    assert len(picked) == 25 - 2 and all(b.score is not None and b.predicted_class for b in picked)
+    # One label per class: the default picks typical images first, and says so; the audit share
+    # (10 %) is drawn at random.
+    picked = [b for b in batch if "typicality pick" in b.reason]
+    assert len(picked) == 25 - 2 and all("1.0 labels per class, fewer than 3" in b.reason for b in picked)
     assert all(b.predicted_class for b in batch)
     meta = json.loads(project.current_model_path().with_suffix(".json").read_text())
     assert meta["class_names"][:2] == ["airplane", "automobile"] and meta["encoder_id"].startswith("precomputed:")
@@ -355,6 +356,9 @@ def test_full_round_on_demo_assets(tmp_path):
     project.update_settings(keep_models=1)
     second = project.run_round()
     assert second["labeled"] == 35 and second["selected"] == 25
+    # 3.5 labels per class: influence picks now, each with its score and reason.
+    picked = [b for b in project.pending_batch() if "influence rank" in b.reason]
+    assert len(picked) == 25 - 2 and all(b.score is not None and b.predicted_class for b in picked)
     labeled = {r.image_id for r in project.images_page("labeled", limit=100)}
     assert not labeled & {b.image_id for b in project.pending_batch()}
     assert [r["status"] for r in project.rounds()] == ["submitted", "ready"]

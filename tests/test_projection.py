@@ -1,4 +1,4 @@
-"""The pool map: UMAP fit on a subsample plus transform, determinism, the on-disk cache, clear
+"""The pool map: UMAP fit on a subsample, the rest placed by neighbours or transform, determinism, the on-disk cache, clear
 errors, the background job, what the map draws, and the Random reference of simulation mode.
 
 UMAP runs on a few hundred synthetic points (numba compiles once per test process, about ten
@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import blobs
 from PIL import Image
 
 from ralif import projection as proj
 from ralif.map import layout
+from ralif.map.placing import memberships, refine
 from ralif.project import Project, ProjectError
 
 
@@ -60,6 +62,64 @@ def test_same_seed_same_coordinates():
     a, _ = proj.fit_projection(x, seed=3, fit_max=100, chunk=60)
     b, _ = proj.fit_projection(x, seed=3, fit_max=100, chunk=60)
     np.testing.assert_array_equal(a, b)
+
+
+def _knn_majority(fit_xy: np.ndarray, fit_y: np.ndarray, xy: np.ndarray, y: np.ndarray, k: int = 10) -> float:
+    d = ((xy[:, None, :] - fit_xy[None, :, :]) ** 2).sum(2)
+    votes = fit_y[np.argsort(d, axis=1)[:, :k]]
+    return float((np.array([np.bincount(v).argmax() for v in votes]) == y).mean())
+
+
+@pytest.mark.parametrize("placing", ["neighbours", "umap"])
+def test_placed_points_land_among_their_own_cluster(placing):
+    x, y = blobs(500, 16, 4, 5, spread=4.0)
+    coords, params = proj.fit_projection(x, seed=0, fit_max=200, chunk=90, placing=placing)
+    assert params["placing"] == placing
+    fit = np.sort(np.random.default_rng(0).choice(500, 200, replace=False))
+    rest = np.setdiff1d(np.arange(500), fit)
+    assert _knn_majority(coords[fit], y[fit], coords[rest], y[rest]) >= 0.95
+
+
+def test_neighbour_memberships_are_umaps():
+    # transform's memberships: exp(-d / sigma) (local connectivity 0), sigma solved so that they sum
+    # to log2(k); nearer neighbours weigh more.
+    dist = torch.sort(torch.rand(50, 15, generator=torch.Generator().manual_seed(0)) * 3, 1).values
+    w = memberships(dist)
+    torch.testing.assert_close(w.sum(1), torch.full((50,), float(np.log2(15))))
+    assert (w[:, 1:] <= w[:, :-1] + 1e-7).all() and (w <= 1).all()
+
+
+def test_refinement_pulls_towards_neighbours_and_is_seeded():
+    # One point started away from its two fitted neighbours ends nearer them; the same seed gives
+    # the same path, and no epochs leave the start as it is.
+    anchors = torch.tensor([[0.0, 0.0], [1.0, 0.0], [50.0, 50.0], [-50.0, 50.0]])
+    start = torch.tensor([[10.0, 10.0]])
+    nb, w = torch.tensor([[0, 1]]), torch.tensor([[1.0, 0.8]])
+
+    def run(epochs: int, seed: int) -> torch.Tensor:
+        return refine(start, nb, w, anchors, 1.577, 0.895, epochs, seed)
+
+    moved = run(100, 0)
+    middle = torch.tensor([0.5, 0.0])
+    assert float((moved - middle).norm()) < float((start - middle).norm()) - 2.0
+    torch.testing.assert_close(moved, run(100, 0))
+    torch.testing.assert_close(run(0, 0), start)
+
+
+def test_neighbour_placing_reads_a_memory_map_and_falls_back_for_other_metrics(tmp_path):
+    x = _clusters(240, seed=4).astype(np.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    a, params = proj.fit_projection(x, seed=2, fit_max=100, chunk=50, metric="euclidean")
+    b, _ = proj.fit_projection(np.load(tmp_path / "x.npy", mmap_mode="r"), seed=2, fit_max=100, chunk=50,
+                               metric="euclidean")
+    assert params["placing"] == "neighbours"
+    np.testing.assert_array_equal(a, b)
+    _, other = proj.fit_projection(x, seed=2, fit_max=100, chunk=50, metric="manhattan")
+    assert other["placing"] == "umap"
+    with pytest.raises(ValueError, match="placing must be one of"):
+        proj.fit_projection(x, placing="nearest")
 
 
 def test_tiny_pool_uses_principal_components():

@@ -3,8 +3,10 @@
 The layout is computed once per (project, encoder id) in a background worker (:mod:`ralif.map.jobs`)
 and stored as a small ``.npz`` under ``<project>/cache/projection/``; it is not refitted when labels
 or rounds change, so a point stays where the eye last saw it. Large pools are handled by fitting UMAP
-on a seeded subsample (at most ``fit_max`` points) and placing the rest with ``transform`` in chunks,
-which bounds memory and time whatever the pool size.
+on a seeded subsample (at most ``fit_max`` points) and placing the rest in chunks, which bounds memory
+and time whatever the pool size. The rest are placed where UMAP's ``transform`` starts them (the
+membership-weighted mean of their nearest fitted points, :mod:`ralif.map.placing`), on every core;
+``placing="umap"`` runs ``transform`` itself, its refinement epochs included, on one thread.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ralif.atomic import atomic_write
+from ralif.map.placing import METRICS, NeighbourPlacer
 from ralif.project import Project, ProjectError
 
 FORMAT_VERSION = 1
@@ -34,6 +37,7 @@ DEFAULT_FIT_MAX = 20_000
 DEFAULT_CHUNK = 50_000
 DEFAULT_N_NEIGHBORS = 15
 DEFAULT_MIN_DIST = 0.1
+PLACINGS = ("neighbours", "umap")
 # Encoders give L2-normalised or ReLU features whose direction carries the meaning.
 DEFAULT_METRIC = "cosine"
 # Below this many points UMAP's graph is degenerate; a principal-component layout is used instead.
@@ -69,12 +73,13 @@ def _pca_layout(x: np.ndarray) -> np.ndarray:
 def fit_projection(features: np.ndarray, *, seed: int = DEFAULT_SEED, fit_max: int = DEFAULT_FIT_MAX,
                    chunk: int = DEFAULT_CHUNK, n_neighbors: int = DEFAULT_N_NEIGHBORS,
                    min_dist: float = DEFAULT_MIN_DIST, metric: str = DEFAULT_METRIC,
-                   progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                   ) -> tuple[np.ndarray, dict[str, Any]]:
+                   placing: str = "neighbours", progress: ProgressFn | None = None,
+                   should_stop: StopFn | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """2-D coordinates (N x 2 float32) of ``features`` (N x D, memory-mapped is fine) and the
     parameters used. UMAP is fitted on a seeded subsample of at most ``fit_max`` rows; the other
-    rows are placed with ``transform``, ``chunk`` rows at a time. The same seed gives the same
-    coordinates."""
+    rows are placed ``chunk`` rows at a time, by their nearest fitted neighbours (``placing=
+    "neighbours"``, cosine and euclidean metrics) or by UMAP's ``transform`` (``"umap"``). The
+    same seed gives the same coordinates."""
     report = progress or (lambda phase, fraction, message: None)
     stop = should_stop or (lambda: False)
     n = int(features.shape[0])
@@ -82,9 +87,13 @@ def fit_projection(features: np.ndarray, *, seed: int = DEFAULT_SEED, fit_max: i
         raise ValueError(f"features must be a 2-D array (images x dimensions), got shape {features.shape}")
     if fit_max < 2 or chunk < 1:
         raise ValueError("fit_max must be at least 2 and chunk at least 1")
+    if placing not in PLACINGS:
+        raise ValueError(f"placing must be one of {PLACINGS}, not {placing!r}")
+    if placing == "neighbours" and metric not in METRICS:
+        placing = "umap"
     params: dict[str, Any] = {"method": "umap", "seed": int(seed), "fit_max": int(fit_max), "chunk": int(chunk),
                               "n_neighbors": int(n_neighbors), "min_dist": float(min_dist), "metric": metric,
-                              "points": n, "format": FORMAT_VERSION}
+                              "points": n, "placing": placing, "format": FORMAT_VERSION}
     coords = np.empty((n, 2), dtype=np.float32)
     rng = np.random.default_rng(int(seed))
     if n > fit_max:
@@ -111,14 +120,27 @@ def fit_projection(features: np.ndarray, *, seed: int = DEFAULT_SEED, fit_max: i
         warnings.simplefilter("ignore", UserWarning)
         coords[fit_rows] = np.asarray(reducer.fit_transform(np.asarray(features[fit_rows], np.float32)),
                                       dtype=np.float32)
-        rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
-        for start in range(0, len(rest), chunk):
+        place = reducer.transform
+        if placing == "neighbours":
+            # The fitted curve of the layout (UMAP keeps it as _a, _b); UMAP's formula otherwise.
+            a, b = getattr(reducer, "_a", None), getattr(reducer, "_b", None)
+            if a is None or b is None:
+                a, b = umap.umap_.find_ab_params(1.0, float(min_dist))
+            place = NeighbourPlacer.fit(np.asarray(features[fit_rows], np.float32), coords[fit_rows], k=k,
+                                        metric=metric, a=float(a), b=float(b), seed=int(seed)).place
+        fitted = np.zeros(n, dtype=bool)
+        fitted[fit_rows] = True
+        left, placed = n - len(fit_rows), 0
+        # Contiguous slices: a memory-mapped pool is read front to back, once.
+        for start in range(0, n if left else 0, chunk):
             if stop():
                 raise ProjectionCancelled("the projection was cancelled")
-            done = start / max(1, len(rest))
-            report("placing", done, f"placing {start:,} of {len(rest):,} remaining points")
-            rows = rest[start:start + chunk]
-            coords[rows] = np.asarray(reducer.transform(np.asarray(features[rows], np.float32)), dtype=np.float32)
+            report("placing", placed / left, f"placing {placed:,} of {left:,} remaining points")
+            rows = start + np.flatnonzero(~fitted[start:start + chunk])
+            if len(rows):
+                block = np.asarray(features[start:start + chunk], np.float32)[rows - start]
+                coords[rows] = np.asarray(place(block), dtype=np.float32)
+            placed += len(rows)
     if not np.isfinite(coords).all():
         raise ValueError("UMAP produced non-finite coordinates (duplicate or all-zero features?)")
     report("placing", 1.0, f"{n:,} points placed")

@@ -23,7 +23,7 @@ from ralif.influence import delta_pool_loss, pool_state, solve_influence
 from ralif.ranking import top_k_lowest
 from ralif.scoring import READINGS, RULES, ralif_scores
 from ralif.strategies.base import Strategy
-from ralif.typicality import reduced_features, standardizing, typical_picks
+from ralif.typicality import standardizing, typical_batch
 
 DIVERSITY = ("kmeans", "kmeanspp", "none", "meanshift", "kcenter", "auto")
 # Pseudo-label balance (effective number of predicted classes over K, exp(entropy)/K) below which
@@ -80,9 +80,9 @@ class RalifStrategy(Strategy):
     candidates: str = "auto"
     weighting: str = "auto"
     # cold=3 (typicality while labels per class are fewer than 3) is the measured best (docs/quality.md:
-    # digits at 2 labels per class 1.024 -> 1.037 on report seeds); it stays off by default until the
-    # app's round explains typicality picks (its batch reasons speak of influence ranks only).
-    cold: float = 0.0
+    # digits at 2 labels per class 1.024 -> 1.037 on report seeds; the same elsewhere, where the
+    # starts already have 3 or more labels per class).
+    cold: float = 3.0
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -137,12 +137,8 @@ class RalifStrategy(Strategy):
     def _select(self, head, features, labeled, unlabeled, budget, rng):
         if self.cold and len(labeled) < self.cold * head.num_classes:
             # Too few labels per class for the model's view to be trusted: typical points first.
-            self.last_info["cold_start"] = True
-            everything = np.concatenate([labeled, unlabeled])
-            x = reduced_features(features, everything, 64, rng, transform=standardizing(head))
-            mask = np.zeros(len(everything), dtype=bool)
-            mask[: len(labeled)] = True
-            return everything[typical_picks(x, mask, budget, rng)]
+            self.last_info.update(cold_start=True, cold_labels_per_class=len(labeled) / head.num_classes)
+            return typical_batch(features, labeled, unlabeled, budget, rng, 64, standardizing(head))
         n_cand = max(budget, math.ceil(self.fraction * len(unlabeled)), math.ceil(self.multiple * budget))
         n_cand = min(len(unlabeled), n_cand)
         t0 = time.perf_counter()

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
 from ralif.ranking import top_k_lowest
 from ralif.strategies.base import Strategy
-from ralif.typicality import reduced_features, standardizing, typical_picks
+from ralif.typicality import standardizing, typical_batch
 
 
 @dataclass
@@ -41,9 +39,5 @@ class TypiClustStrategy(Strategy):
             raise ValueError("dims must be positive")
 
     def _select(self, head, features, labeled, unlabeled, budget, rng):
-        everything = np.concatenate([labeled, unlabeled])
         transform = None if head is None else standardizing(head)
-        x = reduced_features(features, everything, int(self.dims), rng, transform=transform)
-        mask = np.zeros(len(everything), dtype=bool)
-        mask[: len(labeled)] = True
-        return everything[typical_picks(x, mask, budget, rng)]
+        return typical_batch(features, labeled, unlabeled, budget, rng, int(self.dims), transform)

@@ -245,6 +245,7 @@ def apply_pending(project: Project, grid_key: str, memory: TabMemory) -> Applied
 # ----------------------------------------------------------------------------- what the grid shows
 
 _COLD = re.compile(r"k-means\+\+ pick (\d+) of (\d+) over .*\(cold start: ([^)]*)\)")
+_TYPICAL = re.compile(r"typicality pick (\d+) of (\d+)")
 _OF = re.compile(r"(\d[\d,]*) of (\d[\d,]*)")
 
 
@@ -254,6 +255,9 @@ def short_reason(reason: str) -> str:
     m = _COLD.search(head)
     if m:
         return f"diverse pick {m.group(1)}/{m.group(2)}, cold start ({m.group(3)})"
+    m = _TYPICAL.search(head)
+    if m:
+        return f"typical pick {m.group(1)}/{m.group(2)}, few labels yet"
     head = head.replace(" candidates", "").replace("influence rank ", "influence #")
     head = re.sub(r"k-means(\+\+)? pick", "diverse pick", head)
     return " · ".join(_OF.sub(r"\1/\2", part.strip()) for part in head.split(","))
@@ -269,6 +273,9 @@ def plain_reason(reason: str) -> str:
     of = f"; {pick.group(1)} of {pick.group(2)} diverse picks" if pick else ""
     if _COLD.search(head):
         return f"chosen to cover the variety of images while there is no model yet{of}"
+    if _TYPICAL.search(head):
+        return (f"chosen as a typical image of a group that has few labels, while the model has too few "
+                f"labels per class to be trusted{of}")
     if "influence" in head:
         return f"chosen because labeling it should help the model most{of}"
     if "random" in head.lower():
