@@ -9,10 +9,9 @@ import sqlite3
 from pathlib import Path
 
 from test_e2e_browser import (
-    BROWSER_ARGS,
-    CHROMIUM,
     GRID,
     focus_tile,
+    launch,
     page_idle,
     pytestmark,
     screenshot,
@@ -29,7 +28,7 @@ __all__ = ["pytestmark"]
 
 def test_a_asks_refuses_and_skips_audit_images(tmp_path: Path) -> None:
     with AppServer(tmp_path / "projects", log=str(tmp_path / "app.log")) as app, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
             page.goto(app.url)

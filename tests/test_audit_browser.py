@@ -8,7 +8,12 @@ import time
 from pathlib import Path
 
 from helpers import DEMO
-from test_e2e_browser import BROWSER_ARGS, CHROMIUM, pytestmark, screenshot, sync_playwright, wait_until  # noqa: F401
+from test_e2e_browser import (
+    launch,
+    screenshot,
+    sync_playwright,
+    wait_until,  # noqa: F401,
+)
 
 from ralif import projection as proj
 from ralif.project import Project
@@ -27,7 +32,7 @@ def test_progress_page_shows_the_audit_estimate(tmp_path: Path) -> None:
     proj.random_baseline(project, counts)
     summary = project.audit_estimate()
     with AppServer(projects, log=str(tmp_path / "app.log")) as app, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             page.goto(f"{app.url}/Progress?project=demo")

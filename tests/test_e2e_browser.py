@@ -42,6 +42,11 @@ pytestmark = [
 ]
 
 
+def launch(pw: Any) -> Any:
+    """Headless Chromium as every browser test runs it."""
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+
+
 def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,7 +132,7 @@ def browser_page(tmp_path: Path) -> Iterator[tuple[Page, AppServer]]:
     env = {"HOME": str(tmp_path)} if os.environ.get("RALIF_SCREENSHOTS") else {}
     with AppServer(tmp_path / "projects", log=str(tmp_path / "app.log"), env=env) as app, \
             sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             # One context, so a second page is a second tab of the same browser.
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()

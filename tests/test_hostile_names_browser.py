@@ -21,7 +21,12 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from PIL import Image
-from test_e2e_browser import BROWSER_ARGS, CHROMIUM, Page, pytestmark, sync_playwright, wait_until  # noqa: F401
+from test_e2e_browser import (
+    Page,
+    launch,
+    sync_playwright,
+    wait_until,  # noqa: F401,
+)
 
 from ralif.project import Project
 from ralif.ui.launch import AppServer, free_port
@@ -107,7 +112,7 @@ def test_hostile_names_are_literal_and_nothing_leaves(hostile_app: tuple, name: 
     hits.clear()
     what = name or "Projects"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             requests: list[str] = []
@@ -154,7 +159,7 @@ def test_foreign_and_corrupt_projects_show_a_clear_box(tmp_path: Path) -> None:
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (foreign / "project.sqlite",
                                                                         corrupt / "project.sqlite")}
     with AppServer(root, log=str(tmp_path / "app.log")) as app, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             for folder in ("foreign", "corrupt"):

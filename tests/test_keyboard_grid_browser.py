@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 from test_e2e_browser import (
-    BROWSER_ARGS,
-    CHROMIUM,
     GRID,
     KEYS,
+    launch,
     pytestmark,
     settle,
     sync_playwright,
@@ -59,7 +58,7 @@ def focus_in_view(page) -> dict | None:
 @pytest.fixture()
 def small_window(tmp_path: Path) -> Iterator[tuple[object, AppServer]]:
     with AppServer(tmp_path / "projects", log=str(tmp_path / "app.log")) as app, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             yield browser.new_context(viewport={"width": 1280, "height": 720}).new_page(), app
         finally:

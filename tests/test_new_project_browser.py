@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 from test_e2e_browser import (
-    BROWSER_ARGS,
-    CHROMIUM,
     GRID,
     KEYS,
+    launch,
     pytestmark,
     screenshot,
     settle,
@@ -140,7 +139,7 @@ def test_own_folder_preview_download_two_rounds_and_encoder_switch(
     weights_file = resnet18_file(tmp_path / "my-resnet18.pth")
     env = {"HOME": str(tmp_path)} if os.environ.get("RALIF_SCREENSHOTS") else {}
     with AppServer(projects, log=str(tmp_path / "app.log"), env=env) as app, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             page.goto(app.url)
@@ -217,7 +216,7 @@ def test_offline_the_page_says_so_and_a_file_path_fixes_it(
     source = mixed_folder(tmp_path / "photos", unlabeled=6)
     weights_file = resnet18_file(tmp_path / "my-resnet18.pth")
     with AppServer(projects, log=str(tmp_path / "app.log")) as app, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             page.goto(app.url)

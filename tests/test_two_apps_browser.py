@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_e2e_browser import (
-    BROWSER_ARGS,
-    CHROMIUM,
     GRID,
     focus_tile,
+    launch,
     pytestmark,
     settle,
     sync_playwright,
@@ -28,7 +27,7 @@ __all__ = ["pytestmark"]
 def test_two_app_processes_label_one_project(tmp_path: Path) -> None:
     projects = tmp_path / "projects"
     with AppServer(projects, log=str(tmp_path / "a.log")) as app_a, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             page_a = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
             page_a.goto(app_a.url)

@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_e2e_browser import BROWSER_ARGS, CHROMIUM, GRID, pytestmark, settle, sync_playwright, wait_until
+from test_e2e_browser import (
+    GRID,
+    launch,
+    pytestmark,
+    settle,
+    sync_playwright,
+    wait_until,
+)
 
 from ralif.project import Project
 from ralif.ui.launch import AppServer
@@ -26,7 +33,7 @@ BAR = "bar => Array.from(bar.querySelectorAll('.cls')).map(b => [b.lastChild.tex
 @pytest.fixture()
 def app_page(tmp_path: Path) -> Iterator[tuple[object, AppServer]]:
     with AppServer(tmp_path / "projects", log=str(tmp_path / "app.log")) as app, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             yield browser.new_context(viewport={"width": 1280, "height": 720}).new_page(), app
         finally:
@@ -127,7 +134,7 @@ def test_class_finder_at_a_thousand_classes(tmp_path: Path) -> None:
                          [(f"species {k:04d}", 10 + k) for k in range(990)])
     assert len(demo.classes()) == 1000
     with AppServer(projects, log=str(tmp_path / "app.log")) as app, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
             page.goto(f"{app.url}/Label?project=many")

@@ -4,9 +4,9 @@ The layout is computed once per (project, encoder id) in a background worker (:m
 and stored as a small ``.npz`` under ``<project>/cache/projection/``; it is not refitted when labels
 or rounds change, so a point stays where the eye last saw it. Large pools are handled by fitting UMAP
 on a seeded subsample (at most ``fit_max`` points) and placing the rest in chunks, which bounds memory
-and time whatever the pool size. The rest are placed where UMAP's ``transform`` starts them (the
-membership-weighted mean of their nearest fitted points, :mod:`ralif.map.placing`), on every core;
-``placing="umap"`` runs ``transform`` itself, its refinement epochs included, on one thread.
+and time whatever the pool size. The rest are placed as UMAP's ``transform`` places them (nearest
+fitted points, weighted start, refinement epochs with the fitted points fixed), on every core, by
+:mod:`ralif.map.placing`; ``placing="umap"`` runs ``transform`` itself, on one thread.
 """
 
 from __future__ import annotations

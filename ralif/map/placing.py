@@ -1,8 +1,8 @@
 """Placing points into a fitted 2-D layout, as UMAP's ``transform`` does, on every core.
 
-UMAP's own ``transform`` runs on one thread when the seed is fixed: about 0.55 s per 1,000 points
-on two cores, 9 minutes at 1M. It does three things, each done here vectorised over all the
-points of a call:
+UMAP's own ``transform`` runs on one thread when the seed is fixed: 0.5–0.7 s per 1,000 points on
+two cores, over 11 minutes at 1M (docs/speed.md, "UMAP at scale"). It does three things, each
+done here vectorised or in parallel over all the points of a call:
 
 1. each point's ``k`` nearest fitted points: here by blocked matrix products over a few principal
    directions of the fitted subsample (encoder features put most of their variance in a few dozen
@@ -18,6 +18,7 @@ points of a call:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,10 +36,11 @@ _BLOCK = 2048
 _SIGMA_STEPS = 40
 METRICS = ("cosine", "euclidean")
 # UMAP's defaults for the refinement: repulsion per pull, gradient clip, step (its learning rate
-# 1 over 4 in transform), and the floor of sigma relative to the mean neighbour distance.
-NEGATIVE_RATE = 5
-_CLIP = 4.0
-_ALPHA = 0.25
+# 1 over 4 in transform), and the floor of sigma relative to the mean neighbour distance. The
+# compiled epoch loop reads the first three as constants.
+NEGATIVE_RATE = 5.0
+CLIP = 4.0
+ALPHA = 0.25
 _MIN_SIGMA_SCALE = 1e-3
 
 
@@ -68,6 +70,7 @@ def epochs_for(points: int) -> int:
     return 100 if points <= 10_000 else 30
 
 
+@functools.cache
 def _compile_epochs() -> Any:
     """The epoch loop, compiled once per process (numba comes with UMAP): the points are
     independent while the fitted ones stay fixed, so each runs its own edges in UMAP's order,
@@ -81,11 +84,11 @@ def _compile_epochs() -> Any:
         for i in numba.prange(n):
             state = np.uint64(seeds[i])
             next_pull = per_sample[i].copy()
-            per_negative = per_sample[i] / 5.0
+            per_negative = per_sample[i] / NEGATIVE_RATE
             next_push = per_negative.copy()
             y0, y1 = y[i, 0], y[i, 1]
             for epoch in range(epochs):
-                alpha = 0.25 * (1.0 - epoch / epochs)
+                alpha = ALPHA * (1.0 - epoch / epochs)
                 for slot in range(k):
                     if next_pull[slot] > epoch:
                         continue
@@ -95,8 +98,8 @@ def _compile_epochs() -> Any:
                     coeff = 0.0
                     if d2 > 0.0:
                         coeff = -2.0 * a * b * d2 ** (b - 1.0) / (a * d2 ** b + 1.0)
-                    y0 += min(max(coeff * d0, -4.0), 4.0) * alpha
-                    y1 += min(max(coeff * d1, -4.0), 4.0) * alpha
+                    y0 += min(max(coeff * d0, -CLIP), CLIP) * alpha
+                    y1 += min(max(coeff * d1, -CLIP), CLIP) * alpha
                     next_pull[slot] += per_sample[i, slot]
                     pushes = max(0, int((epoch - next_push[slot]) / per_negative[slot]))
                     for _ in range(pushes):
@@ -108,18 +111,15 @@ def _compile_epochs() -> Any:
                         d2 = d0 * d0 + d1 * d1
                         if d2 > 0.0:
                             coeff = 2.0 * b / ((0.001 + d2) * (a * d2 ** b + 1.0))
-                            y0 += min(max(coeff * d0, -4.0), 4.0) * alpha
-                            y1 += min(max(coeff * d1, -4.0), 4.0) * alpha
+                            y0 += min(max(coeff * d0, -CLIP), CLIP) * alpha
+                            y1 += min(max(coeff * d1, -CLIP), CLIP) * alpha
                         else:       # coincident with the sampled point: UMAP steps by the clip value
-                            y0 += 4.0 * alpha
-                            y1 += 4.0 * alpha
+                            y0 += CLIP * alpha
+                            y1 += CLIP * alpha
                     next_push[slot] += pushes * per_negative[slot]
             y[i, 0], y[i, 1] = y0, y1
 
     return epochs_loop
-
-
-_EPOCHS: list[Any] = []
 
 
 def refine(start: torch.Tensor, neighbours: torch.Tensor, weight: torch.Tensor, anchors: torch.Tensor,
@@ -133,11 +133,9 @@ def refine(start: torch.Tensor, neighbours: torch.Tensor, weight: torch.Tensor, 
     w = np.where(w < w.max() / epochs, 0.0, w)
     with np.errstate(divide="ignore"):
         per_sample = np.where(w > 0, w.max() / np.where(w > 0, w, 1.0), np.inf)
-    if not _EPOCHS:
-        _EPOCHS.append(_compile_epochs())
     y = np.ascontiguousarray(start.numpy(), dtype=np.float64)
     seeds = np.random.default_rng(seed).integers(1, 2**62, len(y), dtype=np.int64).astype(np.uint64)
-    _EPOCHS[0](y, np.ascontiguousarray(neighbours.numpy()), per_sample,
+    _compile_epochs()(y, np.ascontiguousarray(neighbours.numpy()), per_sample,
                np.ascontiguousarray(anchors.numpy(), dtype=np.float64), float(a), float(b), int(epochs), seeds)
     return torch.from_numpy(y.astype(np.float32))
 

@@ -145,10 +145,10 @@ def _select(head: LinearHead, feats: np.ndarray, inputs: RoundInputs, budget: in
     pick_word = {"kmeanspp": "k-means++ pick", "meanshift": "mean-shift pick", "kmeans": "k-means pick"}
     reasons = []
     if strategy.last_info.get("cold_start"):
-        per = float(strategy.last_info.get("cold_labels_per_class", 0.0))
+        per, below = strategy.last_info["cold_labels_per_class"], strategy.last_info["cold"]
         reasons = [f"typicality pick {j + 1} of {budget}: the most typical unlabeled image of a cluster with "
-                   f"few labels (cold start: {per:.1f} labels per class, fewer than "
-                   f"{float(getattr(strategy, 'cold', 0)):g})" for j in range(len(picked))]
+                   f"few labels (cold start: {per:.1f} labels per class, fewer than {below:g})"
+                   for j in range(len(picked))]
     elif cand is not None and len(picked) < len(unlabeled):
         cand = np.asarray(cand)
         rank_of = np.full(len(feats), -1, dtype=np.int64)

@@ -137,7 +137,8 @@ class RalifStrategy(Strategy):
     def _select(self, head, features, labeled, unlabeled, budget, rng):
         if self.cold and len(labeled) < self.cold * head.num_classes:
             # Too few labels per class for the model's view to be trusted: typical points first.
-            self.last_info.update(cold_start=True, cold_labels_per_class=len(labeled) / head.num_classes)
+            self.last_info.update(cold_start=True, cold=float(self.cold),
+                                  cold_labels_per_class=len(labeled) / head.num_classes)
             return typical_batch(features, labeled, unlabeled, budget, rng, 64, standardizing(head))
         n_cand = max(budget, math.ceil(self.fraction * len(unlabeled)), math.ceil(self.multiple * budget))
         n_cand = min(len(unlabeled), n_cand)
