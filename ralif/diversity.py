@@ -14,14 +14,10 @@ from ralif.compute import RowSource, as_index, chunk_size, rows
 from ralif.head import LinearHead
 
 
-def sq_norms(x: torch.Tensor, step: int = 8192) -> torch.Tensor:
-    """Each row's squared norm, summed in row chunks: ``(x * x).sum(1)`` on 100k × 1024 writes a
-    400 MB temporary and takes several times longer than the product it goes with."""
-    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    for start in range(0, x.shape[0], step):
-        part = x[start : start + step]
-        torch.sum(part * part, 1, out=out[start : start + step])
-    return out
+def sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """Each row's squared norm. ``vector_norm`` is one fused pass (about 7x faster than
+    ``(x * x).sum(1)`` in chunks on 100k x 1024, benchmarks/diversity_parts.py) and writes no temporary."""
+    return torch.linalg.vector_norm(x, dim=1).square_()
 
 
 def min_sq_dist(points: torch.Tensor, refs: torch.Tensor, chunk: int | None = None,
