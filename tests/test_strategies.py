@@ -37,6 +37,8 @@ SPECS = [
     "ralif(candidates=balanced)",
     "ralif(weighting=balanced)",
     "ralif(cold=5)",
+    "ralif(step=newton)",
+    "ralif(step=newton,curvature=kronecker)",
     # The sharded engine on workers in this process (tests/test_sharded.py covers worker processes).
     "ralif(engine=dask,scheduler=threads,workers=2,shards=3)",
 ]

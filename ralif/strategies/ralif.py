@@ -20,6 +20,7 @@ from ralif.diversity import (
     mean_shift_pick,
 )
 from ralif.influence import delta_pool_loss, pool_state, solve_influence
+from ralif.newton import CURVATURES, newton_delta_pool_loss
 from ralif.ranking import top_k_lowest
 from ralif.scoring import READINGS, RULES, ralif_scores
 from ralif.strategies.base import Strategy
@@ -37,6 +38,7 @@ SPACES = ("raw", "standardized")
 ENGINES = ("single", "dask")
 CANDIDATES = ("score", "balanced", "auto")
 WEIGHTINGS = ("uniform", "balanced", "auto")
+STEPS = ("first", "newton")
 
 
 @dataclass
@@ -63,6 +65,9 @@ class RalifStrategy(Strategy):
                       "shares: rare classes stay covered) | auto (balanced when the pseudo labels are long-tailed)",
         "weighting": "pool loss over pseudo labels: uniform | balanced (each predicted class weighs the same) | "
                      "auto (balanced when the pseudo labels are long-tailed)",
+        "step": "first (the first-order influence, the paper) | newton (one Newton step: the sample's own "
+                "curvature included, ralif.newton)",
+        "curvature": "step=newton: auto | exact (dense H⁻¹, small heads) | kronecker (H ≈ Ā ⊗ Σ + λI)",
         "cold": "labels per class below which the batch is picked by typicality (TypiClust) instead (0 = never)",
     }
     rule: str = "truncated"
@@ -79,6 +84,8 @@ class RalifStrategy(Strategy):
     multiple: float = 0.0
     candidates: str = "auto"
     weighting: str = "auto"
+    step: str = "first"
+    curvature: str = "auto"
     # cold=3 (typicality while labels per class are fewer than 3) is the measured best (docs/quality.md:
     # digits at 2 labels per class 1.024 -> 1.037 on report seeds; the same elsewhere, where the
     # starts already have 3 or more labels per class).
@@ -105,6 +112,12 @@ class RalifStrategy(Strategy):
             raise ValueError(f"unknown candidates {self.candidates!r}; choose from {', '.join(CANDIDATES)}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; choose from {', '.join(WEIGHTINGS)}")
+        if self.step not in STEPS:
+            raise ValueError(f"unknown step {self.step!r}; choose from {', '.join(STEPS)}")
+        if self.curvature not in CURVATURES:
+            raise ValueError(f"unknown curvature {self.curvature!r}; choose from {', '.join(CURVATURES)}")
+        if self.engine == "dask" and self.step != "first":
+            raise ValueError("engine=dask supports step=first only")
         if float(self.multiple) < 0 or float(self.cold) < 0:
             raise ValueError("multiple and cold must be 0 (off) or positive")
         if self.engine == "dask" and "balanced" in (self.candidates, self.weighting):
@@ -118,6 +131,8 @@ class RalifStrategy(Strategy):
         if self.engine == "single":
             for key in ("engine", "scheduler", "workers", "shards"):
                 opts.pop(key)
+        if self.step == "first":
+            opts.pop("curvature")
         return opts
 
     def scores(self, head, features, labeled, unlabeled) -> torch.Tensor:
@@ -128,7 +143,12 @@ class RalifStrategy(Strategy):
         if self._resolve(self.weighting, "balanced", "uniform") == "balanced":
             grad = balanced_pool_grad(head, features, unlabeled, state.probs)
         sol = solve_influence(head, features, labeled, grad, method=self.solver)
-        delta = delta_pool_loss(head, features, unlabeled, state.probs, sol)
+        if self.step == "newton":
+            delta, curv = newton_delta_pool_loss(head, features, labeled, unlabeled, state.probs, sol,
+                                                 kind=self.curvature)
+            self.last_info["curvature"] = curv
+        else:
+            delta = delta_pool_loss(head, features, unlabeled, state.probs, sol)
         self.last_info.update(solver=sol.method, solver_iterations=sol.iterations, pool_loss=state.pool_loss)
         return ralif_scores(
             state.probs, delta, state.pool_loss, len(unlabeled), rule=self.rule, reading=self.reading, tau=self.tau
