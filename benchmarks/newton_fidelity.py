@@ -6,7 +6,7 @@ pool loss over the current pseudo labels is measured before and after. Reports S
 least-squares slope of each estimate against the true change.
 
 Usage: python benchmarks/newton_fidelity.py FEATURES.npz [--labeled 100 1000] [--pairs 40] [--seeds 3]
-       [--curvature auto|exact|kronecker]
+       [--curvature auto|exact|kronecker] [--label random|pseudo]
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--labeled", type=int, nargs="+", default=[100, 1000])
     ap.add_argument("--pairs", type=int, default=40)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--label", default="random", choices=("random", "pseudo"),
+                    help="the class k of each pair: uniform at random, or the head's prediction (single-IL)")
     ap.add_argument("--curvature", default="auto", help="auto | exact | kronecker (ralif.newton)")
     ap.add_argument("--pool", type=int, default=10000, help="pool subsample (the pool loss is over it)")
     args = ap.parse_args()
@@ -72,6 +74,8 @@ def main() -> None:
             sol = solve_influence(head, feats, lab, state.grad)
             pick = rng.choice(len(unl), args.pairs, replace=False)
             cls = rng.integers(0, k, args.pairs)
+            if args.label == "pseudo":
+                cls = state.probs[pick].argmax(1).numpy()
             first = delta_pool_loss(head, feats, unl[pick], state.probs[pick], sol)
             newton, _ = newton_delta_pool_loss(head, feats, lab, unl[pick], state.probs[pick], sol,
                                                kind=args.curvature)

@@ -126,3 +126,14 @@ def test_benchmark_command_checks_closed_form_against_autograd(capsys):
     assert res["selected"] == 20 and res["peak_rss_mb"] > 0
     # The closed form must agree with per-(sample, class) autograd on the sampled pairs.
     assert res["naive"]["max_abs_difference"] <= 1e-6 * max(1.0, res["naive"]["max_abs_value"])
+
+
+def test_benchmark_warm_reports_one_off_costs_apart(capsys):
+    args = ["benchmark", "selection", "--pool", "2000", "--dim", "16", "--classes", "4", "--budget", "20",
+            "--device", "cpu"]
+    assert main(args) == 0
+    cold = json.loads(capsys.readouterr().out)
+    assert main([*args, "--warm"]) == 0
+    warm = json.loads(capsys.readouterr().out)
+    assert cold["warmup_seconds"] is None
+    assert warm["warmup_seconds"] > 0 and warm["selected"] == cold["selected"] == 20

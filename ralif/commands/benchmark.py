@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--naive", type=int, default=0, metavar="S",
                         help="also time per-(sample, class) autograd influence on S pool samples and report "
                              "the speedup of the closed form")
+    parser.add_argument("--warm", action="store_true",
+                        help="first run the strategy once on a tiny problem, as the app's round server does on "
+                             "start, so one-off costs (lazy torch set-up) are reported apart (warmup_seconds)")
     parser.add_argument("--engine", choices=["single", "dask"], default="single",
                         help="dask: score over row shards on a Dask cluster (ralif strategies only; "
                              "docs/distributed.md)")
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     result = selection_benchmark(
         pool=args.pool, dim=args.dim, classes=args.classes, budget=args.budget, labeled=args.labeled,
         strategy=strategy, device=args.device, seed=args.seed, naive=args.naive, features=args.features,
+        warm=args.warm,
     )
     if start_seconds is not None:
         result["cluster_start_seconds"] = start_seconds
