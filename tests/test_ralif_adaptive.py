@@ -50,6 +50,21 @@ def test_long_tail_switches_to_coverage_and_reaches_rare_classes():
     assert len(np.unique(y[picked])) >= 3
 
 
+def test_cover_keeps_coverage_only_while_a_class_has_few_labels():
+    counts = [400, 120, 40, 12, 6]
+    for per_class, want in ((1, "kcenter"), (3, "kmeans")):
+        x, _y, labeled, unlabeled, head = setup(counts, per_class_labels=per_class)
+        s, _ = run("ralif(cold=0,cover=3)", x, labeled, unlabeled, head, budget=10)
+        assert s.last_info["pseudo_label_balance"] < BALANCE_FOR_COVERAGE
+        assert s.last_info["fewest_labels_in_a_class"] == per_class
+        assert s.last_info["diversity"] == want
+    # An explicit diversity is never overridden, and cover=0 keeps coverage on every long tail.
+    s, _ = run("ralif(cold=0,cover=3,diversity=kcenter)", x, labeled, unlabeled, head)
+    assert s.last_info["diversity"] == "kcenter"
+    s, _ = run("ralif(cold=0,cover=0)", x, labeled, unlabeled, head)
+    assert s.last_info["diversity"] == "kcenter"
+
+
 @pytest.mark.parametrize("option", ["candidates=balanced", "weighting=balanced"])
 def test_sharded_engine_rejects_options_it_cannot_compute(option):
     with pytest.raises(ValueError, match="engine=dask"):
