@@ -75,13 +75,18 @@ def kmeans(x: torch.Tensor, k: int, rng: np.random.Generator, iters: int = 20) -
     return assign
 
 
-def typicality(x: torch.Tensor, assign: torch.Tensor, neighbours: int = NEIGHBOURS) -> torch.Tensor:
-    """Inverse mean distance to the ``neighbours`` nearest members of the same cluster (per row)."""
+def typicality(x: torch.Tensor, assign: torch.Tensor, neighbours: int = NEIGHBOURS,
+               only: np.ndarray | None = None) -> torch.Tensor:
+    """Inverse mean distance to the ``neighbours`` nearest members of the same cluster (per row);
+    with ``only`` (cluster ids), for the members of those clusters alone (0 elsewhere)."""
     out = torch.zeros(len(x), dtype=torch.float64)
     a = assign.numpy()
     order = np.argsort(a, kind="stable")
     bounds = np.flatnonzero(np.r_[True, a[order][1:] != a[order][:-1], True])
+    wanted = None if only is None else set(np.asarray(only).tolist())
     for lo, hi in itertools.pairwise(bounds):
+        if wanted is not None and int(a[order[lo]]) not in wanted:
+            continue
         members = torch.as_tensor(order[lo:hi])
         if len(members) == 1:
             out[members] = 1.0
@@ -110,29 +115,37 @@ def typical_picks(
     """
     k = clusters or min(int(labeled_mask.sum()) + budget, MAX_CLUSTERS)
     assign = kmeans(x, max(1, k), rng)
-    typ = typicality(x, assign)
     a = assign.numpy()
     free = ~labeled_mask if allowed is None else (~labeled_mask & allowed)
     size = np.bincount(a, minlength=k).astype(np.int64)
     taken = np.bincount(a[labeled_mask], minlength=k).astype(np.int64)
-    # Per cluster, its free members from most to least typical.
-    cand = np.flatnonzero(free)
-    cand = cand[np.lexsort((-typ.numpy()[cand], a[cand]))]
-    starts = np.searchsorted(a[cand], np.arange(k))
-    ends = np.searchsorted(a[cand], np.arange(k), side="right")
+    free_count = np.bincount(a[free], minlength=k).astype(np.int64)
+    # Which cluster each pick comes from depends on sizes and counts only, so it is settled first
+    # and typicality (the costly part) is computed for those clusters alone.
     used = np.zeros(k, dtype=np.int64)
-    picked = np.empty(budget, dtype=np.int64)
+    order = np.empty(budget, dtype=np.int64)
     tie = rng.random(k)
     for i in range(budget):
-        avail = starts + used < ends
+        avail = used < free_count
         if not avail.any():
             raise ValueError("fewer free points than the batch")
         # Fewest labels first, then the largest cluster; random among exact ties.
         key = np.lexsort((tie, -size, taken))
         c = int(key[avail[key]][0])
-        picked[i] = cand[starts[c] + used[c]]
+        order[i] = c
         used[c] += 1
         taken[c] += 1
+    chosen = np.flatnonzero(used)
+    typ = typicality(x, assign, only=chosen).numpy()
+    # Per chosen cluster, its free members from most to least typical (ties: lower row first).
+    cand = np.flatnonzero(free & np.isin(a, chosen))
+    cand = cand[np.lexsort((-typ[cand], a[cand]))]
+    starts = np.searchsorted(a[cand], np.arange(k))
+    nth = np.zeros(k, dtype=np.int64)
+    picked = np.empty(budget, dtype=np.int64)
+    for i, c in enumerate(order):
+        picked[i] = cand[starts[c] + nth[c]]
+        nth[c] += 1
     return picked
 
 
