@@ -271,6 +271,9 @@ def test_texts_of_the_status_panel_and_tiles() -> None:
                "(cold start: 1.0 labels per class, fewer than 3); model guess: cat (35%)")
     assert short_reason(typical) == "typical pick 3/20, few labels yet"
     assert plain_reason(typical).startswith("chosen as a typical image") and "3 of 20" in plain_reason(typical)
+    coverage = "influence rank 40 of 1,240 candidates, k-center pick 2 of 20"
+    assert short_reason(coverage) == "influence #40/1,240 · coverage pick 2/20"
+    assert "far from every labeled image" in plain_reason(coverage) and "2 of 20" in plain_reason(coverage)
 
 
 # ----------------------------------------------------------------------------- classes page

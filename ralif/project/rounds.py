@@ -141,8 +141,10 @@ def _select(head: LinearHead, feats: np.ndarray, inputs: RoundInputs, budget: in
             vals = s[np.searchsorted(unlabeled, picked)]
             scores = [float(v) if math.isfinite(v) else None for v in vals]
     cand = strategy.last_info.get("candidates")
-    diversity = getattr(strategy, "diversity", None)
-    pick_word = {"kmeanspp": "k-means++ pick", "meanshift": "mean-shift pick", "kmeans": "k-means pick"}
+    # The step the strategy resolved ("auto" becomes kmeans or kcenter from the pool's pseudo labels).
+    diversity = strategy.last_info.get("diversity") or getattr(strategy, "diversity", None)
+    pick_word = {"kmeanspp": "k-means++ pick", "meanshift": "mean-shift pick", "kmeans": "k-means pick",
+                 "kcenter": "k-center pick"}
     reasons = []
     if strategy.last_info.get("cold_start"):
         per, below = strategy.last_info["cold_labels_per_class"], strategy.last_info["cold"]
