@@ -83,3 +83,16 @@ def test_cold_start_picks_typical_points_while_labels_per_class_are_few():
     x, y, labeled, unlabeled, head = setup([100] * 4, per_class_labels=3)
     s, _ = run("ralif(cold=3)", x, labeled, unlabeled, head, budget=8)
     assert "cold_start" not in s.last_info and len(s.last_info["candidates"]) >= 8
+
+
+def test_cold_start_clusters_a_bounded_share_of_a_large_pool():
+    x, y, labeled, unlabeled, head = setup([100] * 4, per_class_labels=2)
+    s, picked = run("ralif(cold=3,cold_pool=120)", x, labeled, unlabeled, head, budget=8)
+    assert s.last_info.get("cold_start") is True
+    assert len(np.unique(picked)) == 8 and np.isin(picked, unlabeled).all()
+    assert len(np.unique(y[picked])) == 4  # a 120-image share still has every blob's typical points
+    # The same share is drawn for the same seed: the picks are reproducible.
+    _, again = run("ralif(cold=3,cold_pool=120)", x, labeled, unlabeled, head, budget=8)
+    np.testing.assert_array_equal(picked, again)
+    with pytest.raises(ValueError, match="cold_pool"):
+        make_strategy("ralif(cold_pool=0)")
