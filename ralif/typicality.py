@@ -143,9 +143,9 @@ def typical_picks(
     starts = np.searchsorted(a[cand], np.arange(k))
     nth = np.zeros(k, dtype=np.int64)
     picked = np.empty(budget, dtype=np.int64)
-    for i, c in enumerate(order):
-        picked[i] = cand[starts[c] + nth[c]]
-        nth[c] += 1
+    for i, cluster in enumerate(order.tolist()):
+        picked[i] = cand[starts[cluster] + nth[cluster]]
+        nth[cluster] += 1
     return picked
 
 
