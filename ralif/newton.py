@@ -37,12 +37,12 @@ class ExactCurvature:
     """M = Uᵀ H⁻¹ U from the dense inverse of H (problems with K(D+1) ≤ DENSE_MAX)."""
 
     name = "exact"
-    rows_per_block = 0  # set from the problem size: each block holds an n×K×K(D+1) product
 
     def __init__(self, x_l: torch.Tensor, p_l: torch.Tensor, l2: float):
         h = dense_hessian(x_l, p_l, l2)
         self.k, self.d1 = p_l.shape[1], x_l.shape[1]
         self.inv = torch.linalg.inv(h).reshape(self.k, self.d1, self.k * self.d1)
+        # Each block of rows holds an n×K×K(D+1) product: about 32 MB of them at a time.
         self.rows_per_block = max(64, (32 << 20) // (8 * self.k * self.k * self.d1))
 
     def blocks(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,9 +55,9 @@ class KroneckerCurvature:
     """M from H ≈ Ā ⊗ Σ + λI, Ā = mean_i(diag(p_i) − p_i p_iᵀ), Σ = X̃ᵀX̃ / m (labeled rows)."""
 
     name = "kronecker"
-    rows_per_block = 1 << 30  # the pool chunks are small enough already
 
     def __init__(self, x_l: torch.Tensor, p_l: torch.Tensor, l2: float, rank: int = KRONECKER_RANK):
+        self.rows_per_block = 1 << 30  # no product here grows past the pool chunk's own size
         m = x_l.shape[0]
         a_bar = torch.diag(p_l.mean(0)) - p_l.T @ p_l / m
         self.eig_a, self.q_a = torch.linalg.eigh(0.5 * (a_bar + a_bar.T))
@@ -82,7 +82,8 @@ class KroneckerCurvature:
         return torch.einsum("ka,na,ca->nkc", self.q_a, t, self.q_a)
 
 
-def curvature(head: LinearHead, features: np.ndarray, labeled: np.ndarray, kind: str = "auto"):
+def curvature(head: LinearHead, features: np.ndarray, labeled: np.ndarray,
+              kind: str = "auto") -> ExactCurvature | KroneckerCurvature:
     """The per-row M = Uᵀ H⁻¹ U for the head's labeled-set Hessian: exact when H is small."""
     if kind not in CURVATURES:
         raise ValueError(f"unknown curvature {kind!r}; choose from {', '.join(CURVATURES)}")

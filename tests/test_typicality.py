@@ -50,3 +50,30 @@ def test_the_default_ralif_starts_by_typicality_and_says_so():
     off = make_strategy("ralif(cold=0)")
     off.select(head, x, labeled, unlabeled, 8, np.random.default_rng(0))
     assert "cold_start" not in off.last_info
+
+
+def reference_picks(x, labeled_mask, budget, rng):
+    """TypiClust's picks with typicality over every cluster, in the straightforward order."""
+    k = min(int(labeled_mask.sum()) + budget, typ.MAX_CLUSTERS)
+    assign = typ.kmeans(x, k, rng)
+    t = typ.typicality(x, assign).numpy()
+    a = assign.numpy()
+    size, taken = np.bincount(a, minlength=k), np.bincount(a[labeled_mask], minlength=k)
+    tie = rng.random(k)
+    free = [sorted(np.flatnonzero((a == c) & ~labeled_mask), key=lambda i: (-t[i], i)) for c in range(k)]
+    picked = []
+    for _ in range(budget):
+        key = np.lexsort((tie, -size, taken))
+        c = next(int(c) for c in key if free[c])
+        picked.append(free[c].pop(0))
+        taken[c] += 1
+    return np.array(picked)
+
+
+def test_typicality_only_where_picks_come_from_changes_no_pick():
+    x = torch.from_numpy(blobs(3000, 6, 5, 2, spread=4.0)[0])
+    for seed, n_labeled, budget in ((0, 5, 10), (1, 40, 30), (2, 0, 25)):
+        mask = np.zeros(len(x), dtype=bool)
+        mask[np.random.default_rng(seed).choice(len(x), n_labeled, replace=False)] = True
+        got = typ.typical_picks(x, mask, budget, np.random.default_rng(seed))
+        np.testing.assert_array_equal(got, reference_picks(x, mask, budget, np.random.default_rng(seed)))

@@ -113,23 +113,13 @@ def stop_server(folder: str | os.PathLike[str], grace_s: float = 10.0) -> None:
 def _warm_up(book: RoundBook) -> None:
     """Pay the first round's one-off costs before it arrives: imports, the lazy set-up of the
     first torch operations, and loading the pool's precomputed features into memory."""
-    import numpy as np
-
-    from ralif.head import fit_head
     from ralif.project.rounds import POOL_MEMO, apply_round_threads
-    from ralif.strategies import make_strategy
+    from ralif.strategies import warm_up
 
     settings = book.store.settings()
     apply_round_threads(settings)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((256, 8)).astype(np.float32)
     with contextlib.suppress(Exception):  # only a head start: the real round reports any error
-        head = fit_head(x, np.arange(24), np.arange(24) % 3, 3)
-        make_strategy(str(settings.get("strategy"))).select(head, x, np.arange(24), np.arange(24, 256), 4, rng)
-        # Two labels per class: the first trained rounds of a new project take the cold-start
-        # (typicality) path of strategies that have one, with its own first-call costs.
-        few = fit_head(x, np.arange(6), np.arange(6) % 3, 3)
-        make_strategy(str(settings.get("strategy"))).select(few, x, np.arange(6), np.arange(6, 256), 4, rng)
+        warm_up(str(settings.get("strategy")))
     with book.store.read() as conn:
         files = book.image_files(conn)  # the image list every round starts from
     encoder = str(settings.get("encoder") or "")

@@ -68,6 +68,22 @@ def make_strategy(spec: str) -> Strategy:
     return cls(**kwargs)
 
 
+def warm_up(spec: str, device: str | None = None) -> None:
+    """Run ``spec`` once on a tiny problem, with many and with few labels per class, so that a
+    long-running process pays the lazy set-up of the first torch operations (and of a cold-start
+    path) before its first real selection."""
+    import numpy as np
+
+    from ralif.head import fit_head
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 8)).astype(np.float32)
+    for n_labeled in (24, 6):  # 8 and 2 labels per class over 3 classes
+        labeled = np.arange(n_labeled)
+        head = fit_head(x, labeled, labeled % 3, 3, device=device)
+        make_strategy(spec).select(head, x, labeled, np.arange(n_labeled, len(x)), 4, rng)
+
+
 def split_specs(text: str) -> list[str]:
     """Split a comma-separated list of specs, keeping commas inside parentheses."""
     out, depth, cur = [], 0, ""
@@ -84,4 +100,4 @@ def split_specs(text: str) -> list[str]:
     return out
 
 
-__all__ = ["REGISTRY", "Strategy", "check_request", "make_strategy", "split_specs"]
+__all__ = ["REGISTRY", "Strategy", "check_request", "make_strategy", "split_specs", "warm_up"]

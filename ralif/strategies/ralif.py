@@ -93,8 +93,8 @@ class RalifStrategy(Strategy):
     # some class has fewer than 3 labels, then representatives (docs/quality.md: long tail ratio 10
     # 1.043 -> 1.056 on report seeds, ratio 100 1.253 -> 1.236, every balanced setting unchanged).
     cover: float = 3.0
-    # The cold start clusters a seeded random 10,000 of the unlabeled images: 3.3x faster at 50k
-    # (1.4-1.6 -> 0.42 s on one thread) with the same accuracy after its batch on CIFAR-10 over 10
+    # The cold start clusters a seeded random 10,000 of the unlabeled images: about 3.5x faster at 50k
+    # (1.57-1.83 -> 0.45-0.49 s on one thread) with the same accuracy after its batch on CIFAR-10 over 10
     # seeds (48.9 vs 48.7 %; docs/quality.md). TypiClust itself keeps its 100,000.
     cold_pool: int = 10_000
     # cold=3 (typicality while labels per class are fewer than 3) is the measured best (docs/quality.md:
