@@ -34,6 +34,26 @@ def standardizing(head) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: x.sub_(mean).mul_(inv)
 
 
+def top_directions(x: torch.Tensor, dims: int) -> torch.Tensor:
+    """The top ``dims`` right singular vectors of the float32 rows ``x`` (D x dims, float64, largest
+    first), as eigenvectors of the D x D scatter: 4x faster than an SVD of the rows, the same
+    directions up to sign (which distances ignore). The scatter's upper triangle alone (a
+    symmetric rank-k update, half the products) and only the wanted eigenvectors: 0.3 -> 0.18 s
+    at 10,000 x 1,024 on one core."""
+    from scipy.linalg import blas, eigh
+    from threadpoolctl import threadpool_limits
+
+    a = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+    # SciPy's BLAS keeps its own threads (every core by default): as many as torch is given, so
+    # that a round beside the app does not spin threads against it.
+    with threadpool_limits(torch.get_num_threads(), user_api="blas"):
+        upper = blas.ssyrk(1.0, a.T, trans=0)  # a.T is Fortran-ordered: no copy
+        d = upper.shape[0]
+        _, vectors = eigh(upper.astype(np.float64), lower=False, subset_by_index=[d - dims, d - 1],
+                          check_finite=False)
+    return torch.from_numpy(np.ascontiguousarray(vectors[:, ::-1]))
+
+
 def reduced_features(features, idx: np.ndarray, dims: int, rng: np.random.Generator,
                      transform=None) -> torch.Tensor:
     """Rows of ``features[idx]`` (optionally passed through ``transform``), projected on their top
@@ -45,10 +65,7 @@ def reduced_features(features, idx: np.ndarray, dims: int, rng: np.random.Genera
     x = x.sub_(x.mean(0))
     if x.shape[1] > dims:
         fit = x if len(x) <= 20_000 else x[torch.as_tensor(np.sort(rng.choice(len(x), 20_000, replace=False)))]
-        # The top right singular vectors, as eigenvectors of the D x D scatter: 4x faster than an
-        # SVD of the rows, the same directions (up to sign, which distances ignore).
-        _, vectors = torch.linalg.eigh((fit.T @ fit).double())
-        x = x @ vectors[:, -dims:].flip(1).to(x.dtype)
+        x = x @ top_directions(fit, dims).to(x.dtype)
     return torch.nn.functional.normalize(x, dim=1)
 
 

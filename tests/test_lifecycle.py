@@ -183,3 +183,38 @@ def test_project_package_layout():
     for name in ("rounds.py", "round_server.py", "lifecycle.py"):
         text = (package / name).read_text(encoding="utf-8")
         assert "project._" not in text and "ralif.project.session" not in text, name
+
+
+def test_round_inputs_read_every_label_state_and_the_truth_through_merges(tmp_path):
+    """The round's snapshot reads only the labels table and the held-out truth; checked against
+    each image's state as the project reports it one by one."""
+    project = _demo(tmp_path / "p", run_first_round=False)
+    pool = [r.image_id for r in project.images_page(limit=12)]
+    test = [r.image_id for r in project.images_page(split="test", limit=4)]
+    cat, dog, frog = (project.class_id(n) for n in ("cat", "dog", "frog"))
+    project.bulk_label(pool[:3], cat)
+    project.bulk_label(pool[3:6], dog)
+    project.label(pool[6], None)            # unsure: neither labeled nor asked again
+    project.label(pool[7], frog)
+    project.unlabel(pool[7])                # cleared: asked again
+    project.label(test[0], frog)            # a person's label on a held-out image beats the truth
+    project.merge_classes(cat, dog)         # truth and labels of "cat" now read as "dog"
+    inputs = project.round_book.inputs(1)
+
+    names = inputs.class_names
+    pool_ids = inputs.pool_ids.tolist()
+    states = {i: project.label_of(i) for i in pool_ids}
+    want_labeled = [p for p, i in enumerate(pool_ids) if states[i].state == "labeled"]
+    assert inputs.labeled_pos.tolist() == want_labeled and len(want_labeled) == 6
+    assert [names[k] for k in inputs.labeled_y] == [states[pool_ids[p]].class_name for p in want_labeled]
+    assert set(names[k] for k in inputs.labeled_y) == {"dog"}
+    want_candidates = [p for p, i in enumerate(pool_ids) if states[i].state not in ("labeled", "unsure")]
+    assert inputs.candidate_pos.tolist() == want_candidates
+    assert pool_ids.index(pool[7]) in want_candidates and pool_ids.index(pool[6]) not in want_candidates
+
+    truth = project.truth_map()
+    raw = dict(project.store.query("SELECT id, true_class_id FROM images WHERE split = 'test'"))
+    test_ids = inputs.test_ids.tolist()
+    expected = {i: (frog if i == test[0] else truth.get(raw[i], raw[i])) for i in test_ids if raw[i] is not None}
+    got = {test_ids[p]: inputs.class_ids[k] for p, k in zip(inputs.test_pos.tolist(), inputs.test_y.tolist())}
+    assert got == expected and cat not in got.values() and len(got) == len(test_ids)

@@ -77,3 +77,16 @@ def test_typicality_only_where_picks_come_from_changes_no_pick():
         mask[np.random.default_rng(seed).choice(len(x), n_labeled, replace=False)] = True
         got = typ.typical_picks(x, mask, budget, np.random.default_rng(seed))
         np.testing.assert_array_equal(got, reference_picks(x, mask, budget, np.random.default_rng(seed)))
+
+
+def test_top_directions_are_the_leading_singular_vectors_in_order():
+    rng = np.random.default_rng(3)
+    # A spectrum with distinct gaps, so each direction is defined up to sign.
+    scale = np.linspace(10.0, 1.0, 40).astype(np.float32)
+    x = torch.from_numpy(rng.standard_normal((600, 40)).astype(np.float32) * scale)
+    x -= x.mean(0)
+    got = typ.top_directions(x, 8)
+    _, _, vt = torch.linalg.svd(x.double(), full_matrices=False)
+    assert got.shape == (40, 8) and got.dtype == torch.float64
+    cos = (got * vt[:8].T).sum(0).abs()
+    torch.testing.assert_close(cos, torch.ones(8, dtype=torch.float64), atol=1e-4, rtol=0)

@@ -244,6 +244,8 @@ class PoolMemo:
 
 
 POOL_MEMO = PoolMemo()
+# The held-out images with a reference label: the same few thousand rows read every round.
+HELD_OUT_MEMO = PoolMemo()
 
 
 def round_threads(settings: dict[str, Any]) -> int | None:

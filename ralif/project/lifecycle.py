@@ -248,6 +248,15 @@ class RoundBook:
         _IMAGE_FILES[str(self.folder)] = files
         return files
 
+    @staticmethod
+    def _positions(ids: np.ndarray, image_ids: list[int]) -> np.ndarray:
+        """Positions of ``image_ids`` in the sorted ``ids`` of the image list the round reads."""
+        wanted = np.asarray(image_ids, dtype=np.int64)
+        at = np.searchsorted(ids, wanted)
+        if len(wanted) and (at.max() >= len(ids) or not np.array_equal(ids[at], wanted)):
+            raise ProjectError("the project's images changed while the round was being prepared; run it again")
+        return at
+
     def inputs(self, number: int) -> RoundInputs:
         """Everything round ``number`` reads, in one snapshot."""
         with self.store.read() as conn:
@@ -256,30 +265,34 @@ class RoundBook:
             settings = read_settings(conn)
             classes = conn.execute("SELECT id, name FROM classes WHERE deleted = 0 ORDER BY position, id").fetchall()
             files = self.image_files(conn)
-            rows = conn.execute(
+            # Only the rows that say something: labels (one per image ever labeled) and the hidden
+            # truth of held-out images; a join over every image costs 0.1-0.2 s at 50k.
+            marks = conn.execute("SELECT image_id, state, class_id FROM labels").fetchall()
+            truths = conn.execute(
                 # Hidden truth is read through merges (class_truth), never rewritten by them.
-                "SELECT i.id, l.state, l.class_id, t.live_id FROM images i"
-                " LEFT JOIN labels l ON l.image_id = i.id"
-                " LEFT JOIN class_truth t ON t.class_id = i.true_class_id ORDER BY i.id").fetchall()
+                "SELECT i.id, t.live_id FROM images i JOIN class_truth t ON t.class_id = i.true_class_id"
+                " WHERE i.split != 'pool'").fetchall()
         class_ids = [int(r[0]) for r in classes]
         index = {c: k for k, c in enumerate(class_ids)}
-        n = len(rows)
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        if not np.array_equal(ids, files.ids):
-            raise ProjectError("the project's images changed while the round was being prepared; run it again")
+        ids = files.ids
+        n = len(ids)
+        is_labeled = np.zeros(n, dtype=bool)
+        is_unsure = np.zeros(n, dtype=bool)
+        label = np.full(n, -1, dtype=np.int64)
+        truth = np.full(n, -1, dtype=np.int64)
+        at = self._positions(ids, [r[0] for r in marks])
+        is_labeled[at] = [r[1] == "labeled" for r in marks]
+        is_unsure[at] = [r[1] == "unsure" for r in marks]
+        label[at] = [index.get(r[2], -1) if r[2] is not None else -1 for r in marks]
+        at = self._positions(ids, [r[0] for r in truths])
+        truth[at] = [index.get(r[1], -1) for r in truths]
         is_pool = files.is_pool
-        state = np.array([r[1] or "" for r in rows], dtype=object)
-        label = np.fromiter((index.get(r[2], -1) if r[2] is not None else -1 for r in rows), dtype=np.int64,
-                            count=n)
-        truth = np.fromiter((index.get(r[3], -1) if r[3] is not None else -1 for r in rows), dtype=np.int64,
-                            count=n)
         pool_rows = np.flatnonzero(is_pool)
         test_rows = np.flatnonzero(~is_pool)
         p_label = label[pool_rows]
-        p_state = state[pool_rows]
-        labeled = np.flatnonzero((p_state == "labeled") & (p_label >= 0))
-        candidates = np.flatnonzero((p_state != "labeled") & (p_state != "unsure"))
-        t_ref = np.where((state[test_rows] == "labeled") & (label[test_rows] >= 0), label[test_rows], truth[test_rows])
+        labeled = np.flatnonzero(is_labeled[pool_rows] & (p_label >= 0))
+        candidates = np.flatnonzero(~(is_labeled | is_unsure)[pool_rows])
+        t_ref = np.where(is_labeled[test_rows] & (label[test_rows] >= 0), label[test_rows], truth[test_rows])
         test_pos = np.flatnonzero(t_ref >= 0)
         return RoundInputs(
             number=number, strategy=rnd["strategy"], model_kind=rnd["model_kind"], batch_size=int(rnd["batch_size"]),

@@ -37,6 +37,7 @@ from ralif.project.checkpoints import (
 from ralif.project.dbfile import StoreError, file_fault
 from ralif.project.errors import RoundBusy
 from ralif.project.features import (
+    HELD_OUT_MEMO,
     PIXELS_DEFAULT,
     POOL_MEMO,
     EmbeddingTable,
@@ -67,11 +68,31 @@ DEFAULT_RESNET = {"variant": "cifar", "epochs": 30, "batch_size": 64}
 
 # Names other modules import from here; they live in the modules above.
 __all__ = [
-    "COLD_START_MAX_CANDIDATES", "DEFAULT_RESNET", "LINEAR_FORMAT", "LINEAR_FORMAT_VERSION", "PIXELS_DEFAULT",
-    "POOL_MEMO", "EmbeddingTable", "ProjectModel", "RoundCancelled", "RoundInputs", "RoundOutcome",
-    "apply_round_threads", "audit_draw", "compute_round", "embedding_table", "encoder_id_for", "features_for",
+    "COLD_START_MAX_CANDIDATES",
+    "DEFAULT_RESNET",
+    "LINEAR_FORMAT",
+    "LINEAR_FORMAT_VERSION",
+    "PIXELS_DEFAULT",
+    "POOL_MEMO",
+    "EmbeddingTable",
+    "ProjectModel",
+    "RoundCancelled",
+    "RoundInputs",
+    "RoundOutcome",
+    "apply_round_threads",
+    "audit_draw",
+    "compute_round",
+    "embedding_table",
+    "encoder_id_for",
+    "features_for",
+    "held_out_features",
     "load_model",
-    "pixel_features", "pixel_size", "round_job", "round_threads", "run_next_round", "save_linear_head",
+    "pixel_features",
+    "pixel_size",
+    "round_job",
+    "round_threads",
+    "run_next_round",
+    "save_linear_head",
 ]
 
 
@@ -266,6 +287,14 @@ def _never() -> bool:
     return False
 
 
+def held_out_features(inputs: RoundInputs, cache_root: Path) -> tuple[np.ndarray, str]:
+    """Features of the held-out images that have a reference label (``inputs.test_pos``), kept
+    in memory from round to round."""
+    return HELD_OUT_MEMO.features(inputs.encoder, [inputs.test_paths[i] for i in inputs.test_pos],
+                                  [inputs.test_hashes[i] for i in inputs.test_pos], cache_root,
+                                  inputs.device, None)
+
+
 def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | None = None,
                   should_stop: StopCheck | None = None, *, audit_share: float = 0.0) -> RoundOutcome:
     """Features, training, selection and checkpoint for ``inputs``; writes only the model file
@@ -341,9 +370,7 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
                         l2=inputs.l2, standardizer=st, device=inputs.device)
         report("training", {"fraction": 1.0, "labeled": len(inputs.labeled_pos)})
         if len(inputs.test_pos):
-            test_feats, _ = features_for(inputs.encoder, [inputs.test_paths[i] for i in inputs.test_pos],
-                                         [inputs.test_hashes[i] for i in inputs.test_pos], cache_root,
-                                         inputs.device, None)
+            test_feats, _ = held_out_features(inputs, cache_root)
             accuracy = float(np.mean(head.predict(test_feats) == inputs.test_y))
         check()
         report("saving", None)

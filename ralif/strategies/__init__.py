@@ -77,7 +77,8 @@ def warm_up(spec: str, device: str | None = None) -> None:
     from ralif.head import fit_head
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((256, 8)).astype(np.float32)
+    # Wider than typicality's 64 reduced dimensions, so that the cold start's reduction runs too.
+    x = rng.standard_normal((256, 80)).astype(np.float32)
     for n_labeled in (24, 6):  # 8 and 2 labels per class over 3 classes
         labeled = np.arange(n_labeled)
         head = fit_head(x, labeled, labeled % 3, 3, device=device)
