@@ -274,6 +274,8 @@ def test_texts_of_the_status_panel_and_tiles() -> None:
     coverage = "influence rank 40 of 1,240 candidates, k-center pick 2 of 20"
     assert short_reason(coverage) == "influence #40/1,240 · coverage pick 2/20"
     assert "far from every labeled image" in plain_reason(coverage) and "2 of 20" in plain_reason(coverage)
+    big = "influence rank 4 of 12,000 candidates, k-means pick 1234 of 2000"  # a batch of 2,000
+    assert plain_reason(big).endswith("; 1,234 of 2,000 diverse picks")
 
 
 # ----------------------------------------------------------------------------- classes page

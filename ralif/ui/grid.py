@@ -264,14 +264,18 @@ def short_reason(reason: str) -> str:
     return " · ".join(_OF.sub(r"\1/\2", part.strip()) for part in head.split(", "))
 
 
-_PICK = re.compile(r"pick (\d+) of (\d+)")
+_PICK = re.compile(r"pick (\d[\d,]*) of (\d[\d,]*)")
+
+
+def _count(text: str) -> str:
+    return f"{int(text.replace(',', '')):,}"
 
 
 def plain_reason(reason: str) -> str:
     """Why the image was chosen, in words for the person labeling; the numbers stay in the tooltip."""
     head = reason.split(";")[0]
     pick = _PICK.search(head)
-    of = f"; {pick.group(1)} of {pick.group(2)} diverse picks" if pick else ""
+    of = f"; {_count(pick.group(1))} of {_count(pick.group(2))} diverse picks" if pick else ""
     if _COLD.search(head):
         return f"chosen to cover the variety of images while there is no model yet{of}"
     if _TYPICAL.search(head):
