@@ -69,6 +69,33 @@ def tile_ids(frame: Any) -> list[int]:
         return []
 
 
+def stall_report(page: Any, project: Project) -> dict[str, Any]:
+    """What the grid and the project show when a pressed Enter led nowhere."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    state: Any = None
+    try:
+        handle = page.query_selector(GRID)
+        grid = handle.content_frame() if handle is not None else None
+    except PlaywrightError:
+        grid = None
+    if grid is not None:
+        try:
+            state = grid.evaluate("() => ({batch: S.batchId, outbox: S.outbox.map((e) => e.type + ' ' + e.id),"
+                                  " message: S.message, focus: document.hasFocus()})")
+        except PlaywrightError as exc:
+            state = f"unreadable: {exc}"
+    try:
+        active = page.evaluate("() => ({element: document.activeElement ? document.activeElement.tagName : null,"
+                               " page_keys: typeof window.__ralifGridKeys,"
+                               " grids: document.querySelectorAll(\"iframe[title*='label_grid']\").length})")
+    except PlaywrightError:
+        active = None
+    status = project.round_status()
+    return {"grid": state, "active_element": active, "round": status.get("round"),
+            "status": status.get("status"), "phase": status.get("phase")}
+
+
 def wait_server_idle(project: Project, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -102,12 +129,19 @@ def measure(root: Path, project: Project, rounds: int, chromium: str) -> dict[st
             page.wait_for_timeout(500)
             start = time.perf_counter()
             page.keyboard.press("Enter")
+            presses, stalls = 1, []
             while True:
                 ids = tile_ids(frame)
                 if ids and len(ids) == len(batch) and not set(ids) & batch:
                     break
-                if time.perf_counter() - start > 300:
-                    raise TimeoutError("the next batch did not appear within 300 s")
+                waited = time.perf_counter() - start
+                if waited > 300:
+                    raise TimeoutError(f"the next batch did not appear within 300 s: {stalls}")
+                if waited > 20 * presses:
+                    # Nothing for 20 s: say what the page and the project show, then press again.
+                    stalls.append(stall_report(page, project))
+                    page.keyboard.press("Enter")
+                    presses += 1
                 time.sleep(0.02)
             shown = time.perf_counter() - start
             wall_shown = time.time()
@@ -122,6 +156,8 @@ def measure(root: Path, project: Project, rounds: int, chromium: str) -> dict[st
                         "round_compute_s": round(float(status.get("seconds") or 0), 2),
                         "phase_seconds": read_status(status["job_path"]).get("phase_seconds"),
                         "labeled": status.get("labeled_count")})
+            if stalls:
+                out[-1].update(enter_presses=presses, stalls=stalls)
         browser.close()
     later = [r["enter_to_next_batch_shown_s"] for r in out[1:]] or [out[0]["enter_to_next_batch_shown_s"]]
     return {"rounds": out, "first_round_s": out[0]["enter_to_next_batch_shown_s"],

@@ -18,7 +18,7 @@ const S = {
   outbox: [], seq: 0, counter: 0, nonce: Math.random().toString(36).slice(2, 10),
   storeKey: null, byClass: new Map(), message: "", messageKind: "", sayTimer: null, lastSent: 0, resendTimer: null,
   appliedHints: new Set(), lastHeight: 0, confirmSubmit: null, confirmAccept: null, thumb: null, caption: "",
-  finder: {open: false, text: "", index: 0},
+  finder: {open: false, text: "", index: 0}, pageKeys: false,
 };
 
 function post(type, extra) {
@@ -494,10 +494,10 @@ function onRender(args) {
     say(args.notice.text, args.notice.kind, args.notice.thumb, args.notice.caption);
   }
   document.body.classList.toggle("browse", args.mode !== "batch");
+  if (args.capture_page_keys && !S.pageKeys) S.pageKeys = attachParent();
   if (first) {
     drawBar();
     drawHelp();
-    if (args.capture_page_keys) attachParent();
   } else if (JSON.stringify(S.classes) !== S.classKey) {
     drawBar();
   }
@@ -531,4 +531,10 @@ window.addEventListener("message", (e) => {
   if (d && d.type === "streamlit:render") onRender(d.args || {});
 });
 
-post("streamlit:componentReady", {apiVersion: 1});
+// Ready only once every script of the page has run: a render that came between this file and
+// keys.js would find no key handling, and the page's keys would never be attached.
+if (document.readyState === "loading") {
+  document.addEventListener("DOMContentLoaded", () => post("streamlit:componentReady", {apiVersion: 1}));
+} else {
+  post("streamlit:componentReady", {apiVersion: 1});
+}

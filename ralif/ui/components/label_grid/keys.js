@@ -164,30 +164,41 @@ function onControl(target) {
 
 function parentKey(e) {
   const frame = window.frameElement;
-  if (!frame || !frame.isConnected) { detachParent(); return; }
+  if (!frame || !frame.isConnected) return;
   if (typing(e.target) || onControl(e.target)) return;
   const role = e.target && e.target.closest ? e.target.closest("[role=dialog],[data-baseweb=popover]") : null;
   if (role) return;
   onKey(e);
 }
 
+// One listener on the page for every main grid it has shown, made in the page's own realm so that
+// it outlives any frame: a key goes to the newest grid still on the page. Streamlit may replace a
+// grid's frame; a frame that loaded late and was then removed must not take the keys with it.
+const DISPATCH = "var g = reg.grids.filter(function (x) { return x.frame && x.frame.isConnected; });" +
+                 "reg.grids = g; if (g.length) g[g.length - 1].key(e);";
+
 function attachParent() {
   try {
     const pw = window.parent;
-    if (pw === window) return;
-    if (pw.__ralifGridKeys) pw.document.removeEventListener("keydown", pw.__ralifGridKeys, true);
-    pw.__ralifGridKeys = parentKey;
-    pw.document.addEventListener("keydown", parentKey, true);
-  } catch (e) { /* another origin: keys work once the grid has focus */ }
+    if (pw === window) return false;
+    let reg = pw.__ralifGridKeys;
+    if (!reg || !Array.isArray(reg.grids)) {
+      reg = {grids: []};
+      reg.listener = new pw.Function("reg", "return function (e) {" + DISPATCH + "};")(reg);
+      pw.document.addEventListener("keydown", reg.listener, true);
+      pw.__ralifGridKeys = reg;
+    }
+    const frame = window.frameElement;
+    reg.grids = reg.grids.filter((g) => g.frame !== frame && g.frame && g.frame.isConnected);
+    reg.grids.push({frame: frame, key: parentKey});
+    return true;
+  } catch (e) { return false; /* another origin: keys work once the grid has focus */ }
 }
 
 function detachParent() {
   try {
-    const pw = window.parent;
-    if (pw.__ralifGridKeys === parentKey) {
-      pw.document.removeEventListener("keydown", parentKey, true);
-      pw.__ralifGridKeys = null;
-    }
+    const reg = window.parent.__ralifGridKeys;
+    if (reg && Array.isArray(reg.grids)) reg.grids = reg.grids.filter((g) => g.key !== parentKey);
   } catch (e) { /* nothing attached */ }
 }
 
