@@ -127,6 +127,7 @@ def measure(root: Path, project: Project, rounds: int, chromium: str) -> dict[st
             frame = page.frame_locator(GRID).first
             frame.locator(".tile").first.wait_for(timeout=120_000)
             page.wait_for_timeout(500)
+            pending = project.round_status().get("round")
             start = time.perf_counter()
             page.keyboard.press("Enter")
             presses, stalls = 1, []
@@ -138,9 +139,14 @@ def measure(root: Path, project: Project, rounds: int, chromium: str) -> dict[st
                 if waited > 300:
                     raise TimeoutError(f"the next batch did not appear within 300 s: {stalls}")
                 if waited > 20 * presses:
-                    # Nothing for 20 s: say what the page and the project show, then press again.
+                    # Nothing for 20 s: say what the page and the project show, and press again only
+                    # if the grid holds no submit (a slow round is not a lost key).
                     stalls.append(stall_report(page, project))
-                    page.keyboard.press("Enter")
+                    grid = stalls[-1]["grid"]
+                    outbox = grid.get("outbox", []) if isinstance(grid, dict) else []
+                    unsent = stalls[-1]["status"] == "ready" and stalls[-1]["round"] == pending
+                    if unsent and not any(e.startswith("submit") for e in outbox):
+                        page.keyboard.press("Enter")
                     presses += 1
                 time.sleep(0.02)
             shown = time.perf_counter() - start

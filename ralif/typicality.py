@@ -49,8 +49,7 @@ def top_directions(x: torch.Tensor, dims: int) -> torch.Tensor:
     with threadpool_limits(torch.get_num_threads(), user_api="blas"):
         upper = blas.ssyrk(1.0, a.T, trans=0)  # a.T is Fortran-ordered: no copy
         d = upper.shape[0]
-        _, vectors = eigh(upper.astype(np.float64), lower=False, subset_by_index=[d - dims, d - 1],
-                          check_finite=False)
+        _, vectors = eigh(upper.astype(np.float64), lower=False, subset_by_index=[d - dims, d - 1])
     return torch.from_numpy(np.ascontiguousarray(vectors[:, ::-1]))
 
 

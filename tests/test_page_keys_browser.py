@@ -24,6 +24,7 @@ COMPONENT = Path(__file__).resolve().parents[1] / "ralif/ui/components/label_gri
 
 HOST = """<!doctype html><html><body>
 <script>
+window.evalBlocked = (() => { try { new Function("return 1"); return false; } catch (e) { return true; } })();
 window.sent = [];
 window.addEventListener("message", (e) => {
   const d = e.data;
@@ -75,6 +76,10 @@ class _Files(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture()
 def host(tmp_path: Path) -> Iterator[str]:
     (tmp_path / "index.html").write_text(HOST, encoding="utf-8")
+    # The same page under a policy that forbids building code from text (no 'unsafe-eval').
+    strict = "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self' 'unsafe-inline'\">"
+    (tmp_path / "strict.html").write_text(HOST.replace("<body>", "<head>" + strict + "</head><body>", 1),
+                                          encoding="utf-8")
     (tmp_path / "grid").symlink_to(COMPONENT, target_is_directory=True)
     _Files.slow = set()
     handler = functools.partial(_Files, directory=str(tmp_path))
@@ -99,11 +104,14 @@ def _submits(page: Any) -> list[tuple[str, int]]:
             for ev in s["outbox"] if ev.get("type") == "submit"]
 
 
-def test_enter_on_the_page_submits_the_grids_batch(host: str) -> None:
+@pytest.mark.parametrize("policy", ["none", "strict"])
+def test_enter_on_the_page_submits_the_grids_batch(host: str, policy: str) -> None:
     with sync_playwright() as pw:
         browser = launch(pw)
         page = browser.new_page()
-        page.goto(host)
+        page.goto(host if policy == "none" else host.replace("index.html", "strict.html"))
+        if policy == "strict":
+            assert page.evaluate("() => window.evalBlocked")  # the page's own scripts may not build code
         _show(page, "main", 7)
         page.keyboard.press("Enter")  # the focus is on the page, not in the grid's frame
         assert wait_until(lambda: _submits(page), 10, "the submit") == [("main", 7)]

@@ -133,9 +133,13 @@ def _warm_up(book: RoundBook) -> None:
                                            book.folder / "cache", None, None)
             POOL_MEMO.standardizer(feats, Standardizer.fit)
             held_out_features(book.inputs(latest), book.folder / "cache")
-    # What the warm-up loaded (the image list, its rows and paths: hundreds of thousands of objects
-    # at 50k images) lives as long as the server; left to the collector, each full collection walks
-    # all of it again, 0.15 s in the middle of a round.
+    _freeze_loaded()
+
+
+def _freeze_loaded() -> None:
+    """What the server has loaded (the image list, its rows and paths: hundreds of thousands of
+    objects at 50k images) lives as long as the server; left to the collector, each full collection
+    walks all of it again, 0.15 s in the middle of a round."""
     gc.collect()
     gc.freeze()
 
@@ -227,7 +231,8 @@ def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     job.report({"rounds": 0}, phase="warming up", force=True)
     book = RoundBook.open(folder)
-    if book.queued_for_server() is None:
+    warmed = book.queued_for_server() is None
+    if warmed:
         _warm_up(book)
     served = 0
     last_work = time.monotonic()
@@ -244,6 +249,10 @@ def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
             job.report({"rounds": served}, phase=f"round {number}", force=True)
             if _take(book, number, job_path):
                 outcome = _run_one(book, number, job_path)
+                if not warmed:
+                    # A round was waiting at start, so it ran first: what it loaded stays, as a warm-up's would.
+                    _freeze_loaded()
+                    warmed = True
                 if outcome.get("state") == "failed" and _still_running(book, number, job_path):
                     owed[number] = (job_path, str(outcome.get("reason")))
                 served += 1

@@ -174,8 +174,22 @@ function parentKey(e) {
 // One listener on the page for every main grid it has shown, made in the page's own realm so that
 // it outlives any frame: a key goes to the newest grid still on the page. Streamlit may replace a
 // grid's frame; a frame that loaded late and was then removed must not take the keys with it.
-const DISPATCH = "var g = reg.grids.filter(function (x) { return x.frame && x.frame.isConnected; });" +
-                 "reg.grids = g; if (g.length) g[g.length - 1].key(e);";
+function dispatchTo(reg, e) {
+  const live = reg.grids.filter((g) => g.frame && g.frame.isConnected);
+  reg.grids = live;
+  if (live.length) live[live.length - 1].key(e);
+}
+
+function pageListener(pw, reg) {
+  try {
+    return new pw.Function("reg", "return function (e) { var g = reg.grids.filter(function (x) {" +
+                           " return x.frame && x.frame.isConnected; }); reg.grids = g;" +
+                           " if (g.length) g[g.length - 1].key(e); };")(reg);
+  } catch (e) {
+    // A page whose policy forbids building functions from text: the same listener from this frame.
+    return (ev) => dispatchTo(reg, ev);
+  }
+}
 
 function attachParent() {
   try {
@@ -184,7 +198,7 @@ function attachParent() {
     let reg = pw.__ralifGridKeys;
     if (!reg || !Array.isArray(reg.grids)) {
       reg = {grids: []};
-      reg.listener = new pw.Function("reg", "return function (e) {" + DISPATCH + "};")(reg);
+      reg.listener = pageListener(pw, reg);
       pw.document.addEventListener("keydown", reg.listener, true);
       pw.__ralifGridKeys = reg;
     }
@@ -196,6 +210,7 @@ function attachParent() {
 }
 
 function detachParent() {
+  S.pageKeys = false;
   try {
     const reg = window.parent.__ralifGridKeys;
     if (reg && Array.isArray(reg.grids)) reg.grids = reg.grids.filter((g) => g.key !== parentKey);
@@ -203,6 +218,10 @@ function detachParent() {
 }
 
 window.addEventListener("pagehide", detachParent);
+// Back from the browser's page cache: the grid takes the page's keys again.
+window.addEventListener("pageshow", (e) => {
+  if (e.persisted && S.args && S.args.capture_page_keys && !S.pageKeys) S.pageKeys = attachParent();
+});
 window.addEventListener("focus", () => document.body.classList.add("active"));
 window.addEventListener("blur", () => document.body.classList.remove("active"));
 
