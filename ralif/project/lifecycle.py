@@ -266,7 +266,7 @@ class RoundBook:
             classes = conn.execute("SELECT id, name FROM classes WHERE deleted = 0 ORDER BY position, id").fetchall()
             files = self.image_files(conn)
             # Only the rows that say something: labels (one per image ever labeled) and the hidden
-            # truth of held-out images; a join over every image costs 0.1-0.2 s at 50k.
+            # truth of held-out images; a join over every image was most of a small round's set-up.
             marks = conn.execute("SELECT image_id, state, class_id FROM labels").fetchall()
             truths = conn.execute(
                 # Hidden truth is read through merges (class_truth), never rewritten by them.

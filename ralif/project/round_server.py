@@ -139,7 +139,7 @@ def _warm_up(book: RoundBook) -> None:
 def _freeze_loaded() -> None:
     """What the server has loaded (the image list, its rows and paths: hundreds of thousands of
     objects at 50k images) lives as long as the server; left to the collector, each full collection
-    walks all of it again, 0.15 s in the middle of a round."""
+    walks all of it again, in the middle of a round."""
     gc.collect()
     gc.freeze()
 

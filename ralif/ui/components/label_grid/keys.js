@@ -182,9 +182,9 @@ function dispatchTo(reg, e) {
 
 function pageListener(pw, reg) {
   try {
-    return new pw.Function("reg", "return function (e) { var g = reg.grids.filter(function (x) {" +
-                           " return x.frame && x.frame.isConnected; }); reg.grids = g;" +
-                           " if (g.length) g[g.length - 1].key(e); };")(reg);
+    // dispatchTo itself, rebuilt in the page's realm.
+    return new pw.Function("reg", "const dispatchTo = " + dispatchTo.toString() + ";" +
+                           " return function (e) { dispatchTo(reg, e); };")(reg);
   } catch (e) {
     // A page whose policy forbids building functions from text: the same listener from this frame.
     return (ev) => dispatchTo(reg, ev);
