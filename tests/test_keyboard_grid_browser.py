@@ -17,6 +17,7 @@ from test_e2e_browser import (
     pytestmark,
     settle,
     sync_playwright,
+    tile_ids,
     wait_until,
 )
 
@@ -109,7 +110,6 @@ def test_three_batches_by_keyboard_keep_the_focus_in_view(small_window: tuple[ob
         page.keyboard.press("Enter")
         wait_until(lambda n=number: project.pending_round() not in (None, n + 1), 90, f"batch {number + 2}",
                    every=0.25)
-        wait_until(lambda: set(page.frame_locator(GRID).first.locator(".tile").evaluate_all(
-            "ts => ts.map(t => +t.dataset.imageId)")) == {b.image_id for b in project.pending_batch()},
-            60, "the next batch in the page", every=0.25)
+        wait_until(lambda: set(tile_ids(page)) == {b.image_id for b in project.pending_batch()},
+                   60, "the next batch in the page", every=0.25)
     assert project.progress().labeled == 60
