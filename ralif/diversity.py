@@ -315,7 +315,7 @@ def kcenter_greedy(
 
 def kmeans_representatives(
     pts: torch.Tensor, budget: int, rng: np.random.Generator, covered_d2: torch.Tensor | None = None,
-    iters: int = 10, fit_max: int = 20_000, seeding_block: int = 32,
+    iters: int = 10, fit_max: int = 20_000, seeding_block: int = 32, weights: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Lloyd k-means with ``budget`` free clusters over ``pts``; returns, per cluster, the position of
     the point nearest its centroid (a typical member, not an outlier), largest clusters first.
@@ -323,17 +323,20 @@ def kmeans_representatives(
     ``covered_d2`` (each point's squared distance to the nearest labeled point) makes it labeled-aware:
     labeled points act as fixed centers, so a point nearer to a labeled point than to every free
     center is covered and neither moves a center nor is picked, and seeding starts away from them.
+    ``weights`` (positive, one per point) weigh the centroids and the cluster sizes (weighted k-means;
+    the seeding stays D²).
     """
     n = pts.shape[0]
     if budget >= n:
         return np.arange(n)
     x = pts.to(torch.float32)
     cov = None if covered_d2 is None else covered_d2.to(device=x.device, dtype=torch.float32)
+    w = None if weights is None else weights.to(device=x.device, dtype=torch.float32)
     if n > max(fit_max, 20 * budget):
         sub = torch.as_tensor(np.sort(rng.choice(n, max(fit_max, 20 * budget), replace=False)), device=x.device)
-        fx, fcov = x[sub], None if cov is None else cov[sub]
+        fx, fcov, fw = x[sub], None if cov is None else cov[sub], None if w is None else w[sub]
     else:
-        fx, fcov = x, cov
+        fx, fcov, fw = x, cov, w
     fxn = sq_norms(fx)
     # Seeding updates distances ``seeding_block`` seeds at a time (same D² law; 1 = per seed).
     seeds = kmeanspp_seeding_blocked(len(fx), budget, rng, euclidean_dist_block(fx, fxn), d2=fcov, first=None,
@@ -347,9 +350,11 @@ def kmeans_representatives(
         if prev is not None and torch.equal(slot, prev):
             break  # the same members give the same centroids: Lloyd has converged
         prev = slot
-        counts = torch.bincount(slot, minlength=budget + 1)[:budget]
-        sums = torch.zeros(budget + 1, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, slot, fx)[:budget]
-        new = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None].to(x.dtype), centers)
+        counts = torch.bincount(slot, weights=fw, minlength=budget + 1)[:budget]
+        sums = torch.zeros(budget + 1, x.shape[1], dtype=x.dtype, device=x.device).index_add_(
+            0, slot, fx if fw is None else fx * fw[:, None])[:budget]
+        mass = torch.where(counts > 0, counts, torch.ones_like(counts))[:, None].to(x.dtype)
+        new = torch.where(counts[:, None] > 0, sums / mass, centers)
         moved = (new - centers).abs().max()
         centers = new
         if moved == 0:
@@ -362,7 +367,8 @@ def kmeans_representatives(
     cand = np.flatnonzero(keep)
     order = cand[np.lexsort((dd[cand], a[cand]))]
     first = order[np.r_[True, a[order][1:] != a[order][:-1]]] if len(order) else order
-    sizes = np.bincount(a[keep], minlength=budget)[a[first]]
+    mass = None if w is None else w.cpu().numpy()[keep]
+    sizes = np.bincount(a[keep], weights=mass, minlength=budget)[a[first]]
     picked = first[np.argsort(-sizes, kind="stable")]
     if len(picked) < budget:
         # Empty clusters: fill with the points least covered by anything chosen or labeled.

@@ -202,3 +202,20 @@ def test_kmeans_representatives_blocked_seeding_keeps_batch_quality():
            for s in range(6)]
     new = [objective(kmeans_representatives(pts, 40, np.random.default_rng(s), covered_d2=cov)) for s in range(6)]
     assert np.mean(new) <= 1.03 * np.mean(old), (np.mean(new), np.mean(old))
+
+
+def test_weighted_kmeans_centroids_lean_to_the_heavy_points_and_equal_weights_change_nothing():
+    x, _, _ = blobs(5, 20, spread=2.0)
+    plain = kmeans_representatives(x, 7, np.random.default_rng(3))
+    same = kmeans_representatives(x, 7, np.random.default_rng(3), weights=torch.full((len(x),), 0.01))
+    assert plain.tolist() == same.tolist()
+    # One cluster over a line of points: the pick is the point nearest the (weighted) mean.
+    line = torch.arange(10, dtype=torch.float32)[:, None]
+    assert kmeans_representatives(line, 1, np.random.default_rng(0)).tolist() in ([4], [5])
+    heavy = torch.tensor([0.01] * 9 + [1.0])
+    assert kmeans_representatives(line, 1, np.random.default_rng(0), weights=heavy).tolist() == [9]
+    # Largest clusters first counts weight, not members: a light crowd comes after a heavy few.
+    crowd = torch.cat([torch.zeros(30, 1), torch.full((3, 1), 100.0)])
+    w = torch.cat([torch.full((30,), 0.01), torch.ones(3)])
+    assert kmeans_representatives(crowd, 2, np.random.default_rng(0))[0] < 30
+    assert kmeans_representatives(crowd, 2, np.random.default_rng(0), weights=w)[0] >= 30

@@ -182,6 +182,7 @@ def test_specs_round_trip():
         ("ralif(fraction=0)", r"fraction must be in \(0, 1\]"),
         ("ralif(fraction=1.5)", r"fraction must be in \(0, 1\]"),
         ("ralif(tau=1.2)", r"tau must be in \[0, 1\)"),
+        ("ralif(centroids=mass)", "unknown centroids 'mass'; choose from uniform, score"),
     ],
 )
 def test_make_strategy_errors(spec, match):

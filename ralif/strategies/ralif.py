@@ -39,6 +39,7 @@ ENGINES = ("single", "dask")
 CANDIDATES = ("score", "balanced", "auto")
 WEIGHTINGS = ("uniform", "balanced", "auto")
 STEPS = ("first", "newton")
+CENTROIDS = ("uniform", "score")
 
 
 @dataclass
@@ -71,6 +72,8 @@ class RalifStrategy(Strategy):
         "cover": "diversity=auto on long-tailed pseudo labels: k-center coverage only while some class has fewer "
                  "than this many labels (as the head predicts the labeled set), else kmeans (0 = always k-center)",
         "cold_pool": "unlabeled images the cold start clusters at most (a seeded random share of larger pools)",
+        "centroids": "diversity=kmeans: uniform | score (each candidate weighs by its score rank, best 1, worst "
+                     "1/n: weighted k-means, Zhdanov 2019)",
         "cold": "labels per class below which the batch is picked by typicality (TypiClust) instead (0 = never)",
     }
     rule: str = "truncated"
@@ -101,6 +104,7 @@ class RalifStrategy(Strategy):
     # digits at 2 labels per class 1.024 -> 1.037 on report seeds; the same elsewhere, where the
     # starts already have 3 or more labels per class).
     cold: float = 3.0
+    centroids: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -113,6 +117,8 @@ class RalifStrategy(Strategy):
             raise ValueError("fraction must be in (0, 1]")
         if self.tau is not None and not 0 <= float(self.tau) < 1:
             raise ValueError("tau must be in [0, 1)")
+        if self.centroids not in CENTROIDS:
+            raise ValueError(f"unknown centroids {self.centroids!r}; choose from {', '.join(CENTROIDS)}")
         if self.space not in SPACES:
             raise ValueError(f"unknown space {self.space!r}; choose from {', '.join(SPACES)}")
         if self.solver not in SOLVERS:
@@ -247,7 +253,9 @@ class RalifStrategy(Strategy):
         # Standardised in float32 as the rows are read, never through a float64 copy of the candidates.
         pts, d2 = candidate_points(features, cand, labeled, head if standardized else None, head.device)
         if diversity == "kmeans":
-            return cand[kmeans_representatives(pts, budget, rng, covered_d2=d2)]
+            # Candidates come best first: rank weights are scale-free (the estimates' scale is not).
+            rank_w = None if self.centroids == "uniform" else torch.arange(len(cand), 0, -1) / len(cand)
+            return cand[kmeans_representatives(pts, budget, rng, covered_d2=d2, weights=rank_w)]
         return cand[kmeanspp_seeding(len(cand), budget, rng, euclidean_dist_to(pts), d2=d2, first=0)]
 
 
