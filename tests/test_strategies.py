@@ -325,6 +325,28 @@ def test_balanced_pool_grad_equals_uniform_when_classes_are_even(data):
     assert not torch.allclose(balanced_pool_grad(head, x, unlabeled, state.probs), state.grad)
 
 
+def test_confidence_weighted_pool_grad_is_the_weighted_mean_of_the_residual_terms(data):
+    from ralif.influence import pool_state
+    from ralif.strategies.ralif import weighted_pool_grad
+
+    x, _y, _labeled, unlabeled, head = data
+    state = pool_state(head, x, unlabeled)
+    torch.testing.assert_close(weighted_pool_grad(head, x, unlabeled, state.probs, torch.ones(len(unlabeled))),
+                               state.grad)
+    conf = state.probs.max(1).values
+    got = weighted_pool_grad(head, x, unlabeled, state.probs, conf)
+    # Brute force over the head's standardised input with a bias column.
+    z = torch.as_tensor((x[unlabeled] - head.standardizer.mean) / head.standardizer.scale, dtype=torch.float64)
+    z = torch.cat([z, torch.ones(len(z), 1, dtype=torch.float64)], 1)
+    resid = state.probs.clone()
+    resid[torch.arange(len(resid)), state.probs.argmax(1)] -= 1.0
+    want = ((conf / conf.sum())[:, None] * resid).T @ z
+    torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-4, atol=1e-6)
+    picked = make_strategy("ralif(weighting=confidence)").select(head, x, _labeled, unlabeled, 5,
+                                                                 np.random.default_rng(0))
+    assert len(set(picked.tolist())) == 5 and set(picked.tolist()) <= set(unlabeled.tolist())
+
+
 def test_cold_start_takes_typical_points_until_enough_labels(data):
     x, _y, labeled, unlabeled, head = data
     cold = make_strategy("ralif(cold=20)")  # 30 labels < 20 per class × 4 classes

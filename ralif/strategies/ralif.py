@@ -37,7 +37,7 @@ SOLVERS = ("auto", "cholesky", "cg")
 SPACES = ("raw", "standardized")
 ENGINES = ("single", "dask")
 CANDIDATES = ("score", "balanced", "auto")
-WEIGHTINGS = ("uniform", "balanced", "auto")
+WEIGHTINGS = ("uniform", "balanced", "confidence", "auto")
 STEPS = ("first", "newton")
 CENTROIDS = ("uniform", "score")
 
@@ -65,6 +65,7 @@ class RalifStrategy(Strategy):
         "candidates": "score (lowest scores) | balanced (lowest scores within each predicted class, in equal "
                       "shares: rare classes stay covered) | auto (balanced when the pseudo labels are long-tailed)",
         "weighting": "pool loss over pseudo labels: uniform | balanced (each predicted class weighs the same) | "
+                     "confidence (each pool image weighs by the head's top probability) | "
                      "auto (balanced when the pseudo labels are long-tailed)",
         "step": "first (the first-order influence, the paper) | newton (one Newton step: the sample's own "
                 "curvature included, ralif.newton)",
@@ -159,8 +160,12 @@ class RalifStrategy(Strategy):
         state = pool_state(head, features, unlabeled)
         self._note_skew(state.probs.argmax(1).cpu().numpy(), head)
         grad = state.grad
-        if self._resolve(self.weighting, "balanced", "uniform") == "balanced":
+        weighting = self._resolve(self.weighting, "balanced", "uniform")
+        if weighting == "balanced":
             grad = balanced_pool_grad(head, features, unlabeled, state.probs)
+        elif weighting == "confidence":
+            # A pseudo label the head is unsure of is likely wrong: its pull on the pool loss weighs less.
+            grad = weighted_pool_grad(head, features, unlabeled, state.probs, state.probs.max(1).values)
         sol = solve_influence(head, features, labeled, grad, method=self.solver)
         if self.step == "newton":
             delta, curv = newton_delta_pool_loss(head, features, labeled, unlabeled, state.probs, sol,
@@ -267,8 +272,14 @@ def balanced_pool_grad(head, features: np.ndarray, unlabeled: np.ndarray, probs:
     """
     pred = probs.argmax(1)
     counts = torch.bincount(pred, minlength=head.num_classes).to(probs.dtype)
-    w = 1.0 / counts[pred]
-    w = w / w.sum()
+    return weighted_pool_grad(head, features, unlabeled, probs, 1.0 / counts[pred])
+
+
+def weighted_pool_grad(head, features: np.ndarray, unlabeled: np.ndarray, probs: torch.Tensor,
+                       w: torch.Tensor) -> torch.Tensor:
+    """g_U with pool sample i weighing w_i: Σ_i w_i (p_i − e_ŷi) x̃_iᵀ / Σ_i w_i."""
+    pred = probs.argmax(1)
+    w = w.to(probs.dtype) / w.sum()
     k, d = head.num_classes, head.dim
     grad_w = torch.zeros(k, d, dtype=probs.dtype, device=probs.device)
     grad_b = torch.zeros(k, dtype=probs.dtype, device=probs.device)
