@@ -1,0 +1,31 @@
+"""benchmarks/below_random.py: paired differences to Random, the pairs below it and the normal model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "below_random.py"
+
+
+def test_counts_pairs_below_random_and_the_gain_none_below_would_need(tmp_path: Path) -> None:
+    rows = ["strategy,seed,cycle,accuracy,select_seconds"]
+    gains = {(0, 1): 1.0, (0, 2): 1.0, (1, 1): -1.0, (1, 2): 3.0}
+    for seed in (0, 1):
+        for cycle in (0, 1, 2):
+            base = 0.5 + 0.01 * cycle
+            rows.append(f"random,{seed},{cycle},{base},")
+            # The initial set (cycle 0) is not a pick: a difference there must not count.
+            rows.append(f"ralif,{seed},{cycle},{base + gains.get((seed, cycle), -5.0) / 100},")
+    (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True,
+                         check=True).stdout
+    row = [line for line in out.splitlines() if "| ralif |" in line][0].strip("|").split("|")
+    d = np.array(list(gains.values()))
+    sd = d.std(ddof=1)
+    assert [c.strip() for c in row[2:]] == [
+        "4", "+1.00", f"{sd:.2f}", "1", f"{4 * norm.cdf(-1 / sd):.1f}", f"{sd * norm.ppf(1 - 0.5 / 4):.2f}"]
