@@ -1,49 +1,97 @@
 """How many (seed, cycle) pairs below Random a strategy's gain and spread imply, and what gain
 "none below Random" would need at that spread.
 
-    python benchmarks/below_random.py RUN_DIR [RUN_DIR ...]
+    python benchmarks/below_random.py [--merge] [--against SPEC] RUN_DIR [RUN_DIR ...]
 
 Reads each RUN_DIR/results.csv of `ralif simulate` (Random among its strategies). Per strategy: the
-paired accuracy differences to Random over every (seed, cycle) after the initial set, in points; their
-mean μ and standard deviation σ; the pairs observed below Random; the count a normal model of the
-differences expects, n·Φ(−μ/σ); and the mean gain at which that model expects fewer than half a pair
-below Random at the same σ, σ·Φ⁻¹(1 − 0.5/n).
+AUCA ratio to Random (mean over seeds, 95 % Student-t interval); the paired accuracy differences to
+Random over every (seed, cycle) after the initial set, in points; their mean μ and standard deviation
+σ; the pairs observed below Random; the count a normal model of the differences expects, n·Φ(−μ/σ);
+and the mean gain at which that model expects fewer than half a pair below Random at the same σ,
+σ·Φ⁻¹(1 − 0.5/n). ``--merge`` reads the runs as one (runs over other seeds, or other strategies on
+the same seeds: Random must agree wherever two runs share a seed). ``--against SPEC`` adds each
+strategy's AUCA ratio minus SPEC's, paired by seed, with its 95 % interval.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import norm
 
+from ralif.evaluation import auca_ratio, mean_interval
 
-def differences(run: Path) -> dict[str, np.ndarray]:
-    acc: dict[str, dict[tuple[int, int], float]] = defaultdict(dict)
-    with open(run / "results.csv", newline="") as fh:
-        for r in csv.DictReader(fh):
-            acc[r["strategy"]][(int(r["seed"]), int(r["cycle"]))] = float(r["accuracy"])
-    base = acc.pop("random")
-    return {s: 100 * np.array([v - base[k] for k, v in sorted(a.items()) if k[1] > 0 and k in base])
-            for s, a in acc.items()}
+Curves = dict[str, dict[int, dict[int, float]]]  # strategy -> seed -> cycle -> accuracy
+
+
+def read_runs(runs: list[Path]) -> Curves:
+    acc: Curves = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        with open(run / "results.csv", newline="") as fh:
+            for r in csv.DictReader(fh):
+                s, seed, cycle, a = r["strategy"], int(r["seed"]), int(r["cycle"]), float(r["accuracy"])
+                known = acc[s][seed].get(cycle)
+                if known is not None and known != a:
+                    raise SystemExit(f"{run}: {s} seed {seed} cycle {cycle} reads {a}, another run {known}")
+                acc[s][seed][cycle] = a
+    if "random" not in acc:
+        raise SystemExit("no Random in the runs")
+    return acc
+
+
+def curve(by_cycle: dict[int, float]) -> np.ndarray:
+    return np.array([by_cycle[c] for c in sorted(by_cycle)])
+
+
+def rows(name: str, acc: Curves, against: str | None) -> list[str]:
+    base = acc["random"]
+    ratios = {s: {seed: auca_ratio(curve(c), curve(base[seed])) for seed, c in seeds.items()}
+              for s, seeds in acc.items() if s != "random"}
+    out = []
+    for s, seeds in acc.items():
+        if s == "random":
+            continue
+        d = 100 * np.array([a - base[seed][c] for seed, cyc in sorted(seeds.items())
+                            for c, a in sorted(cyc.items()) if c > 0])
+        n, mu, sd = len(d), float(d.mean()), float(d.std(ddof=1))
+        r = np.array(list(ratios[s].values()))
+        lo, hi = mean_interval(r)
+        line = (f"| {name} | {s} | {len(r)} | {r.mean():.3f} [{lo:.3f}, {hi:.3f}] | {n} | {mu:+.2f} | {sd:.2f} "
+                f"| {int((d < 0).sum())} | {n * norm.cdf(-mu / sd):.1f} | {sd * norm.ppf(1 - 0.5 / n):.2f} |")
+        if against is not None:
+            if s == against or against not in ratios:
+                line += " — |"
+            else:
+                shared = sorted(set(ratios[s]) & set(ratios[against]))
+                diff = np.array([ratios[s][k] - ratios[against][k] for k in shared])
+                dlo, dhi = mean_interval(diff)
+                line += f" {diff.mean():+.4f} [{dlo:+.4f}, {dhi:+.4f}] ({len(shared)} seeds) |"
+        out.append(line)
+    return out
 
 
 def main() -> int:
-    if len(sys.argv) < 2:
-        print(__doc__)
-        return 2
-    print("| run | strategy | pairs | mean gain μ (points) | σ | below Random | expected n·Φ(−μ/σ) "
-          "| μ needed for none |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for arg in sys.argv[1:]:
-        run = Path(arg)
-        for s, d in differences(run).items():
-            n, mu, sd = len(d), float(d.mean()), float(d.std(ddof=1))
-            print(f"| {run.name} | {s} | {n} | {mu:+.2f} | {sd:.2f} | {int((d < 0).sum())} | "
-                  f"{n * norm.cdf(-mu / sd):.1f} | {sd * norm.ppf(1 - 0.5 / n):.2f} |")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--merge", action="store_true", help="read the runs as one")
+    ap.add_argument("--against", help="strategy spec the others are compared with, seed by seed")
+    args = ap.parse_args()
+    head = ("| run | strategy | seeds | AUCA ratio [95 % CI] | pairs | mean gain μ (points) | σ | below Random "
+            "| expected n·Φ(−μ/σ) | μ needed for none |")
+    rule = "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if args.against:
+        head += f" AUCA ratio − {args.against}'s [95 % CI] |"
+        rule += "---:|"
+    print(head)
+    print(rule)
+    groups = [(" + ".join(r.name for r in args.runs), args.runs)] if args.merge else [(r.name, [r]) for r in args.runs]
+    for name, runs in groups:
+        for line in rows(name, read_runs(runs), args.against):
+            print(line)
     return 0
 
 
