@@ -367,8 +367,8 @@ def kmeans_representatives(
     cand = np.flatnonzero(keep)
     order = cand[np.lexsort((dd[cand], a[cand]))]
     first = order[np.r_[True, a[order][1:] != a[order][:-1]]] if len(order) else order
-    mass = None if w is None else w.cpu().numpy()[keep]
-    sizes = np.bincount(a[keep], weights=mass, minlength=budget)[a[first]]
+    kept_w = None if w is None else w.cpu().numpy()[keep]
+    sizes = np.bincount(a[keep], weights=kept_w, minlength=budget)[a[first]]
     picked = first[np.argsort(-sizes, kind="stable")]
     if len(picked) < budget:
         # Empty clusters: fill with the points least covered by anything chosen or labeled.

@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
 
+from ralif.diversity import kmeans_representatives, min_sq_dist
 from ralif.head import fit_head
 from ralif.strategies import make_strategy
 from ralif.strategies.ralif import BALANCE_FOR_COVERAGE
@@ -33,10 +35,42 @@ def test_balanced_pool_keeps_the_representative_step():
     x, _y, labeled, unlabeled, head = setup([100] * 4)
     s, picked = run("ralif", x, labeled, unlabeled, head)
     assert s.last_info["pseudo_label_balance"] > BALANCE_FOR_COVERAGE
-    assert s.last_info["diversity"] == "kmeans"
-    # On balanced pseudo labels the default is exactly the earlier configuration.
-    _, earlier = run("ralif(candidates=score,weighting=uniform,diversity=kmeans)", x, labeled, unlabeled, head)
+    assert s.last_info["diversity"] == "kmeans" and s.last_info["space"] == "cosine"
+    # On balanced pseudo labels the default is the earlier configuration in cosine geometry.
+    _, earlier = run("ralif(candidates=score,weighting=uniform,diversity=kmeans,space=cosine)", x, labeled,
+                     unlabeled, head)
     np.testing.assert_array_equal(picked, earlier)
+
+
+def test_long_tail_keeps_the_standardized_space_and_balanced_pools_go_cosine():
+    counts = [400, 120, 40, 12, 6]
+    x, _y, labeled, unlabeled, head = setup(counts, per_class_labels=3)
+    s, picked = run("ralif(cold=0)", x, labeled, unlabeled, head)
+    assert s.last_info["diversity"] == "kmeans" and s.last_info["space"] == "standardized"
+    _, same = run("ralif(cold=0,space=standardized)", x, labeled, unlabeled, head)
+    np.testing.assert_array_equal(picked, same)
+
+
+def test_cosine_space_is_k_means_on_centred_unit_vectors_of_the_standardized_rows(monkeypatch):
+    import ralif.strategies.ralif as ralif_mod
+
+    seen = {}
+
+    def spy(pts, budget, rng, covered_d2=None, **kw):
+        seen.update(pts=pts.clone(), d2=covered_d2.clone())
+        return kmeans_representatives(pts, budget, rng, covered_d2=covered_d2, **kw)
+
+    monkeypatch.setattr(ralif_mod, "kmeans_representatives", spy)
+    x, _y, labeled, unlabeled, head = setup([100] * 4)
+    s = make_strategy("ralif(space=cosine,cold=0,fraction=0.5)")
+    s.select(head, x, labeled, unlabeled, 10, np.random.default_rng(3))
+    cand = s.last_info["candidates"]
+    z = (x[np.concatenate([cand, labeled])] - head.standardizer.mean) / head.standardizer.scale
+    z = z - z.mean(0)
+    z = torch.as_tensor(z / np.linalg.norm(z, axis=1, keepdims=True), dtype=torch.float32)
+    pts, ref = z[: len(cand)], z[len(cand):]
+    torch.testing.assert_close(seen["pts"], pts, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(seen["d2"], min_sq_dist(pts, ref), rtol=1e-4, atol=1e-5)
 
 
 def test_long_tail_switches_to_coverage_and_reaches_rare_classes():

@@ -36,6 +36,10 @@ SPECS = [
     "ralif(multiple=25)",
     "ralif(candidates=balanced)",
     "ralif(weighting=balanced)",
+    "ralif(weighting=confidence)",
+    "ralif(centroids=score)",
+    "ralif(space=pca)",
+    "ralif(diversity=kmeanspp,space=pca)",
     "ralif(cold=5)",
     "ralif(step=newton)",
     "ralif(step=newton,curvature=kronecker)",
@@ -345,6 +349,21 @@ def test_confidence_weighted_pool_grad_is_the_weighted_mean_of_the_residual_term
     picked = make_strategy("ralif(weighting=confidence)").select(head, x, _labeled, unlabeled, 5,
                                                                  np.random.default_rng(0))
     assert len(set(picked.tolist())) == 5 and set(picked.tolist()) <= set(unlabeled.tolist())
+
+
+def test_pca_space_clusters_on_top_directions_and_skips_what_is_labeled():
+    # 200-d features (more than the 64 directions kept): 6 blobs, one of them already labeled.
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=6.0, size=(6, 200))
+    y = np.repeat(np.arange(6), 150)
+    x = (centers[y] + rng.normal(size=(len(y), 200))).astype(np.float32)
+    labeled = np.flatnonzero(y == 0)[:40]
+    unlabeled = np.setdiff1d(np.arange(len(y)), labeled)
+    head = fit_head(x, labeled, y[labeled], 6, device="cpu")
+    picked = select("ralif(space=pca,fraction=1,cold=0)", head, x, labeled, unlabeled, 5)
+    assert_valid_batch(picked, labeled, unlabeled, 5)
+    # The labeled blob is covered: the five picks are one from each of the others.
+    assert sorted(y[picked].tolist()) == [1, 2, 3, 4, 5]
 
 
 def test_cold_start_takes_typical_points_until_enough_labels(data):
