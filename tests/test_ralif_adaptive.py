@@ -35,20 +35,21 @@ def test_balanced_pool_keeps_the_representative_step():
     x, _y, labeled, unlabeled, head = setup([100] * 4)
     s, picked = run("ralif", x, labeled, unlabeled, head)
     assert s.last_info["pseudo_label_balance"] > BALANCE_FOR_COVERAGE
-    assert s.last_info["diversity"] == "kmeans" and s.last_info["space"] == "cosine"
-    # On balanced pseudo labels the default is the earlier configuration in cosine geometry.
-    _, earlier = run("ralif(candidates=score,weighting=uniform,diversity=kmeans,space=cosine)", x, labeled,
-                     unlabeled, head)
+    assert s.last_info["diversity"] == "kmeans" and s.last_info["space"] == "standardized"
+    # On balanced pseudo labels the default is exactly the earlier configuration.
+    _, earlier = run("ralif(candidates=score,weighting=uniform,diversity=kmeans)", x, labeled, unlabeled, head)
     np.testing.assert_array_equal(picked, earlier)
 
 
-def test_long_tail_keeps_the_standardized_space_and_balanced_pools_go_cosine():
-    counts = [400, 120, 40, 12, 6]
-    x, _y, labeled, unlabeled, head = setup(counts, per_class_labels=3)
-    s, picked = run("ralif(cold=0)", x, labeled, unlabeled, head)
+def test_space_auto_is_cosine_on_balanced_pools_and_standardized_on_long_tails():
+    x, _y, labeled, unlabeled, head = setup([100] * 4)
+    s, picked = run("ralif(space=auto)", x, labeled, unlabeled, head)
+    assert s.last_info["space"] == "cosine"
+    np.testing.assert_array_equal(picked, run("ralif(space=cosine)", x, labeled, unlabeled, head)[1])
+    x, _y, labeled, unlabeled, head = setup([400, 120, 40, 12, 6], per_class_labels=3)
+    s, picked = run("ralif(cold=0,space=auto)", x, labeled, unlabeled, head)
     assert s.last_info["diversity"] == "kmeans" and s.last_info["space"] == "standardized"
-    _, same = run("ralif(cold=0,space=standardized)", x, labeled, unlabeled, head)
-    np.testing.assert_array_equal(picked, same)
+    np.testing.assert_array_equal(picked, run("ralif(cold=0)", x, labeled, unlabeled, head)[1])
 
 
 def test_cosine_space_is_k_means_on_centred_unit_vectors_of_the_standardized_rows(monkeypatch):

@@ -39,6 +39,7 @@ SPECS = [
     "ralif(weighting=confidence)",
     "ralif(centroids=score)",
     "ralif(space=pca)",
+    "ralif(space=cosine)",
     "ralif(diversity=kmeanspp,space=pca)",
     "ralif(cold=5)",
     "ralif(step=newton)",
