@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import norm
 
-from ralif.evaluation import auca_ratio, mean_interval
+from ralif.evaluation import auca_ratio, cycles_below, mean_interval
 
 Curves = dict[str, dict[int, dict[int, float]]]  # strategy -> seed -> cycle -> accuracy
 
@@ -55,13 +55,14 @@ def rows(name: str, acc: Curves, against: str | None) -> list[str]:
     for s, seeds in acc.items():
         if s == "random":
             continue
-        d = 100 * np.array([a - base[seed][c] for seed, cyc in sorted(seeds.items())
-                            for c, a in sorted(cyc.items()) if c > 0])
+        mine = np.array([curve(seeds[k]) for k in sorted(seeds)])
+        theirs = np.array([curve(base[k]) for k in sorted(seeds)])
+        d = 100 * (mine[:, 1:] - theirs[:, 1:]).ravel()
         n, mu, sd = len(d), float(d.mean()), float(d.std(ddof=1))
         r = np.array(list(ratios[s].values()))
         lo, hi = mean_interval(r)
         line = (f"| {name} | {s} | {len(r)} | {r.mean():.3f} [{lo:.3f}, {hi:.3f}] | {n} | {mu:+.2f} | {sd:.2f} "
-                f"| {int((d < 0).sum())} | {n * norm.cdf(-mu / sd):.1f} | {sd * norm.ppf(1 - 0.5 / n):.2f} |")
+                f"| {cycles_below(mine, theirs)} | {n * norm.cdf(-mu / sd):.1f} | {sd * norm.ppf(1 - 0.5 / n):.2f} |")
         if against is not None:
             if s == against or against not in ratios:
                 line += " — |"

@@ -57,6 +57,21 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def click_until_shown(target: Any, click: Callable[[], None], tries: int = 4, timeout_ms: int = 10_000) -> None:
+    """Click until ``target`` is visible, looking before each click: a click that lands while the
+    page reruns (a loaded machine) can be dropped, and a second click on an open expander would
+    close it again."""
+    for _ in range(tries):
+        if not target.is_visible():
+            click()
+        try:
+            target.wait_for(state="visible", timeout=timeout_ms)
+            return
+        except Exception:
+            continue
+    target.wait_for(state="visible", timeout=30_000)
+
+
 def page_idle(page: Page) -> None:
     """Wait until the page's runs are over: a key pressed while a run redraws the grid may land
     in a frame that is about to be replaced."""
@@ -197,15 +212,7 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
 
     # An earlier image changed in the "relabel" panel (this tab's recent answers): skipped now.
     panel = page.locator("[data-testid=stExpander] iframe").first
-    for _ in range(4):
-        # A click that lands while the page reruns (a loaded machine) can be dropped: look, then click.
-        if not panel.is_visible():
-            page.get_by_text("Relabel earlier images").click()
-        try:
-            panel.wait_for(state="visible", timeout=10_000)
-            break
-        except Exception:
-            continue
+    click_until_shown(panel, lambda: page.get_by_text("Relabel earlier images").click())
     recent = panel.content_frame
     # Newest first: once the last answer leads the list, no late redraw moves the pictures.
     recent.locator(f".tile[data-image-id='{batch[-1].image_id}']:first-child").wait_for(timeout=30_000)

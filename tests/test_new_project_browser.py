@@ -22,6 +22,7 @@ from PIL import Image
 from test_e2e_browser import (
     GRID,
     KEYS,
+    click_until_shown,
     launch,
     pytestmark,
     screenshot,
@@ -124,24 +125,11 @@ def go_to(page: Any, link: str, marker: str) -> None:
 
 def choose(page: Any, option_text: str, box_label: str, expander: str | None = None) -> None:
     """Open ``expander`` (if any) and pick the radio option ``option_text`` until the text box
-    ``box_label`` shows: a click that lands while the page reruns (a loaded machine) can be dropped,
-    and a second click on the expander would close it again, so each step looks before it clicks."""
+    ``box_label`` shows."""
     option = page.get_by_text(option_text, exact=True).first
-    box = page.get_by_label(box_label, exact=True).last
-    for _ in range(4):
-        if not option.is_visible() and expander is not None:
-            page.get_by_text(expander).first.click()
-            try:
-                option.wait_for(state="visible", timeout=15_000)
-            except Exception:
-                continue
-        option.click()
-        try:
-            box.wait_for(state="visible", timeout=20_000)
-            return
-        except Exception:
-            continue
-    box.wait_for(state="visible", timeout=30_000)
+    if expander is not None:
+        click_until_shown(option, lambda: page.get_by_text(expander).first.click(), timeout_ms=15_000)
+    click_until_shown(page.get_by_label(box_label, exact=True).last, option.click, timeout_ms=20_000)
 
 
 def labels(project: Project) -> dict[int, int | None]:
