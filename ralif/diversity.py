@@ -316,6 +316,7 @@ def kcenter_greedy(
 def kmeans_representatives(
     pts: torch.Tensor, budget: int, rng: np.random.Generator, covered_d2: torch.Tensor | None = None,
     iters: int = 10, fit_max: int = 20_000, seeding_block: int = 32, weights: torch.Tensor | None = None,
+    member: str = "nearest",
 ) -> np.ndarray:
     """Lloyd k-means with ``budget`` free clusters over ``pts``; returns, per cluster, the position of
     the point nearest its centroid (a typical member, not an outlier), largest clusters first.
@@ -324,8 +325,11 @@ def kmeans_representatives(
     labeled points act as fixed centers, so a point nearer to a labeled point than to every free
     center is covered and neither moves a center nor is picked, and seeding starts away from them.
     ``weights`` (positive, one per point) weigh the centroids and the cluster sizes (weighted k-means;
-    the seeding stays D²).
+    the seeding stays D²). ``member="first"`` picks each cluster's free member of lowest position instead
+    of the one nearest its centroid (for points ordered best first: the best of each cluster).
     """
+    if member not in ("nearest", "first"):
+        raise ValueError(f"member must be 'nearest' or 'first', got {member!r}")
     n = pts.shape[0]
     if budget >= n:
         return np.arange(n)
@@ -363,9 +367,10 @@ def kmeans_representatives(
     keep_t = torch.ones_like(dist, dtype=torch.bool) if cov is None else dist <= cov
     keep = keep_t.cpu().numpy()
     a, dd = assign.cpu().numpy(), dist.cpu().numpy()
-    # Representative of each cluster: its free member nearest the centroid; lexsort by (cluster, distance).
+    # Representative of each cluster: its free member nearest the centroid (or first); lexsort by
+    # (cluster, distance or position).
     cand = np.flatnonzero(keep)
-    order = cand[np.lexsort((dd[cand], a[cand]))]
+    order = cand[np.lexsort((dd[cand] if member == "nearest" else cand, a[cand]))]
     first = order[np.r_[True, a[order][1:] != a[order][:-1]]] if len(order) else order
     kept_w = None if w is None else w.cpu().numpy()[keep]
     sizes = np.bincount(a[keep], weights=kept_w, minlength=budget)[a[first]]

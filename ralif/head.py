@@ -113,6 +113,9 @@ class LinearHead:
         self._scale = torch.as_tensor(standardizer.scale, dtype=SCORE_DTYPE, device=device)
         self._mean32 = self._mean.to(torch.float32)
         self._inv_scale32 = (1.0 / self._scale).to(torch.float32)
+        # The labeled rows and labels it was fitted on (set by fit_head; None for a wrapped layer or a
+        # loaded checkpoint): what a calibration step refits on, held out fold by fold.
+        self.trained_on: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -189,6 +192,15 @@ class LinearHead:
     def predict(self, features: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
         return self.predict_proba_tensor(features, idx).argmax(1).cpu().numpy()
 
+    def tempered(self, temperature: float) -> LinearHead:
+        """The same head with its logits divided by ``temperature`` (the same predictions, softer or
+        sharper probabilities)."""
+        if not temperature > 0:
+            raise ValueError("temperature must be positive")
+        out = LinearHead(self.weight / float(temperature), self.standardizer, self.l2, self.device)
+        out.trained_on = self.trained_on
+        return out
+
     @classmethod
     def from_linear_layer(
         cls, weight: np.ndarray, bias: np.ndarray, l2: float = DEFAULT_L2, device: str | torch.device | None = None
@@ -255,4 +267,6 @@ def fit_head(
         return loss
 
     opt.step(closure)
-    return LinearHead(w.detach(), standardizer, l2, dev)
+    fitted = LinearHead(w.detach(), standardizer, l2, dev)
+    fitted.trained_on = (labeled.copy(), y.astype(np.int64))
+    return fitted

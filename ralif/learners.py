@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ralif.calibration import stratified_folds
 from ralif.compute import resolve_device
 from ralif.features import FeatureSplits
 from ralif.head import DEFAULT_L2, LinearHead, Standardizer, fit_head
@@ -49,13 +50,7 @@ def cv_l2(
     n = len(labeled)
     if n < 2 * folds or len(np.unique(labels)) < 2:
         return DEFAULT_L2
-    rng = np.random.default_rng([seed, 11])
-    # Stratified: within each class, a random order dealt round-robin over the folds.
-    order = np.lexsort((rng.random(n), labels))
-    sorted_y = labels[order]
-    rank = np.arange(n) - np.searchsorted(sorted_y, sorted_y)
-    fold = np.empty(n, dtype=np.int64)
-    fold[order] = rank % folds
+    fold = stratified_folds(labels, folds, seed)
     loss = np.zeros(len(grid))
     for f in range(folds):
         train, held = fold != f, fold == f

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from ralif.diversity import (
@@ -219,3 +220,18 @@ def test_weighted_kmeans_centroids_lean_to_the_heavy_points_and_equal_weights_ch
     w = torch.cat([torch.full((30,), 0.01), torch.ones(3)])
     assert kmeans_representatives(crowd, 2, np.random.default_rng(0))[0] < 30
     assert kmeans_representatives(crowd, 2, np.random.default_rng(0), weights=w)[0] >= 30
+
+
+def test_kmeans_representatives_first_member_takes_the_lowest_position_of_each_cluster():
+    x, blob, _ = blobs(5, 30, seed=4)
+    perm = np.random.default_rng(9).permutation(len(x))
+    xs, bs = x[perm], blob[perm]  # position = rank when points come best first
+    nearest = kmeans_representatives(xs, 5, np.random.default_rng(2))
+    first = kmeans_representatives(xs, 5, np.random.default_rng(2), member="first")
+    assert sorted(bs[first].tolist()) == list(range(5))
+    for p in first:
+        assert p == np.flatnonzero(bs == bs[p]).min()
+    # Same clusters, other members: the typical point of a blob is rarely its first.
+    assert sorted(bs[nearest].tolist()) == list(range(5)) and set(first.tolist()) != set(nearest.tolist())
+    with pytest.raises(ValueError, match="member must be"):
+        kmeans_representatives(xs, 5, np.random.default_rng(2), member="middle")

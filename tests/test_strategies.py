@@ -38,6 +38,8 @@ SPECS = [
     "ralif(weighting=balanced)",
     "ralif(weighting=confidence)",
     "ralif(centroids=score)",
+    "ralif(calibration=cv)",
+    "ralif(representative=best)",
     "ralif(space=pca)",
     "ralif(space=cosine)",
     "ralif(diversity=kmeanspp,space=pca)",
@@ -188,6 +190,8 @@ def test_specs_round_trip():
         ("ralif(fraction=1.5)", r"fraction must be in \(0, 1\]"),
         ("ralif(tau=1.2)", r"tau must be in \[0, 1\)"),
         ("ralif(centroids=mass)", "unknown centroids 'mass'; choose from uniform, score"),
+        ("ralif(calibration=platt)", "unknown calibration 'platt'; choose from none, cv"),
+        ("ralif(representative=mean)", "unknown representative 'mean'; choose from nearest, best"),
     ],
 )
 def test_make_strategy_errors(spec, match):

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ralif.calibration import cv_temperature
 from ralif.compute import rows
 from ralif.diversity import (
     candidate_points,
@@ -41,6 +42,8 @@ CANDIDATES = ("score", "balanced", "auto")
 WEIGHTINGS = ("uniform", "balanced", "confidence", "auto")
 STEPS = ("first", "newton")
 CENTROIDS = ("uniform", "score")
+CALIBRATIONS = ("none", "cv")
+REPRESENTATIVES = ("nearest", "best")
 
 
 @dataclass
@@ -54,7 +57,7 @@ class RalifStrategy(Strategy):
         "fraction": "share of the pool kept as candidates (lowest scores)",
         "diversity": "kmeans (labeled-aware representatives) | kmeanspp (the paper) | none | meanshift | "
                      "kcenter (farthest candidates from labeled ∪ picked) | auto (kcenter when the pseudo "
-                     "labels are long-tailed: effective classes exp(H)/K < 0.85; else kmeans)",
+                     f"labels are long-tailed: effective classes exp(H)/K < {BALANCE_FOR_COVERAGE}; else kmeans)",
         "solver": "auto | cholesky | cg",
         "space": "feature space of the diversity step: standardized (the head's input) | raw | cosine (kmeans "
                  "and kmeanspp: the standardized candidates and labels, centred and L2-normalised) | pca (cosine "
@@ -80,6 +83,10 @@ class RalifStrategy(Strategy):
         "centroids": "diversity=kmeans: uniform | score (each candidate weighs by its score rank, best 1, worst "
                      "1/n: weighted k-means, Zhdanov 2019)",
         "pca_dims": "space=pca: principal directions kept",
+        "representative": "diversity=kmeans: the member each cluster gives, nearest (its centroid) | best "
+                          "(its best-scored candidate)",
+        "calibration": "none | cv (score with the head's logits divided by a temperature fitted on held-out "
+                       "folds of the labels: calibrated pool probabilities and label expectation)",
         "cold": "labels per class below which the batch is picked by typicality (TypiClust) instead (0 = never)",
     }
     rule: str = "truncated"
@@ -115,6 +122,8 @@ class RalifStrategy(Strategy):
     cold: float = 3.0
     centroids: str = "uniform"
     pca_dims: int = 64
+    calibration: str = "none"
+    representative: str = "nearest"
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -129,6 +138,11 @@ class RalifStrategy(Strategy):
             raise ValueError("tau must be in [0, 1)")
         if self.centroids not in CENTROIDS:
             raise ValueError(f"unknown centroids {self.centroids!r}; choose from {', '.join(CENTROIDS)}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"unknown calibration {self.calibration!r}; choose from {', '.join(CALIBRATIONS)}")
+        if self.representative not in REPRESENTATIVES:
+            raise ValueError(f"unknown representative {self.representative!r}; "
+                             f"choose from {', '.join(REPRESENTATIVES)}")
         if int(self.pca_dims) < 1:
             raise ValueError("pca_dims must be at least 1")
         if self.space not in SPACES:
@@ -196,6 +210,8 @@ class RalifStrategy(Strategy):
                                   cold_labels_per_class=len(labeled) / head.num_classes)
             return typical_batch(features, labeled, unlabeled, budget, rng, 64, standardizing(head),
                                  max_pool=int(self.cold_pool))
+        if self.calibration == "cv":
+            head = self._calibrated(head, features)
         n_cand = max(budget, math.ceil(self.fraction * len(unlabeled)), math.ceil(self.multiple * budget))
         n_cand = min(len(unlabeled), n_cand)
         t0 = time.perf_counter()
@@ -220,6 +236,15 @@ class RalifStrategy(Strategy):
         batch = self._diverse(head, features, labeled, cand, budget, rng)
         self.last_info["diversity_seconds"] = time.perf_counter() - t0
         return batch
+
+    def _calibrated(self, head, features):
+        """``head`` tempered to its held-out temperature (unchanged where none can be fitted)."""
+        temperature = cv_temperature(head, features)
+        self.last_info["temperature"] = 1.0 if temperature is None else temperature
+        if temperature is None:
+            self.last_info["note"] = "calibration=cv: too few labels to hold out (or no labels known): temperature 1"
+            return head
+        return head.tempered(temperature)
 
     def _resolve(self, option: str, tail: str, otherwise: str) -> str:
         """An ``auto`` option's value: ``tail`` on long-tailed pseudo labels, else ``otherwise``."""
@@ -280,7 +305,8 @@ class RalifStrategy(Strategy):
         if diversity == "kmeans":
             # Candidates come best first: rank weights are scale-free (the estimates' scale is not).
             rank_w = None if self.centroids == "uniform" else torch.arange(len(cand), 0, -1) / len(cand)
-            return cand[kmeans_representatives(pts, budget, rng, covered_d2=d2, weights=rank_w)]
+            member = "nearest" if self.representative == "nearest" else "first"
+            return cand[kmeans_representatives(pts, budget, rng, covered_d2=d2, weights=rank_w, member=member)]
         return cand[kmeanspp_seeding(len(cand), budget, rng, euclidean_dist_to(pts), d2=d2, first=0)]
 
 
