@@ -12,7 +12,7 @@ BASE_TAIL=${BASE_TAIL:-random,uncertainty,margin,coreset,badge,typiclust}
 BASE_LARGE=${BASE_LARGE:-random,margin,badge}
 BASE_DIGITS=${BASE_DIGITS:-random,uncertainty,margin,coreset,badge,gradnorm,typiclust}
 PAPER="ralif(reading=paper,candidates=score,weighting=uniform,diversity=kmeanspp,space=raw,cold=0)"
-EARLIER="ralif(candidates=score,weighting=uniform,diversity=kmeans,space=standardized,cold=0)"
+EARLIER="ralif(candidates=score,weighting=uniform,diversity=kmeans,space=standardized,cold=0,representative=nearest)"
 RALIF=${RALIF:-random,ralif,$EARLIER,$PAPER}
 ANIMALS="bird,cat,deer,dog,frog,horse"
 sim() { local name=$1; shift; python -m ralif simulate --quiet --out "$OUT/$name-$PART" "$@"; }
