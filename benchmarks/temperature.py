@@ -21,7 +21,7 @@ from ralif.features import load_feature_splits
 from ralif.head import Standardizer, fit_head
 
 
-def test_nll(logits: torch.Tensor, labels: np.ndarray, temperature: float) -> float:
+def cross_entropy_at(logits: torch.Tensor, labels: np.ndarray, temperature: float) -> float:
     y = torch.as_tensor(labels, dtype=torch.long)
     return float(torch.nn.functional.cross_entropy(logits / temperature, y))
 
@@ -47,8 +47,8 @@ def main() -> None:
             t_cv = 1.0 if t_cv is None else t_cv
             t_test = best_temperature(logits, data.y_test)
             acc = float((logits.argmax(1).numpy() == data.y_test).mean())
-            print(f"| {n} | {seed} | {acc:.3f} | {t_cv:.2f} | {t_test:.2f} | {test_nll(logits, data.y_test, 1.0):.3f} "
-                  f"| {test_nll(logits, data.y_test, t_cv):.3f} | {test_nll(logits, data.y_test, t_test):.3f} |")
+            print(f"| {n} | {seed} | {acc:.3f} | {t_cv:.2f} | {t_test:.2f} | {cross_entropy_at(logits, data.y_test, 1.0):.3f} "
+                  f"| {cross_entropy_at(logits, data.y_test, t_cv):.3f} | {cross_entropy_at(logits, data.y_test, t_test):.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Temperature scaling of the head's probabilities, fitted on held-out folds of the labels.
+"""Temperature scaling of the head's probabilities, fitted on held-out folds of the labels, and the
+stratified folds themselves (``ralif.learners.cv_l2`` chooses the head's L2 on the same folds).
 
-A head trained to convergence on a few hundred labels is overconfident: on the CIFAR-10 embeddings
-at 100-1,000 labels its test cross-entropy is lowest with the logits divided by about 1.5. The
+A head trained to convergence on few labels is rarely calibrated: on the CIFAR-10 embeddings at 100
+and 1,000 labels its test cross-entropy is lowest with the logits divided by 1.3-1.5, on the 64-d
+digits at 100 labels by about 0.75 (benchmarks/temperature.py). The
 pseudo-labeled pool loss and the truncated label expectation both read these probabilities, so
 ``ralif(calibration=cv)`` scores with a tempered head (Guo et al. 2017): the temperature minimises the
 cross-entropy of logits that each labeled image gets from a head fitted without it (k stratified
@@ -13,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ralif.head import LinearHead, fit_head
+from ralif.head import LinearHead, Standardizer, fit_head
 
 CALIBRATION_FOLDS = 3
 # log-spaced candidates: from much sharper to much softer than the fitted head; the minimum over a
@@ -34,9 +36,26 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def fold_logits(
+    features: np.ndarray, labeled: np.ndarray, labels: np.ndarray, num_classes: int, *, l2: float,
+    standardizer: Standardizer, folds: int = CALIBRATION_FOLDS, seed: int = 0, device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Logits (float64, on the CPU) of every labeled image from a head fitted on the other folds
+    (``stratified_folds``), with the given L2 and standardisation."""
+    labeled, labels = np.asarray(labeled), np.asarray(labels)
+    fold = stratified_folds(labels, folds, seed)
+    out = torch.empty(len(labeled), num_classes, dtype=torch.float64)
+    for f in range(folds):
+        train, held = fold != f, fold == f
+        part = fit_head(features, labeled[train], labels[train], num_classes, l2=l2,
+                        standardizer=standardizer, device=device)
+        out[torch.from_numpy(np.flatnonzero(held))] = (part.design(features, labeled[held]) @ part.weight.T).cpu()
+    return out
+
+
 def held_out_logits(head: LinearHead, features: np.ndarray, folds: int = CALIBRATION_FOLDS,
                     seed: int = 0) -> tuple[torch.Tensor, np.ndarray] | None:
-    """Logits of every labeled image from a head refitted without its fold, with the labels.
+    """``fold_logits`` for the labels ``head`` was fitted on, with its L2 and standardisation, and the labels.
 
     None when the head does not know its labels (a wrapped layer, a loaded checkpoint) or there are
     too few to hold any out (fewer than two per fold, or one class)."""
@@ -45,14 +64,9 @@ def held_out_logits(head: LinearHead, features: np.ndarray, folds: int = CALIBRA
     labeled, labels = head.trained_on
     if len(labeled) < 2 * folds or len(np.unique(labels)) < 2:
         return None
-    fold = stratified_folds(labels, folds, seed)
-    out = torch.empty(len(labeled), head.num_classes, dtype=torch.float64)
-    for f in range(folds):
-        train, held = fold != f, fold == f
-        part = fit_head(features, labeled[train], labels[train], head.num_classes, l2=head.l2,
-                        standardizer=head.standardizer, device=head.device)
-        out[torch.from_numpy(np.flatnonzero(held))] = (part.design(features, labeled[held]) @ part.weight.T).cpu()
-    return out, labels
+    logits = fold_logits(features, labeled, labels, head.num_classes, l2=head.l2, standardizer=head.standardizer,
+                         folds=folds, seed=seed, device=head.device)
+    return logits, labels
 
 
 def best_temperature(logits: torch.Tensor, labels: np.ndarray,

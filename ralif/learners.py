@@ -9,13 +9,15 @@ strategy a linear head plus the features that head acts on:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import torch
 
-from ralif.calibration import stratified_folds
+from ralif.calibration import fold_logits
 from ralif.compute import resolve_device
 from ralif.features import FeatureSplits
 from ralif.head import DEFAULT_L2, LinearHead, Standardizer, fit_head
@@ -50,15 +52,12 @@ def cv_l2(
     n = len(labeled)
     if n < 2 * folds or len(np.unique(labels)) < 2:
         return DEFAULT_L2
-    fold = stratified_folds(labels, folds, seed)
     loss = np.zeros(len(grid))
-    for f in range(folds):
-        train, held = fold != f, fold == f
-        for i, lam in enumerate(grid):
-            head = fit_head(features, labeled[train], labels[train], num_classes, l2=lam,
-                            standardizer=standardizer, device=device)
-            p = head.predict_proba(features, labeled[held])
-            loss[i] -= np.log(np.clip(p[np.arange(int(held.sum())), labels[held]], 1e-12, None)).sum()
+    for i, lam in enumerate(grid):
+        logits = fold_logits(features, labeled, labels, num_classes, l2=lam, standardizer=standardizer,
+                             folds=folds, seed=seed, device=device)
+        logp = torch.log_softmax(logits, dim=1)[torch.arange(n), torch.as_tensor(labels, dtype=torch.long)]
+        loss[i] = -float(logp.clamp(min=math.log(1e-12)).sum())
     return float(grid[int(np.argmin(loss))])
 
 
