@@ -72,6 +72,23 @@ def click_until_shown(target: Any, click: Callable[[], None], tries: int = 4, ti
     target.wait_for(state="visible", timeout=30_000)
 
 
+def click_until_done(page: Page, click: Callable[[], None], done: Callable[[], Any], what: str,
+                     tries: int = 3, timeout: float = 15) -> None:
+    """Click until ``done()`` holds. A click is repeated only once the page is idle and ``done()``
+    still fails, so the earlier click was dropped (it landed while the page reran), not slow: a
+    button that acts again on a second click (Undo) never acts twice."""
+    for _ in range(tries):
+        click()
+        try:
+            wait_until(done, timeout, what)
+            return
+        except AssertionError:
+            page_idle(page)
+            if done():
+                return
+    wait_until(done, 30, what)
+
+
 def page_idle(page: Page) -> None:
     """Wait until the page's runs are over: a key pressed while a run redraws the grid may land
     in a frame that is about to be replaced."""

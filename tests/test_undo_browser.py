@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_e2e_browser import (
     GRID,
+    click_until_done,
     launch,
     pytestmark,
     settle,
@@ -119,10 +120,10 @@ def test_keys_undo_after_reload_merge_undo_and_enter(app_page: tuple[object, App
     page.goto(f"{app.url}/Classes?project=demo")
     page.get_by_role("tab", name="Merge").click()
     page.get_by_role("button", name="Merge", exact=True).click()
-    page.get_by_role("button", name="Merge: move").click()
-    wait_until(lambda: len(project.classes()) == 7, 30, "the merge")
-    page.get_by_role("button", name="Undo").first.click()
-    wait_until(lambda: len(project.classes()) == 8, 30, "the merge undone")
+    click_until_done(page, lambda: page.get_by_role("button", name="Merge: move").click(),
+                     lambda: len(project.classes()) == 7, "the merge")
+    click_until_done(page, lambda: page.get_by_role("button", name="Undo").first.click(),
+                     lambda: len(project.classes()) == 8, "the merge undone")
     wait_until(lambda: page.get_by_text("Class back").count() > 0, 30, "the undo message")
 
 
