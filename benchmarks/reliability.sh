@@ -5,6 +5,7 @@
 # `ralif simulate` run with Random in it, so parts can run side by side; Random is identical in both
 # (same seeds, same initial sets, deterministic head). DIGITS.npz: benchmarks/make_digits_features.py.
 # Report seeds are 0..S-1; the choices in docs/quality.md were made on seeds 100 and up.
+# The pixels groups read PIXELS=benchmarks/make_pixel_features.py's output (weak hand-made features).
 set -euo pipefail
 F=${1:?features .npz}; D=${2:?digits .npz}; OUT=${3:?output folder}; PART=${4:?base or ralif}; shift 4
 BASE_SMALL=${BASE_SMALL:-random,uncertainty,margin,badge,gradnorm,typiclust}
@@ -29,6 +30,10 @@ for g in "$@"; do case $g in
   animals-100) sim "$g" --features "$F" --pool-classes "$ANIMALS" --initial 100 --budget 100 --cycles 9 --seeds 5 \
       --strategies "$(pick "$BASE_SMALL")" ;;
   animals-1000) sim "$g" --features "$F" --pool-classes "$ANIMALS" --pool-size 20000 --initial 1000 --budget 1000 \
+      --cycles 5 --seeds 5 --strategies "$(pick "$BASE_LARGE")" ;;
+  pixels-100) sim "$g" --features "${PIXELS:?set PIXELS}" --initial 100 --budget 100 --cycles 9 --seeds 5 \
+      --strategies "$(pick "$BASE_SMALL")" ;;
+  pixels-1000) sim "$g" --features "${PIXELS:?set PIXELS}" --pool-size 20000 --initial 1000 --budget 1000 \
       --cycles 5 --seeds 5 --strategies "$(pick "$BASE_LARGE")" ;;
   *) echo "unknown group $g" >&2; exit 2 ;;
 esac; done

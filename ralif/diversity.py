@@ -326,10 +326,12 @@ def kmeans_representatives(
     center is covered and neither moves a center nor is picked, and seeding starts away from them.
     ``weights`` (positive, one per point) weigh the centroids and the cluster sizes (weighted k-means;
     the seeding stays D²). ``member="first"`` picks each cluster's free member of lowest position instead
-    of the one nearest its centroid (for points ordered best first: the best of each cluster).
+    of the one nearest its centroid (for points ordered best first: the best of each cluster);
+    ``member="central"`` the member of lowest position among the nearer half of the cluster's free
+    members (the best of its typical members).
     """
-    if member not in ("nearest", "first"):
-        raise ValueError(f"member must be 'nearest' or 'first', got {member!r}")
+    if member not in ("nearest", "first", "central"):
+        raise ValueError(f"member must be 'nearest', 'first' or 'central', got {member!r}")
     n = pts.shape[0]
     if budget >= n:
         return np.arange(n)
@@ -370,6 +372,13 @@ def kmeans_representatives(
     # Representative of each cluster: its free member nearest the centroid (or first); lexsort by
     # (cluster, distance or position).
     cand = np.flatnonzero(keep)
+    if member == "central":
+        by_dist = cand[np.lexsort((dd[cand], a[cand]))]
+        cl = a[by_dist]
+        start = np.flatnonzero(np.r_[True, cl[1:] != cl[:-1]])
+        rank = np.arange(len(by_dist)) - np.repeat(start, np.diff(np.r_[start, len(by_dist)]))
+        size = np.bincount(cl, minlength=budget)[cl]
+        cand = by_dist[rank < (size + 1) // 2]
     order = cand[np.lexsort((dd[cand] if member == "nearest" else cand, a[cand]))]
     first = order[np.r_[True, a[order][1:] != a[order][:-1]]] if len(order) else order
     kept_w = None if w is None else w.cpu().numpy()[keep]

@@ -141,19 +141,21 @@ class InfluenceSolution:
 
 def solve_influence(
     head: LinearHead, features: np.ndarray, labeled: np.ndarray, grad: torch.Tensor,
-    *, method: str = "auto", rtol: float = 1e-10, max_iter: int = 1000,
+    *, method: str = "auto", rtol: float = 1e-10, max_iter: int = 1000, l2: float | None = None,
 ) -> InfluenceSolution:
-    """s = H⁻¹ g_U with H the labeled-set Hessian of the head's training objective."""
+    """s = H⁻¹ g_U with H the labeled-set Hessian of the head's training objective (its L2 term
+    ``l2`` instead of the head's own where given: a damped Hessian)."""
     labeled = as_index(labeled)
     if len(labeled) == 0:
         raise ValueError("influence needs at least one labeled sample (the Hessian is over the labeled set)")
     x_l = head.design(features, labeled)
     p_l = torch.softmax(x_l @ head.weight.T, dim=1)
     k, d1 = head.weight.shape
+    lam = head.l2 if l2 is None else float(l2)
     if method == "auto":
         method = "cholesky" if k * d1 <= DENSE_MAX else "cg"
     if method == "cholesky":
-        h = dense_hessian(x_l, p_l, head.l2)
+        h = dense_hessian(x_l, p_l, lam)
         chol, info = torch.linalg.cholesky_ex(h)
         if int(info) == 0:
             s = torch.cholesky_solve(grad.reshape(-1, 1), chol).reshape(k, d1)
@@ -162,8 +164,8 @@ def solve_influence(
     if method != "cg":
         raise ValueError(f"unknown solver {method!r}; use auto, cholesky or cg")
     # Jacobi preconditioner: diag(H) = (1/m) Σ_i p_ik(1 − p_ik) x̃_ia² + λ, one matrix product.
-    diag = (p_l * (1 - p_l)).T @ (x_l * x_l) / len(labeled) + head.l2
-    s, its = conjugate_gradient(lambda v: hvp(v, x_l, p_l, head.l2), grad, diag, rtol=rtol, max_iter=max_iter)
+    diag = (p_l * (1 - p_l)).T @ (x_l * x_l) / len(labeled) + lam
+    s, its = conjugate_gradient(lambda v: hvp(v, x_l, p_l, lam), grad, diag, rtol=rtol, max_iter=max_iter)
     return InfluenceSolution(s=s, m=len(labeled), method="cg", iterations=its)
 
 

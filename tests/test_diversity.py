@@ -235,3 +235,23 @@ def test_kmeans_representatives_first_member_takes_the_lowest_position_of_each_c
     assert sorted(bs[nearest].tolist()) == list(range(5)) and set(first.tolist()) != set(nearest.tolist())
     with pytest.raises(ValueError, match="member must be"):
         kmeans_representatives(xs, 5, np.random.default_rng(2), member="middle")
+
+
+def test_kmeans_representatives_central_member_is_the_first_of_the_nearer_half():
+    x, blob, _ = blobs(5, 31, seed=4, spread=1.0)
+    perm = np.random.default_rng(9).permutation(len(x))
+    xs, bs = x[perm], blob[perm]
+    central = kmeans_representatives(xs, 5, np.random.default_rng(2), member="central")
+    assert sorted(bs[central].tolist()) == list(range(5))
+    for p in central:
+        members = np.flatnonzero(bs == bs[p])
+        d = ((xs[members] - xs[members].mean(0)) ** 2).sum(1).numpy()
+        near = members[d <= np.median(d)]  # 31 members: the 16 nearest, the median included
+        assert p == near.min()
+    # It differs from the first member wherever that one lies in the outer half.
+    first = kmeans_representatives(xs, 5, np.random.default_rng(2), member="first")
+    outer = [f for f in first if f not in central.tolist()]
+    for f in outer:
+        members = np.flatnonzero(bs == bs[f])
+        d = ((xs[members] - xs[members].mean(0)) ** 2).sum(1).numpy()
+        assert d[members.tolist().index(f)] > np.median(d)

@@ -115,6 +115,32 @@ def test_solve_influence_cg_agrees_with_cholesky(small):
         solve_influence(head, x, np.array([], dtype=np.int64), state.grad)
 
 
+def test_damped_solve_uses_the_given_l2_term(small):
+    x, _, labeled, unlabeled, head = small
+    state = pool_state(head, x, unlabeled)
+    x_l = head.design(x, labeled)
+    p_l = torch.softmax(x_l @ head.weight.T, dim=1)
+    for method in ("cholesky", "cg"):
+        sol = solve_influence(head, x, labeled, state.grad, method=method, l2=10 * head.l2)
+        torch.testing.assert_close(hvp(sol.s, x_l, p_l, 10 * head.l2), state.grad, rtol=1e-7, atol=1e-10)
+    plain = solve_influence(head, x, labeled, state.grad)
+    # More damping shrinks the solution: the smallest eigenvalues grow most.
+    assert sol.s.norm() < plain.s.norm()
+
+
+def test_entropy_target_is_the_gradient_of_the_pool_entropy(small):
+    from ralif.strategies.ralif import entropy_pool_grad
+
+    x, _, _, unlabeled, head = small
+    probs = pool_state(head, x, unlabeled).probs
+    x_u = head.design(x, unlabeled)
+    w = head.weight.clone().requires_grad_(True)
+    p = torch.softmax(x_u @ w.T, 1)
+    (grad,) = torch.autograd.grad(-(p * p.log()).sum(1).mean(), w)
+    torch.testing.assert_close(entropy_pool_grad(head, x, unlabeled, probs), grad, rtol=1e-4,
+                               atol=1e-6 * grad.abs().max().item())
+
+
 def test_auto_switches_to_cg_above_dense_limit():
     # K(D+1) = 50·41 = 2050 > DENSE_MAX: CG, and still the same answer as a dense solve.
     assert 50 * 41 > ralif.influence.DENSE_MAX

@@ -131,3 +131,18 @@ def test_cold_start_clusters_a_bounded_share_of_a_large_pool():
     np.testing.assert_array_equal(picked, again)
     with pytest.raises(ValueError, match="cold_pool"):
         make_strategy("ralif(cold_pool=0)")
+
+
+def test_representative_auto_is_central_on_balanced_pools_and_best_on_long_tails():
+    x, _y, labeled, unlabeled, head = setup([100] * 4)
+    s, picked = run("ralif(fraction=0.5)", x, labeled, unlabeled, head)
+    assert s.last_info["representative"] == "central"
+    np.testing.assert_array_equal(picked, run("ralif(fraction=0.5,representative=central)", x, labeled, unlabeled, head)[1])
+    x, _y, labeled, unlabeled, head = setup([400, 120, 40, 12, 6], per_class_labels=3)
+    s, picked = run("ralif(cold=0,fraction=0.5)", x, labeled, unlabeled, head)
+    assert s.last_info["diversity"] == "kmeans" and s.last_info["representative"] == "best"
+    np.testing.assert_array_equal(picked, run("ralif(cold=0,fraction=0.5,representative=best)", x, labeled, unlabeled,
+                                              head)[1])
+    # The two members differ on these pools, so the switch is what the assertions above see.
+    assert not np.array_equal(picked, run("ralif(cold=0,fraction=0.5,representative=central)", x, labeled, unlabeled,
+                                          head)[1])

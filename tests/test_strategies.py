@@ -40,6 +40,10 @@ SPECS = [
     "ralif(centroids=score)",
     "ralif(calibration=cv)",
     "ralif(representative=best)",
+    "ralif(representative=nearest)",
+    "ralif(representative=central)",
+    "ralif(damping=10)",
+    "ralif(target=entropy)",
     "ralif(space=pca)",
     "ralif(space=cosine)",
     "ralif(diversity=kmeanspp,space=pca)",
@@ -191,7 +195,11 @@ def test_specs_round_trip():
         ("ralif(tau=1.2)", r"tau must be in \[0, 1\)"),
         ("ralif(centroids=mass)", "unknown centroids 'mass'; choose from uniform, score"),
         ("ralif(calibration=platt)", "unknown calibration 'platt'; choose from none, cv"),
-        ("ralif(representative=mean)", "unknown representative 'mean'; choose from nearest, best"),
+        ("ralif(representative=mean)", "unknown representative 'mean'; choose from nearest, best, central"),
+        ("ralif(target=margin)", "unknown target 'margin'; choose from pseudo, entropy"),
+        ("ralif(damping=0)", "damping must be positive"),
+        ("ralif(damping=10,step=newton)", "need step=first and engine=single"),
+        ("ralif(target=entropy,engine=dask)", "need step=first and engine=single"),
     ],
 )
 def test_make_strategy_errors(spec, match):
