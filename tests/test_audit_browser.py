@@ -10,6 +10,7 @@ from pathlib import Path
 from helpers import DEMO
 from test_e2e_browser import (
     launch,
+    pytestmark,
     screenshot,
     sync_playwright,
     wait_until,  # noqa: F401,
@@ -19,6 +20,9 @@ from ralif import projection as proj
 from ralif.project import Project
 from ralif.ui.launch import AppServer
 from ralif.ui.literal import JOINER
+
+# The imported marks skip this module where Chromium or Playwright is missing.
+__all__ = ["pytestmark"]
 
 
 def test_progress_page_shows_the_audit_estimate(tmp_path: Path) -> None:

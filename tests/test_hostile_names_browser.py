@@ -24,6 +24,7 @@ from PIL import Image
 from test_e2e_browser import (
     Page,
     launch,
+    pytestmark,
     sync_playwright,
     wait_until,  # noqa: F401,
 )
@@ -31,6 +32,9 @@ from test_e2e_browser import (
 from ralif.project import Project
 from ralif.ui.launch import AppServer, free_port
 from ralif.ui.text import JOINER
+
+# The imported marks skip this module where Chromium or Playwright is missing.
+__all__ = ["pytestmark"]
 
 PAGES = ["", "Label", "Map", "Progress", "Export", "Classes"]
 

@@ -5,7 +5,9 @@
 * ``streamlit`` is imported only by the app (``ralif/ui/``, ``ralif/app/``, ``pages/``, ``app.py``);
 * no private name (one leading underscore) is imported from another module, nor read as an
   attribute of an imported module;
-* no source file is over 600 lines.
+* no source file is over 600 lines;
+* every browser test module (``tests/*_browser.py``) binds ``pytestmark``, so it skips with a message
+  where Chromium or Playwright is missing instead of failing.
 """
 
 from __future__ import annotations
@@ -157,3 +159,12 @@ def test_no_private_name_crosses_modules(path):
 def test_source_files_stay_small(path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines (at most {MAX_LINES})"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "tests").glob("*_browser.py")), ids=lambda p: p.name)
+def test_browser_tests_skip_without_a_browser(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    bound = {a.asname or a.name for node in tree.body if isinstance(node, ast.ImportFrom) for a in node.names}
+    bound |= {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+              if isinstance(t, ast.Name)}
+    assert "pytestmark" in bound, f"{path.name} must bind pytestmark (from test_e2e_browser import pytestmark)"
