@@ -65,9 +65,9 @@ def main() -> int:
         classes = sorted({m.name.split("/")[-2] for m in split["train"]})
         x_tr, y_tr = read_split(tar, split["train"], classes)
         x_te, y_te = read_split(tar, split["test"], classes)
-    np.savez(out, x_train=image_features(x_tr), y_train=y_tr, x_test=image_features(x_te), y_test=y_te,
-             classes=np.array(classes))
-    print(f"{out}: {len(y_tr)} train, {len(y_te)} test, {image_features(x_te[:1]).shape[1]} features")
+    f_tr, f_te = image_features(x_tr), image_features(x_te)
+    np.savez(out, x_train=f_tr, y_train=y_tr, x_test=f_te, y_test=y_te, classes=np.array(classes))
+    print(f"{out}: {len(y_tr)} train, {len(y_te)} test, {f_tr.shape[1]} features")
     return 0
 
 
