@@ -63,6 +63,11 @@ def main() -> int:
                          key=lambda m: m.name)
         split = {s: [m for m in members if m.name.lstrip("./").startswith(f"{s}/")] for s in ("train", "test")}
         classes = sorted({m.name.split("/")[-2] for m in split["train"]})
+        unknown = sorted({m.name.split("/")[-2] for m in split["test"]} - set(classes))
+        if not split["train"] or not split["test"] or unknown:
+            print(f"{src}: needs train/<class>/*.jpg and test/<class>/*.jpg with the same classes"
+                  + (f" (test only: {', '.join(unknown)})" if unknown else ""), file=sys.stderr)
+            return 2
         x_tr, y_tr = read_split(tar, split["train"], classes)
         x_te, y_te = read_split(tar, split["test"], classes)
     f_tr, f_te = image_features(x_tr), image_features(x_te)

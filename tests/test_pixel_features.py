@@ -70,3 +70,17 @@ def test_tar_to_features_file(tmp_path: Path):
     assert (hist.argmax(1) == np.where(splits.y_train == 1, 0, 4)).all()
     usage = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True)
     assert usage.returncode == 2 and "make_pixel_features.py" in usage.stderr
+
+
+def test_a_tar_without_a_test_split_gets_a_clear_message(tmp_path: Path):
+    tar_path = tmp_path / "train-only.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        buf = io.BytesIO()
+        Image.fromarray(stripes(True, (255, 0, 0))).save(buf, format="JPEG")
+        info = tarfile.TarInfo("train/cat/0000.jpg")
+        info.size = len(buf.getvalue())
+        tar.addfile(info, io.BytesIO(buf.getvalue()))
+    res = subprocess.run([sys.executable, str(SCRIPT), str(tar_path), str(tmp_path / "x.npz")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "test/<class>/*.jpg" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x.npz").exists()
