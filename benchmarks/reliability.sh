@@ -16,6 +16,7 @@ PAPER="ralif(reading=paper,candidates=score,weighting=uniform,diversity=kmeanspp
 EARLIER="ralif(candidates=score,weighting=uniform,diversity=kmeans,space=standardized,cold=0,representative=nearest)"
 RALIF=${RALIF:-random,ralif,$EARLIER,$PAPER}
 ANIMALS="bird,cat,deer,dog,frog,horse"
+VEHICLES="airplane,automobile,ship,truck"
 sim() { local name=$1; shift; python -m ralif simulate --quiet --out "$OUT/$name-$PART" "$@"; }
 pick() { if [ "$PART" = base ]; then echo "$1"; else echo "$RALIF"; fi; }
 for g in "$@"; do case $g in
@@ -31,6 +32,10 @@ for g in "$@"; do case $g in
       --strategies "$(pick "$BASE_SMALL")" ;;
   animals-1000) sim "$g" --features "$F" --pool-classes "$ANIMALS" --pool-size 20000 --initial 1000 --budget 1000 \
       --cycles 5 --seeds 5 --strategies "$(pick "$BASE_LARGE")" ;;
+  vehicles-100) sim "$g" --features "$F" --pool-classes "$VEHICLES" --initial 100 --budget 100 --cycles 9 --seeds 5 \
+      --strategies "$(pick "$BASE_SMALL")" ;;
+  vehicles-1000) sim "$g" --features "$F" --pool-classes "$VEHICLES" --initial 1000 --budget 1000 --cycles 5 \
+      --seeds 5 --strategies "$(pick "$BASE_LARGE")" ;;
   pixels-100) sim "$g" --features "${PIXELS:?set PIXELS}" --initial 100 --budget 100 --cycles 9 --seeds 5 \
       --strategies "$(pick "$BASE_SMALL")" ;;
   pixels-1000) sim "$g" --features "${PIXELS:?set PIXELS}" --pool-size 20000 --initial 1000 --budget 1000 \
