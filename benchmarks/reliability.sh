@@ -11,6 +11,7 @@ F=${1:?features .npz}; D=${2:?digits .npz}; OUT=${3:?output folder}; PART=${4:?b
 BASE_SMALL=${BASE_SMALL:-random,uncertainty,margin,badge,gradnorm,typiclust}
 BASE_TAIL=${BASE_TAIL:-random,uncertainty,margin,coreset,badge,typiclust}
 BASE_LARGE=${BASE_LARGE:-random,margin,badge}
+BASE_TAIL_LARGE=${BASE_TAIL_LARGE:-random,margin,badge,coreset}
 BASE_DIGITS=${BASE_DIGITS:-random,uncertainty,margin,coreset,badge,gradnorm,typiclust}
 PAPER="ralif(reading=paper,candidates=score,weighting=uniform,diversity=kmeanspp,space=raw,cold=0)"
 EARLIER="ralif(candidates=score,weighting=uniform,diversity=kmeans,space=standardized,cold=0,representative=nearest)"
@@ -27,6 +28,8 @@ for g in "$@"; do case $g in
       --seeds 5 --strategies "$(pick "$BASE_TAIL")" ;;
   tail-10) sim "$g" --features "$F" --imbalance 10 --class-order 1 --initial 100 --budget 100 --cycles 9 \
       --seeds 5 --strategies "$(pick "$BASE_TAIL")" ;;
+  tail-10-1000) sim "$g" --features "$F" --imbalance 10 --class-order 1 --initial 1000 --budget 1000 --cycles 5 \
+      --seeds 5 --strategies "$(pick "$BASE_TAIL_LARGE")" ;;
   digits) sim "$g" --features "$D" --initial 20 --budget 20 --cycles 9 --seeds 10 --strategies "$(pick "$BASE_DIGITS")" ;;
   animals-100) sim "$g" --features "$F" --pool-classes "$ANIMALS" --initial 100 --budget 100 --cycles 9 --seeds 5 \
       --strategies "$(pick "$BASE_SMALL")" ;;
