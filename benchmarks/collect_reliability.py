@@ -14,7 +14,15 @@ import json
 import sys
 from pathlib import Path
 
-GROUPS = ("cifar-100", "cifar-1000", "tail-100", "tail-10", "digits", "animals-100", "animals-1000")
+# reliability.sh's groups in its order; any other <group>-base / <group>-ralif folder follows, sorted.
+GROUPS = ("cifar-100", "cifar-1000", "tail-100", "tail-10", "tail-10-1000", "digits", "animals-100", "animals-1000",
+          "vehicles-100", "vehicles-1000", "pixels-100", "pixels-1000")
+
+
+def groups_in(out: Path) -> list[str]:
+    found = {p.name.rsplit("-", 1)[0] for p in out.glob("*-base")} | {p.name.rsplit("-", 1)[0]
+                                                                        for p in out.glob("*-ralif")}
+    return [g for g in GROUPS if g in found] + sorted(found - set(GROUPS))
 
 
 def main() -> int:
@@ -23,7 +31,7 @@ def main() -> int:
     print("| setting | strategy | seeds | AUCA ratio | 95 % CI | sign-flip p | below Random |")
     print("|---|---|---:|---:|---:|---:|---:|")
     verdicts = []
-    for g in GROUPS:
+    for g in groups_in(out):
         rows = {}
         for part in ("base", "ralif"):
             path = out / f"{g}-{part}" / "results.json"

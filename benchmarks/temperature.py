@@ -47,8 +47,8 @@ def main() -> None:
             t_cv = 1.0 if t_cv is None else t_cv
             t_test = best_temperature(logits, data.y_test)
             acc = float((logits.argmax(1).numpy() == data.y_test).mean())
-            print(f"| {n} | {seed} | {acc:.3f} | {t_cv:.2f} | {t_test:.2f} | {cross_entropy_at(logits, data.y_test, 1.0):.3f} "
-                  f"| {cross_entropy_at(logits, data.y_test, t_cv):.3f} | {cross_entropy_at(logits, data.y_test, t_test):.3f} |")
+            ce = [cross_entropy_at(logits, data.y_test, t) for t in (1.0, t_cv, t_test)]
+            print(f"| {n} | {seed} | {acc:.3f} | {t_cv:.2f} | {t_test:.2f} | {ce[0]:.3f} | {ce[1]:.3f} | {ce[2]:.3f} |")
 
 
 if __name__ == "__main__":

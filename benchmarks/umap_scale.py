@@ -42,7 +42,8 @@ def main() -> None:
     per_point = (total - fit_end) / max(1, placed)
     print(json.dumps({
         "pool": args.pool, "dim": args.dim, "fit_points": params["fit_points"], "chunk": args.chunk,
-        "method": params["method"], "placing": params.get("placing"), "seconds": round(total, 1), "fit_seconds": round(fit_end, 1),
+        "method": params["method"], "placing": params.get("placing"), "seconds": round(total, 1),
+        "fit_seconds": round(fit_end, 1),
         "placing_seconds": round(total - fit_end, 1), "placing_ms_per_1000_points": round(1e6 * per_point, 1),
         "estimate_1m_seconds": round(fit_end + per_point * (1_000_000 - params["fit_points"]), 1),
         "features_mb": round(x.nbytes / 2**20, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
