@@ -17,37 +17,26 @@ import argparse
 import numpy as np
 
 from ralif.features import load_feature_splits
+from ralif.head import LinearHead
 from ralif.learners import LinearProbeLearner
 from ralif.pools import PoolRecipe, build_pool
-from ralif.simulation import initial_labeled_set
-from ralif.strategies import make_strategy, split_specs
-
-
-def balance(labels: np.ndarray, num_classes: int) -> float:
-    """Effective number of classes over K: exp(entropy of the label shares) / K (1 = even)."""
-    share = np.bincount(labels, minlength=num_classes) / max(1, len(labels))
-    share = share[share > 0]
-    return float(np.exp(-(share * np.log(share)).sum()) / num_classes)
+from ralif.simulation import SimulationConfig, initial_labeled_set, run_one
+from ralif.strategies import split_specs
+from ralif.strategies.ralif import class_balance as balance
 
 
 def batch_rows(learner: LinearProbeLearner, y: np.ndarray, spec: str, initial: np.ndarray, budget: int,
                cycles: int, seed: int) -> list[tuple[float, float, float]]:
     """(test accuracy, head's error on the batch, batch balance) for each cycle of one run."""
-    strategy = make_strategy(spec)
-    mask = np.zeros(len(y), dtype=bool)
-    mask[initial] = True
-    out = []
-    for cycle in range(cycles):
-        labeled = np.flatnonzero(mask)
-        learner.fit(labeled, y[labeled], seed)
-        acc = float(learner.test_correct().mean())
-        head, features = learner.selection_inputs()
-        batch = strategy.select(head, features, labeled, np.flatnonzero(~mask), budget,
-                                np.random.default_rng([seed, cycle]))
-        wrong = float(np.mean(head.predict(features, batch) != y[batch]))
-        out.append((acc, wrong, balance(y[batch], learner.num_classes)))
-        mask[batch] = True
-    return out
+    heads: list[LinearHead] = []
+    cfg = SimulationConfig(strategies=[spec], initial=len(initial), budget=budget, cycles=cycles, seeds=[seed])
+    # `simulate`'s own loop: each cycle's head is kept (a fit makes a new one) to read its error on the picks.
+    record = run_one(learner, y, spec, initial, cfg, seed,
+                     on_cycle=lambda: heads.append(learner.selection_inputs()[0]))
+    features = learner.selection_inputs()[1]
+    # The last fit (after the last batch) picks nothing.
+    return [(acc, float(np.mean(head.predict(features, batch) != y[batch])), balance(y[batch], learner.num_classes))
+            for acc, head, batch in zip(record.accuracy[:-1], heads[:-1], record.selected, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,8 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     recipe = PoolRecipe(classes=tuple(c.strip() for c in args.pool_classes.split(",") if c.strip()),
                         pool_size=args.pool_size)
-    data = build_pool(load_feature_splits(args.features), recipe, source=args.features)
+    try:
+        data = build_pool(load_feature_splits(args.features), recipe, source=args.features)
+    except (OSError, ValueError) as err:
+        ap.error(str(err))
     y = data.y_train
+    if args.initial + args.budget * args.cycles > len(y):
+        ap.error(f"initial {args.initial} + {args.cycles} cycles × {args.budget} exceeds the pool of {len(y)} images")
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     print("| strategy | cycle | labels | test accuracy before (%) | head's error on the batch (%) | batch balance |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -11,18 +11,17 @@ the default's margin over the best baseline.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
-# reliability.sh's groups in its order; any other <group>-base / <group>-ralif folder follows, sorted.
-GROUPS = ("cifar-100", "cifar-1000", "tail-100", "tail-10", "tail-10-1000", "digits", "animals-100", "animals-1000",
-          "vehicles-100", "vehicles-1000", "pixels-100", "pixels-1000")
-
 
 def groups_in(out: Path) -> list[str]:
-    found = {p.name.rsplit("-", 1)[0] for p in out.glob("*-base")} | {p.name.rsplit("-", 1)[0]
-                                                                        for p in out.glob("*-ralif")}
-    return [g for g in GROUPS if g in found] + sorted(found - set(GROUPS))
+    """The groups with a run in ``out``: reliability.sh's own, in its order, then any other, sorted."""
+    script = (Path(__file__).with_name("reliability.sh")).read_text(encoding="utf-8")
+    known = re.findall(r"^  ([a-z0-9-]+)\) sim ", script, flags=re.MULTILINE)
+    found = {p.name.rsplit("-", 1)[0] for part in ("base", "ralif") for p in out.glob(f"*-{part}")}
+    return [g for g in known if g in found] + sorted(found - set(known))
 
 
 def main() -> int:

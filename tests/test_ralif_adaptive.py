@@ -25,9 +25,27 @@ def setup(counts, per_class_labels=3):
     return x, y, labeled, unlabeled, head
 
 
+TAIL = [400, 120, 40, 12, 6]
+
+
+def pool(counts):
+    """(x, labeled, unlabeled, head) of ``setup`` with 3 labels per class."""
+    x, _y, labeled, unlabeled, head = setup(counts, per_class_labels=3)
+    return x, labeled, unlabeled, head
+
+
 def run(spec, x, labeled, unlabeled, head, budget=10):
     s = make_strategy(spec)
     picked = s.select(head, x, labeled, unlabeled, budget, np.random.default_rng(0))
+    return s, picked
+
+
+def resolves_as(auto_spec, fixed_spec, key, value, x, labeled, unlabeled, head):
+    """Run ``auto_spec``: its ``auto`` option read ``value`` (in ``last_info[key]``) and it picks what
+    ``fixed_spec`` picks. Returns the strategy and the picks."""
+    s, picked = run(auto_spec, x, labeled, unlabeled, head)
+    assert s.last_info[key] == value
+    np.testing.assert_array_equal(picked, run(fixed_spec, x, labeled, unlabeled, head)[1])
     return s, picked
 
 
@@ -42,14 +60,9 @@ def test_balanced_pool_keeps_the_representative_step():
 
 
 def test_space_auto_is_cosine_on_balanced_pools_and_standardized_on_long_tails():
-    x, _y, labeled, unlabeled, head = setup([100] * 4)
-    s, picked = run("ralif(space=auto)", x, labeled, unlabeled, head)
-    assert s.last_info["space"] == "cosine"
-    np.testing.assert_array_equal(picked, run("ralif(space=cosine)", x, labeled, unlabeled, head)[1])
-    x, _y, labeled, unlabeled, head = setup([400, 120, 40, 12, 6], per_class_labels=3)
-    s, picked = run("ralif(cold=0,space=auto)", x, labeled, unlabeled, head)
-    assert s.last_info["diversity"] == "kmeans" and s.last_info["space"] == "standardized"
-    np.testing.assert_array_equal(picked, run("ralif(cold=0)", x, labeled, unlabeled, head)[1])
+    resolves_as("ralif(space=auto)", "ralif(space=cosine)", "space", "cosine", *pool([100] * 4))
+    s, _ = resolves_as("ralif(cold=0,space=auto)", "ralif(cold=0)", "space", "standardized", *pool(TAIL))
+    assert s.last_info["diversity"] == "kmeans"
 
 
 def test_cosine_space_is_k_means_on_centred_unit_vectors_of_the_standardized_rows(monkeypatch):
@@ -134,15 +147,11 @@ def test_cold_start_clusters_a_bounded_share_of_a_large_pool():
 
 
 def test_representative_auto_is_central_on_balanced_pools_and_best_on_long_tails():
-    x, _y, labeled, unlabeled, head = setup([100] * 4)
-    s, picked = run("ralif(fraction=0.5)", x, labeled, unlabeled, head)
-    assert s.last_info["representative"] == "central"
-    np.testing.assert_array_equal(picked, run("ralif(fraction=0.5,representative=central)", x, labeled, unlabeled, head)[1])
-    x, _y, labeled, unlabeled, head = setup([400, 120, 40, 12, 6], per_class_labels=3)
-    s, picked = run("ralif(cold=0,fraction=0.5)", x, labeled, unlabeled, head)
-    assert s.last_info["diversity"] == "kmeans" and s.last_info["representative"] == "best"
-    np.testing.assert_array_equal(picked, run("ralif(cold=0,fraction=0.5,representative=best)", x, labeled, unlabeled,
-                                              head)[1])
+    resolves_as("ralif(fraction=0.5)", "ralif(fraction=0.5,representative=central)", "representative", "central",
+                *pool([100] * 4))
+    tail = pool(TAIL)
+    s, picked = resolves_as("ralif(cold=0,fraction=0.5)", "ralif(cold=0,fraction=0.5,representative=best)",
+                            "representative", "best", *tail)
+    assert s.last_info["diversity"] == "kmeans"
     # The two members differ on these pools, so the switch is what the assertions above see.
-    assert not np.array_equal(picked, run("ralif(cold=0,fraction=0.5,representative=central)", x, labeled, unlabeled,
-                                          head)[1])
+    assert not np.array_equal(picked, run("ralif(cold=0,fraction=0.5,representative=central)", *tail)[1])

@@ -205,13 +205,14 @@ class RalifStrategy(Strategy):
         self._note_skew(state.probs.argmax(1).cpu().numpy(), head)
         grad = state.grad
         weighting = self._resolve(self.weighting, "balanced", "uniform")
-        if weighting == "balanced":
+        # The entropy target has no pseudo labels to weigh, so it replaces any weighting.
+        if self.target == "entropy":
+            grad = entropy_pool_grad(head, features, unlabeled, state.probs)
+        elif weighting == "balanced":
             grad = balanced_pool_grad(head, features, unlabeled, state.probs)
         elif weighting == "confidence":
             # A pseudo label the head is unsure of is likely wrong: its pull on the pool loss weighs less.
             grad = weighted_pool_grad(head, features, unlabeled, state.probs, state.probs.max(1).values)
-        if self.target == "entropy":
-            grad = entropy_pool_grad(head, features, unlabeled, state.probs)
         sol = solve_influence(head, features, labeled, grad, method=self.solver, l2=self.damping * head.l2)
         if self.step == "newton":
             delta, curv = newton_delta_pool_loss(head, features, labeled, unlabeled, state.probs, sol,
@@ -274,10 +275,8 @@ class RalifStrategy(Strategy):
         return tail if self.last_info.get("pseudo_label_balance", 1.0) < BALANCE_FOR_COVERAGE else otherwise
 
     def _note_skew(self, pred: np.ndarray, head) -> None:
-        counts = np.bincount(pred, minlength=head.num_classes)
         self.last_info["pseudo_labels"] = pred
-        share = counts[counts > 0] / counts.sum()
-        self.last_info["pseudo_label_balance"] = float(np.exp(-(share * np.log(share)).sum()) / head.num_classes)
+        self.last_info["pseudo_label_balance"] = class_balance(pred, head.num_classes)
 
     def _sharded_candidates(self, head, features, labeled, unlabeled, n_cand, rng) -> np.ndarray:
         """The same candidates, best first, from a map over row shards on a Dask cluster."""
@@ -331,6 +330,13 @@ class RalifStrategy(Strategy):
             member = {"nearest": "nearest", "best": "first", "central": "central"}[representative]
             return cand[kmeans_representatives(pts, budget, rng, covered_d2=d2, weights=rank_w, member=member)]
         return cand[kmeanspp_seeding(len(cand), budget, rng, euclidean_dist_to(pts), d2=d2, first=0)]
+
+
+def class_balance(labels: np.ndarray, num_classes: int) -> float:
+    """Effective number of classes over K: exp(entropy of the label shares) / K (1 = even, 1/K = one class)."""
+    counts = np.bincount(labels, minlength=num_classes)
+    share = counts[counts > 0] / max(1, counts.sum())
+    return float(np.exp(-(share * np.log(share)).sum()) / num_classes)
 
 
 def balanced_pool_grad(head, features: np.ndarray, unlabeled: np.ndarray, probs: torch.Tensor) -> torch.Tensor:
