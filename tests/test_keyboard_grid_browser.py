@@ -101,8 +101,13 @@ def test_three_batches_by_keyboard_keep_the_focus_in_view(small_window: tuple[ob
             stuck = focus_in_view(page) or {"head": [float("inf")], "band": [0]}
             raise AssertionError(f"the class bar left the screen at the end of the grid: {stuck}") from None
         moved("Home")
-        for _ in batch:
-            v = wait_until(lambda: focus_in_view(page), 3, "the focused tile in view", every=0.05)
+        for i, _ in enumerate(batch):
+            try:
+                v = wait_until(lambda: focus_in_view(page), 3, "the focused tile in view", every=0.05)
+            except AssertionError:
+                # What the page held instead (null: no grid frame, focused tile or class bar), for the log.
+                raise AssertionError(f"batch {number + 1}, label {i + 1}: the focused tile not in view within "
+                                     f"3 s; the page: {page.evaluate(VIEW)}") from None
             page.keyboard.press(KEYS[classes.index(truth[v["id"]])])
             time.sleep(0.05)
         wait_until(lambda: project.progress().pending_done == 20, 20, f"batch {number + 1} in the database")
