@@ -24,6 +24,8 @@ for g in "$@"; do case $g in
   cifar-100) sim "$g" --features "$F" --initial 100 --budget 100 --cycles 9 --seeds 5 --strategies "$(pick "$BASE_SMALL")" ;;
   cifar-1000) sim "$g" --features "$F" --pool-size 20000 --initial 1000 --budget 1000 --cycles 5 --seeds 5 \
       --strategies "$(pick "$BASE_LARGE")" ;;
+  cifar-1000-full) sim "$g" --features "$F" --initial 1000 --budget 1000 --cycles 9 --seeds 5 \
+      --strategies "$(pick "$BASE_LARGE")" ;;
   tail-100) sim "$g" --features "$F" --imbalance 100 --class-order 0 --initial 100 --budget 100 --cycles 9 \
       --seeds 5 --strategies "$(pick "$BASE_TAIL")" ;;
   tail-10) sim "$g" --features "$F" --imbalance 10 --class-order 1 --initial 100 --budget 100 --cycles 9 \

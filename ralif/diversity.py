@@ -197,6 +197,31 @@ def euclidean_dist_block(
     return dist
 
 
+def gradient_kmeanspp(head: LinearHead, features: np.ndarray, idx: np.ndarray, budget: int,
+                      rng: np.random.Generator, first: int | None = None) -> np.ndarray:
+    """k-means++ seeding over the last-layer gradient embeddings g(x) = (p − e_ŷ) ⊗ x̃ of ``features[idx]``
+    (BADGE's geometry); returns positions in ``idx``, in pick order. ``first`` fixes the first seed
+    (None: the largest gradient norm, as BADGE starts).
+
+    ⟨g_i, g_j⟩ = ⟨u_i, u_j⟩·⟨x̃_i, x̃_j⟩ with u = p − e_ŷ, so each distance update costs O(K + D) per
+    point and the |idx|×K(D+1) embedding matrix is never formed.
+    """
+    dev = head.device
+    p = head.predict_proba_tensor(features, idx)
+    u = p.clone()
+    u[torch.arange(len(u), device=dev), p.argmax(1)] -= 1.0
+    z = head.standardized_rows(features, idx)  # float32; the bias column is the +1 below
+    gnorm = (u * u).sum(1) * ((z.double() * z.double()).sum(1) + 1.0)
+
+    def dist(rows: torch.Tensor | None, cs: torch.Tensor) -> torch.Tensor:
+        # Two small matrix products (K and D wide) per block of centers, never the embeddings themselves.
+        ur, zr, gr = (u, z, gnorm) if rows is None else (u[rows], z[rows], gnorm[rows])
+        return gr[:, None] + gnorm[cs][None, :] - 2.0 * (ur @ u[cs].T) * ((zr @ z[cs].T).double() + 1.0)
+
+    start = int(torch.argmax(gnorm)) if first is None else int(first)
+    return kmeanspp_seeding_blocked(len(u), budget, rng, dist, first=start, device=dev)
+
+
 def euclidean_dist_to(pts: torch.Tensor) -> Callable[[int], torch.Tensor]:
     pn = sq_norms(pts)
     return lambda c: pn + pn[c] - 2.0 * (pts @ pts[c])

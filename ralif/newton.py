@@ -19,6 +19,8 @@ projection of each pool row onto the leading eigen-directions of that D×D matri
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -27,6 +29,8 @@ from ralif.head import LinearHead
 from ralif.influence import DENSE_MAX, InfluenceSolution, dense_hessian
 
 CURVATURES = ("auto", "exact", "kronecker")
+# (a, p, M blocks, m) -> ΔL_U for every row and class: how a per-row curvature M reads the influence.
+Correction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 # Eigen-directions of the labeled second-moment matrix kept in the Kronecker curvature; the rest
 # share their mean eigenvalue, so the trace is kept. Past the labeled-set rank the eigenvalues are
 # zero anyway, so at a few hundred labels nothing is lost.
@@ -107,12 +111,25 @@ def newton_correction(a: torch.Tensor, p: torch.Tensor, m_blocks: torch.Tensor, 
     return -torch.einsum("nc,nck->nk", a, v) / m
 
 
+def relative_correction(a: torch.Tensor, p: torch.Tensor, m_blocks: torch.Tensor, m: int) -> torch.Tensor:
+    """The first-order ΔL_U(x, k) over √ of x's self-influence gᵀH⁻¹g / m = (p − e_k)ᵀ M (p − e_k) / m
+    (RelatIF, Barshan et al. 2020: a sample whose gradient moves the head a lot anyway weighs less)."""
+    k = p.shape[1]
+    eye = torch.eye(k, dtype=p.dtype, device=p.device)
+    r = p[:, :, None] - eye  # n×K×K, column k is p − e_k
+    first = -torch.einsum("nc,nck->nk", a, r) / m
+    self_inf = torch.einsum("nck,ncd,ndk->nk", r, m_blocks, r) / m
+    return first / self_inf.clamp_min(1e-300).sqrt()
+
+
 def newton_delta_pool_loss(
     head: LinearHead, features: np.ndarray, labeled: np.ndarray, idx: np.ndarray, probs: torch.Tensor,
-    sol: InfluenceSolution, *, kind: str = "auto",
+    sol: InfluenceSolution, *, kind: str = "auto", correction: Correction | None = None,
 ) -> tuple[torch.Tensor, str]:
     """The one-Newton-step ΔL_U for every row of ``features[idx]`` (|idx|×K float64) and the
-    curvature used ("exact" or "kronecker"); ``probs`` are the head's probabilities, aligned with idx."""
+    curvature used ("exact" or "kronecker"); ``probs`` are the head's probabilities, aligned with idx.
+    ``correction`` replaces the Newton step by another reading of the same per-row K×K curvature
+    (``relative_correction``)."""
     curv = curvature(head, features, labeled, kind)
     idx = as_index(idx)
     out = torch.empty(len(idx), head.num_classes, dtype=SCORE_DTYPE, device=head.device)
@@ -123,5 +140,5 @@ def newton_delta_pool_loss(
             zz = z[lo:lo + step].to(SCORE_DTYPE)
             x = torch.cat([zz, torch.ones(len(zz), 1, dtype=SCORE_DTYPE, device=zz.device)], dim=1)
             rows_at = slice(pos.start + lo, pos.start + lo + len(zz))
-            out[rows_at] = newton_correction(x @ s.T, probs[rows_at], curv.blocks(x), sol.m)
+            out[rows_at] = (correction or newton_correction)(x @ s.T, probs[rows_at], curv.blocks(x), sol.m)
     return out, curv.name

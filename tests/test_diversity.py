@@ -255,3 +255,25 @@ def test_kmeans_representatives_central_member_is_the_first_of_the_nearer_half()
         members = np.flatnonzero(bs == bs[f])
         d = ((xs[members] - xs[members].mean(0)) ** 2).sum(1).numpy()
         assert d[members.tolist().index(f)] > np.median(d)
+
+
+def test_gradient_kmeanspp_seeds_as_k_means_pp_over_the_explicit_gradient_embeddings():
+    from ralif.diversity import euclidean_dist_block, gradient_kmeanspp, kmeanspp_seeding_blocked
+    from ralif.head import Standardizer, fit_head
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 120)
+    x = (rng.normal(0, 2.0, (3, 6))[y] + rng.normal(0, 1.5, (120, 6))).astype(np.float32)
+    lab = np.concatenate([np.flatnonzero(y == c)[:4] for c in range(3)])
+    unl = np.setdiff1d(np.arange(120), lab)
+    head = fit_head(x, lab, y[lab], 3, standardizer=Standardizer.fit(x), l2=0.05, device="cpu")
+    p = head.predict_proba_tensor(x, unl)
+    u = p.clone()
+    u[torch.arange(len(u)), p.argmax(1)] -= 1.0
+    xs = head.design(x, unl)  # standardised rows with the bias column
+    g = (u[:, :, None] * xs[:, None, :]).reshape(len(unl), -1)  # the embeddings, formed explicitly here
+    for first, start in ((None, int(torch.argmax((g * g).sum(1)))), (7, 7)):
+        got = gradient_kmeanspp(head, x, unl, 15, np.random.default_rng(0), first=first)
+        want = kmeanspp_seeding_blocked(len(unl), 15, np.random.default_rng(0), euclidean_dist_block(g), first=start)
+        assert got[0] == start and len(set(got.tolist())) == 15
+        np.testing.assert_array_equal(got, want)

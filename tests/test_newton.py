@@ -8,7 +8,13 @@ import torch
 
 from ralif.head import Standardizer, fit_head
 from ralif.influence import delta_pool_loss, dense_hessian, pool_state, solve_influence
-from ralif.newton import KroneckerCurvature, curvature, newton_correction, newton_delta_pool_loss
+from ralif.newton import (
+    KroneckerCurvature,
+    curvature,
+    newton_correction,
+    newton_delta_pool_loss,
+    relative_correction,
+)
 from ralif.strategies import make_strategy
 
 
@@ -106,3 +112,36 @@ def test_strategy_reports_the_curvature_it_used():
     assert len(set(batch.tolist())) == 10 and set(batch.tolist()) <= set(unl.tolist())
     assert strat.last_info["curvature"] == "exact"
     assert "curvature=" in strat.spec() and "curvature=" not in make_strategy("ralif").spec()
+
+
+def test_relative_influence_is_the_first_order_estimate_over_the_root_self_influence():
+    x, _, lab, unl, head = problem()
+    state = pool_state(head, x, unl)
+    sol = solve_influence(head, x, lab, state.grad, method="cholesky")
+    got, kind = newton_delta_pool_loss(head, x, lab, unl, state.probs, sol, kind="exact",
+                                       correction=relative_correction)
+    x_l = head.design(x, lab)
+    hinv = torch.linalg.inv(dense_hessian(x_l, torch.softmax(x_l @ head.weight.T, 1), head.l2))
+    g_u, m, xs = state.grad.reshape(-1), len(lab), head.design(x, unl)
+    want = torch.empty_like(got)
+    for i in range(len(unl)):
+        for k in range(head.num_classes):
+            r = state.probs[i].clone()
+            r[k] -= 1
+            g = torch.kron(r, xs[i])
+            want[i, k] = -(g_u @ hinv @ g / m) / torch.sqrt(g @ hinv @ g / m)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6 * float(want.abs().max()))
+    # The same ranking signal with the sample's own reach divided out: not the first-order scores.
+    first = delta_pool_loss(head, x, unl, state.probs, sol)
+    assert not torch.allclose(got / got.abs().max(), first / first.abs().max(), rtol=1e-2)
+
+
+def test_relative_step_and_gradient_diversity_pick_distinct_candidates():
+    x, _, lab, unl, head = problem(n=200)
+    for spec in ("ralif(step=relative,cold=0)", "ralif(diversity=gradient,cold=0)"):
+        strat = make_strategy(spec)
+        batch = strat.select(head, x, lab, unl, 10, np.random.default_rng(0))
+        cand = strat.last_info["candidates"]
+        assert len(set(batch.tolist())) == 10 and set(batch.tolist()) <= set(cand.tolist())
+    # The gradient step's first seed is the best-scored candidate.
+    assert batch[0] == cand[0] and strat.last_info["diversity"] == "gradient"

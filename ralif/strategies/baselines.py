@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ralif.compute import as_index
-from ralif.diversity import kcenter_greedy, kmeanspp_seeding_blocked
+from ralif.diversity import gradient_kmeanspp, kcenter_greedy
 from ralif.head import LinearHead
 from ralif.ranking import top_k_lowest
 from ralif.strategies.base import Strategy
@@ -61,25 +61,7 @@ class BadgeStrategy(Strategy):
     summary = "k-means++ seeding on last-layer gradient embeddings (Ash et al. 2020)"
 
     def _select(self, head, features, labeled, unlabeled, budget, rng):
-        dev = head.device
-        p = head.predict_proba_tensor(features, unlabeled)
-        u = p.clone()
-        u[torch.arange(len(u), device=dev), p.argmax(1)] -= 1.0
-        z = _standardized(head, features, unlabeled)  # |U|×D float32, bias handled as +1
-        zn = (z.double() * z.double()).sum(1) + 1.0
-        un = (u * u).sum(1)
-        gnorm = un * zn
-
-        def dist(rows: torch.Tensor | None, cs: torch.Tensor) -> torch.Tensor:
-            # Squared distances between gradient embeddings for a block of centers: two small
-            # matrix products (K and D wide), never the embeddings themselves.
-            ur, zr, gr = (u, z, gnorm) if rows is None else (u[rows], z[rows], gnorm[rows])
-            return gr[:, None] + gnorm[cs][None, :] - 2.0 * (ur @ u[cs].T) * ((zr @ z[cs].T).double() + 1.0)
-
-        # BADGE starts from the largest gradient norm, then samples by D².
-        chosen = kmeanspp_seeding_blocked(len(unlabeled), budget, rng, dist, first=int(torch.argmax(gnorm)),
-                                          device=dev)
-        return unlabeled[chosen]
+        return unlabeled[gradient_kmeanspp(head, features, unlabeled, budget, rng)]
 
 
 @dataclass

@@ -16,6 +16,7 @@ from ralif.compute import rows
 from ralif.diversity import (
     candidate_points,
     euclidean_dist_to,
+    gradient_kmeanspp,
     kcenter_greedy,
     kmeans_representatives,
     kmeanspp_seeding,
@@ -23,13 +24,13 @@ from ralif.diversity import (
     min_sq_dist,
 )
 from ralif.influence import delta_pool_loss, pool_state, solve_influence
-from ralif.newton import CURVATURES, newton_delta_pool_loss
+from ralif.newton import CURVATURES, newton_delta_pool_loss, relative_correction
 from ralif.ranking import top_k_lowest
 from ralif.scoring import READINGS, RULES, ralif_scores
 from ralif.strategies.base import Strategy
 from ralif.typicality import reduced_features, standardizing, typical_batch
 
-DIVERSITY = ("kmeans", "kmeanspp", "none", "meanshift", "kcenter", "auto")
+DIVERSITY = ("kmeans", "kmeanspp", "none", "meanshift", "kcenter", "auto", "gradient")
 # Pseudo-label balance (effective number of predicted classes over K, exp(entropy)/K) below which
 # the pool is treated as long-tailed and the batch favours coverage. A 10-class exponential tail of
 # ratio 10 has 0.79, ratio 100 0.52. Measured on pseudo labels (4 random initial sets each): long-tailed
@@ -41,7 +42,7 @@ SPACES = ("raw", "standardized", "cosine", "pca", "auto")
 ENGINES = ("single", "dask")
 CANDIDATES = ("score", "balanced", "auto")
 WEIGHTINGS = ("uniform", "balanced", "confidence", "auto")
-STEPS = ("first", "newton")
+STEPS = ("first", "newton", "relative")
 CENTROIDS = ("uniform", "score")
 CALIBRATIONS = ("none", "cv")
 REPRESENTATIVES = ("nearest", "best", "central", "auto")
@@ -58,7 +59,9 @@ class RalifStrategy(Strategy):
         "tau": "truncation threshold for rule=truncated; default min(4/K, 0.5)",
         "fraction": "share of the pool kept as candidates (lowest scores)",
         "diversity": "kmeans (labeled-aware representatives) | kmeanspp (the paper) | none | meanshift | "
-                     "kcenter (farthest candidates from labeled ∪ picked) | auto (kcenter when the pseudo "
+                     "kcenter (farthest candidates from labeled ∪ picked) | gradient (k-means++ over the "
+                     "candidates' last-layer gradient embeddings, BADGE's geometry, from the best-scored) | "
+                     "auto (kcenter when the pseudo "
                      f"labels are long-tailed: effective classes exp(H)/K < {BALANCE_FOR_COVERAGE}; else kmeans)",
         "solver": "auto | cholesky | cg",
         "space": "feature space of the diversity step: standardized (the head's input) | raw | cosine (kmeans "
@@ -77,7 +80,8 @@ class RalifStrategy(Strategy):
                      "confidence (each pool image weighs by the head's top probability) | "
                      "auto (balanced when the pseudo labels are long-tailed)",
         "step": "first (the first-order influence, the paper) | newton (one Newton step: the sample's own "
-                "curvature included, ralif.newton)",
+                "curvature included, ralif.newton) | relative (the first-order influence over the square root "
+                "of the sample's self-influence: RelatIF, Barshan et al. 2020)",
         "curvature": "step=newton: auto | exact (dense H⁻¹, small heads) | kronecker (H ≈ Ā ⊗ Σ + λI)",
         "cover": "diversity=auto on long-tailed pseudo labels: k-center coverage only while some class has fewer "
                  "than this many labels (as the head predicts the labeled set), else kmeans (0 = always k-center)",
@@ -214,9 +218,10 @@ class RalifStrategy(Strategy):
             # A pseudo label the head is unsure of is likely wrong: its pull on the pool loss weighs less.
             grad = weighted_pool_grad(head, features, unlabeled, state.probs, state.probs.max(1).values)
         sol = solve_influence(head, features, labeled, grad, method=self.solver, l2=self.damping * head.l2)
-        if self.step == "newton":
+        if self.step != "first":
             delta, curv = newton_delta_pool_loss(head, features, labeled, unlabeled, state.probs, sol,
-                                                 kind=self.curvature)
+                                                 kind=self.curvature,
+                                                 correction=relative_correction if self.step == "relative" else None)
             self.last_info["curvature"] = curv
         else:
             delta = delta_pool_loss(head, features, unlabeled, state.probs, sol)
@@ -303,6 +308,8 @@ class RalifStrategy(Strategy):
         self.last_info["diversity"] = diversity
         if diversity == "none":
             return cand[:budget]
+        if diversity == "gradient":
+            return cand[gradient_kmeanspp(head, features, cand, budget, rng, first=0)]
         space = self._resolve(self.space, "standardized", "cosine")
         self.last_info["space"] = space
         standardized = space != "raw"  # kcenter and meanshift read cosine and pca as standardized
