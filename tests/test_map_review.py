@@ -1,5 +1,9 @@
 """Map bulk labeling is reviewed, explicit and undoable: every selected image is shown and can be
-left out, no class is prefilled, and Undo on the page puts back exactly what the bulk label changed."""
+left out, no class is prefilled, and Undo on the page puts back exactly what the bulk label changed.
+
+A bulk label writes only images shown on a review page the user opened (a box around the whole map
+once labeled all of it, pages never shown included), and never an image of the batch waiting on the
+Label page (its audit images among them)."""
 
 from __future__ import annotations
 
@@ -43,10 +47,12 @@ def test_review_deselect_label_undo(demo: Project, monkeypatch) -> None:
     at.run()
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     c_unl, unl = next((c, decode(t["customdata"])) for c, t in enumerate(fig["data"]) if t["name"] == "unlabeled")
-    # 30 points: more than one review page (24), all unlabeled.
+    # 30 points: more than one review page (24), all unlabeled, none of the batch to label now.
+    batch = {b.image_id for b in demo.pending_batch()}
+    free = [i for i in range(len(unl)) if int(unl[i]) not in batch][:30]
     points = [{"curve_number": c_unl, "point_index": i, "point_number": i, "customdata": int(unl[i])}
-              for i in range(30)]
-    ids = [int(unl[i]) for i in range(30)]
+              for i in free]
+    ids = [int(unl[i]) for i in free]
     before = {i: demo.label_of(i) for i in ids}
     at = run_selected(at, points)
     assert not at.exception, at.exception
@@ -69,7 +75,7 @@ def test_review_deselect_label_undo(demo: Project, monkeypatch) -> None:
     ship = next(c for c in demo.classes() if c.name == "ship")
     at.selectbox(key="map-class-0").set_value(ship.id)
     at = run_selected(at, points)
-    assert at.button(key="map-apply-0").proto.label == "Label 28 images as ship"
+    assert at.button(key="map-apply-0").proto.label == "Label the 28 unlabeled images reviewed on pages 1–2 as ship"
     at.button(key="map-apply-0").click()
     at = run_selected(at, points)
     assert not at.exception, at.exception
@@ -80,3 +86,111 @@ def test_review_deselect_label_undo(demo: Project, monkeypatch) -> None:
     assert not at.exception, at.exception
     assert all(demo.label_of(i).state == before[i].state for i in ids)
     assert any("Undone: 28 images" in s.value for s in at.success)
+
+
+def traces(at: AppTest) -> dict[str, tuple[int, np.ndarray]]:
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return {t["name"]: (c, decode(t["customdata"])) for c, t in enumerate(fig["data"])}
+
+
+def point(curve: int, index: int, ids: np.ndarray) -> dict[str, Any]:
+    return {"curve_number": curve, "point_index": index, "point_number": index, "customdata": int(ids[index])}
+
+
+def shown_ids(at: AppTest, gen: int = 0) -> list[int]:
+    prefix = f"map-keep-{gen}-"
+    return [int(b.key[len(prefix):]) for b in at.checkbox if b.key and b.key.startswith(prefix)]
+
+
+def last_bulk(project: Project) -> list[int]:
+    """The images the latest bulk label wrote, read from the database."""
+    rows = project.store.query("SELECT image_id FROM label_history WHERE action_id ="
+                               " (SELECT MAX(id) FROM actions WHERE kind = 'bulk') ORDER BY image_id")
+    return [int(r[0]) for r in rows]
+
+
+def open_page(project: Project, monkeypatch) -> AppTest:
+    monkeypatch.setenv("RALIF_PROJECTS", str(project.folder.parent))
+    at = AppTest.from_file(str(PAGE), default_timeout=120)
+    at.session_state[PROJECT_KEY] = str(project.folder)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_box_over_many_pages_labels_only_the_page_shown_and_never_the_batch(demo: Project, monkeypatch) -> None:
+    """The audit's reproduction: a box around many pages of images and the whole batch to label now."""
+    at = open_page(demo, monkeypatch)
+    tr = traces(at)
+    c_unl, unl = tr["unlabeled"]
+    c_pend, pend = next(v for k, v in tr.items() if k.startswith("to label now"))
+    batch = {b.image_id for b in demo.pending_batch()}
+    audits = demo.audit_images()
+    assert audits and audits <= batch and set(pend.tolist()) == batch
+    points = [point(c_unl, i, unl) for i in range(100)] + [point(c_pend, i, pend) for i in range(len(pend))]
+    selected = sorted({int(p["customdata"]) for p in points})
+    before = {i: demo.label_of(i) for i in selected}
+    free = [i for i in selected if i not in batch and before[i].state not in ("labeled", "unsure")]
+    assert len(free) > 2 * 24
+    at = run_selected(at, points)
+    assert not at.exception, at.exception
+    said = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    page_label = at.number_input(key="map-page-0").label
+    page1 = shown_ids(at)
+    ship = next(c for c in demo.classes() if c.name == "ship")
+    at.selectbox(key="map-class-0").set_value(ship.id)
+    at = run_selected(at, points)
+    button = at.button(key="map-apply-0").proto.label
+    at.button(key="map-apply-0").click()
+    at = run_selected(at, points)
+    assert not at.exception, at.exception
+    # The database first: exactly the 24 images shown were written; the pages never opened and the
+    # batch (its audit images among them) are as they were.
+    assert last_bulk(demo) == sorted(page1)
+    assert len(page1) == 24 and set(page1) <= set(free)
+    after = {i: demo.label_of(i) for i in selected}
+    changed = sorted(i for i in selected if after[i].version != before[i].version)
+    assert changed == sorted(page1)
+    assert all((after[i].state, after[i].class_id, after[i].source) == ("labeled", ship.id, "map") for i in page1)
+    assert all(after[i] == before[i] for i in batch | audits)
+    # What the panel said before the click: the batch left out, the pages not opened, the count.
+    assert f"**{len(selected)} selected**" in " ".join(said)
+    assert any(f"{len(batch)} selected image(s) of the batch to label now" in t for t in said)
+    assert any(f"{len(free) - 24} image(s) on review pages you have not opened" in t for t in said)
+    assert page_label == f"Review page (of {-(-len(free) // 24)})"
+    assert button == "Label the 24 unlabeled images shown as ship"
+    assert any("Labeled 24 images as ship" in s.value for s in at.success)
+
+
+def test_only_the_review_pages_opened_are_labeled(demo: Project, monkeypatch) -> None:
+    at = open_page(demo, monkeypatch)
+    c_unl, unl = traces(at)["unlabeled"]
+    batch = {b.image_id for b in demo.pending_batch()}
+    free = [i for i in range(len(unl)) if int(unl[i]) not in batch][:60]
+    points = [point(c_unl, i, unl) for i in free]
+    ids = sorted(int(unl[i]) for i in free)
+    before = {i: demo.label_of(i) for i in ids}
+    at = run_selected(at, points)
+    page1 = shown_ids(at)
+    # Page 2 is skipped: page 3 is opened straight from page 1, and one image on it left out.
+    at.number_input(key="map-page-0").set_value(3)
+    at = run_selected(at, points)
+    page3 = shown_ids(at)
+    assert len(page1) == 24 and len(page3) == 12
+    at.checkbox(key=f"map-keep-0-{page3[0]}").uncheck()
+    at = run_selected(at, points)
+    plane = next(c for c in demo.classes() if c.name == "airplane")
+    at.selectbox(key="map-class-0").set_value(plane.id)
+    at = run_selected(at, points)
+    button = at.button(key="map-apply-0").proto.label
+    at.button(key="map-apply-0").click()
+    at = run_selected(at, points)
+    assert not at.exception, at.exception
+    want = sorted(page1 + page3[1:])
+    assert last_bulk(demo) == want
+    assert sorted(i for i in ids if demo.label_of(i).version != before[i].version) == want
+    assert button == "Label the 35 unlabeled images reviewed on pages 1, 3 as airplane"
+    # Undo takes back exactly those 35.
+    at.button(key="map-undo").click().run()
+    assert all(demo.label_of(i).state == before[i].state for i in ids)
+    assert any("Undone: 35 images" in s.value for s in at.success)

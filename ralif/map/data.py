@@ -11,6 +11,7 @@ import numpy as np
 
 from ralif.map.layout import Projection
 from ralif.project import Project
+from ralif.project.schema import PENDING_ROUND
 
 # Points drawn in the browser (labeled and selected points always come on top of these).
 DEFAULT_MAX_POINTS = 30_000
@@ -30,10 +31,19 @@ class MapData:
     true_class_id: np.ndarray    # hidden true class id (demos, simulations), -1 if unknown
     selections: dict[int, np.ndarray] = field(default_factory=dict)   # round -> rows it picked
     missing: int = 0             # pool images the projection does not hold (added after it was made)
+    # The round whose batch waits on the Label page, read with ``selections``: a page that read it
+    # apart could take a batch that has just arrived for earlier picks and show the model's guesses.
+    pending_round: int | None = None
 
     @property
     def has_truth(self) -> bool:
         return bool((self.true_class_id >= 0).any())
+
+    def pending_rows(self, pending_round: int | None = None) -> np.ndarray:
+        """Rows of the batch waiting on the Label page (``pending_round`` when given, else the
+        one read with the data)."""
+        number = self.pending_round if pending_round is None else pending_round
+        return self.selections.get(number, np.zeros(0, np.int64)) if number is not None else np.zeros(0, np.int64)
 
 
 def pool_truth(project: Project, projection: Projection) -> np.ndarray:
@@ -66,6 +76,7 @@ def map_data(project: Project, projection: Projection, truth: np.ndarray | None 
             "SELECT image_id, COALESCE(class_id, -1), CASE state WHEN 'labeled' THEN 1 WHEN 'unsure' THEN 2"
             " ELSE 0 END FROM labels WHERE state != 'cleared'").fetchall()
         picks = cur.execute("SELECT round, image_id FROM selections ORDER BY round, rank").fetchall()
+        pending = cur.execute(PENDING_ROUND).fetchone()[0]
         sizes = project.store.image_counts(conn)
         pool = sizes["pool"].images if "pool" in sizes else 0
     n = len(projection.image_ids)
@@ -86,7 +97,7 @@ def map_data(project: Project, projection: Projection, truth: np.ndarray | None 
     truth = pool_truth(project, projection) if truth is None else truth
     # Images are never removed from a project, so pool images beyond the mapped ones are new ones.
     return MapData(projection.image_ids, projection.coords[:, 0], projection.coords[:, 1], state, class_id, truth,
-                   selections, missing=max(0, pool - n))
+                   selections, missing=max(0, pool - n), pending_round=None if pending is None else int(pending))
 
 
 def display_rows(n: int, keep: np.ndarray, max_points: int = DEFAULT_MAX_POINTS, seed: int = 0) -> np.ndarray:

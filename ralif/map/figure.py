@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 GREY = "#b9bec7"
 PENDING = "#ff7f0e"
+# Hover text of a pending batch image in place of the model's guess.
+HIDDEN_GUESS = "<br>to label now: no model guess shown"
 COLOR_MODES = ("labels", "truth", "predicted", "entropy")
 
 
@@ -36,7 +38,12 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
     ``color_by``: ``labels`` (unlabeled grey, labeled by class), ``truth`` (hidden true class),
     ``predicted`` (current model's class) or ``entropy`` (current model's uncertainty).
     ``class_colors``: each class's own colour (as stored with the class, so the map agrees with the
-    Label page's class bar); the default palette otherwise.
+    Label page's class bar); the default palette otherwise. ``pending_round``: the round whose batch
+    waits on the Label page; ``data.pending_round`` when not given.
+
+    The model's guess, confidence and uncertainty are never shown for the pending batch, in hover
+    text or colour: its audit images must be answered without them, and hiding them for the audit
+    images alone would tell which ones those are. Its points are drawn as "to label now" instead.
     """
     import plotly.graph_objects as go
 
@@ -58,7 +65,10 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
         ok = (ids >= 0) & (ids < lut_size)
         return np.where(ok, lut[np.clip(ids, 0, lut_size - 1)], -1)
 
-    pending = data.selections.get(pending_round, np.zeros(0, np.int64)) if pending_round else np.zeros(0, np.int64)
+    pending_round = data.pending_round if pending_round is None else pending_round
+    pending = data.pending_rows(pending_round)
+    hidden = np.zeros(n, dtype=bool)
+    hidden[pending] = True
     earlier = data.selections.get(highlight_round, np.zeros(0, np.int64)) if highlight_round else np.zeros(0, np.int64)
     keep = data.state != UNLABELED
     keep[pending] = True
@@ -83,6 +93,7 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
                                         np.char.mod("%.0f", 100 * np.nan_to_num(conf[rows]))), "%)")
         text = np.char.add(np.char.add(np.asarray(state_text, dtype=str), "<br>model: "), guess)
         text = np.char.add(np.char.add(text, "<br>entropy "), np.char.mod("%.2f", np.nan_to_num(entropy[rows])))
+        text = np.where(hidden[rows], np.char.add(np.asarray(state_text, dtype=str), HIDDEN_GUESS), text)
     else:
         text = np.asarray(state_text, dtype=str)
     fig = go.Figure()
@@ -106,14 +117,17 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
             add(str(name), labeled[lp == k], color=palette[k], size=7, line={"width": 0.5, "color": "white"})
         add("deleted class", labeled[lp < 0], color="#444", size=6)
     elif color_by in ("truth", "predicted"):
+        # The true class is not the model's guess: the batch keeps it (and its star on top).
+        coloured = rows if color_by == "truth" else rows[~hidden[rows]]
         pos = class_pos(data.true_class_id) if color_by == "truth" else pred_pos
-        rp = pos[rows]
-        add("unknown", rows[rp < 0], color=GREY, size=4, opacity=0.55)
+        rp = pos[coloured]
+        add("unknown", coloured[rp < 0], color=GREY, size=4, opacity=0.55)
         for k, name in enumerate(class_names):
-            add(str(name), rows[rp == k], color=palette[k], size=5, opacity=0.85)
+            add(str(name), coloured[rp == k], color=palette[k], size=5, opacity=0.85)
     else:
-        ent = entropy[rows]
-        add("entropy", rows, color=np.nan_to_num(ent), colorscale="Viridis", size=5, opacity=0.9,
+        coloured = rows[~hidden[rows]]
+        ent = entropy[coloured]
+        add("entropy", coloured, color=np.nan_to_num(ent), colorscale="Viridis", size=5, opacity=0.9,
             cmin=0.0, cmax=float(np.log(max(2, len(class_ids)))),
             colorbar={"title": {"text": "entropy"}, "thickness": 12})
     if len(earlier):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from ralif.project.records import (
 from ralif.project.records import (
     now as clock,
 )
+from ralif.project.schema import PENDING_BATCH
 from ralif.project.store import Store, fill_ids
 from ralif.project.validation import (
     check_source,
@@ -34,6 +36,14 @@ if TYPE_CHECKING:
 UNDOABLE_KINDS = ("label", "unlabel", "bulk", "oracle", "merge", "delete-class")
 # How many of an action's images its description carries (undo shows the first).
 SHOWN = 8
+
+
+@dataclass(frozen=True)
+class BulkLabelResult(BulkResult):
+    """A bulk label's result; ``skipped``: the images given that it left as they were because they
+    are in the pending batch (only when asked to, see :meth:`LabelsMixin.bulk_label`), ascending."""
+
+    skipped: list[int] = field(default_factory=list)
 
 
 class LabelsMixin:
@@ -159,8 +169,15 @@ class LabelsMixin:
         shown = "unlabeled" if state == "cleared" else state
         return LabelResult(image_id, shown, class_id, version, True, conflict, previous)
 
-    def bulk_label(self, image_ids: Iterable[int], class_id: int | None, source: str = "bulk") -> BulkResult:
-        """Give many images the same label in one transaction (all or nothing)."""
+    def bulk_label(self, image_ids: Iterable[int], class_id: int | None, source: str = "bulk", *,
+                   skip_pending: bool = False) -> BulkLabelResult:
+        """Give many images the same label in one transaction (all or nothing).
+
+        ``skip_pending``: leave alone the images of the batch pending on the Label page, read in the
+        same transaction as the write; they are listed in the result's ``skipped``. A caller that
+        left the batch out when it chose the images still needs this: a round that finishes
+        between its choice and this call brings a new batch, and its audit images must be answered
+        one at a time, without the hints a bulk label is given with."""
         check_source(source)
         ids = [int(i) for i in image_ids]
         state = "labeled" if class_id is not None else "unsure"
@@ -175,12 +192,21 @@ class LabelsMixin:
                 raise ProjectError(f"{n - found} image id(s) are not in this project, e.g. {bad}")
             if class_id is not None:
                 self._live_class(conn, class_id)
+            skipped: list[int] = []
+            if skip_pending:
+                skipped = sorted(int(r[0]) for r in conn.execute(f"{PENDING_BATCH} AND image_id IN"
+                                                                 " (SELECT id FROM _ids)"))
+                if skipped:
+                    conn.execute(f"DELETE FROM _ids WHERE id IN ({PENDING_BATCH})")
+                    n -= len(skipped)
+            if not n:
+                return BulkLabelResult(None, 0, 0, skipped)
             action = self._new_action(conn, "bulk", {"count": n, "class_id": class_id})
             changed = self._apply_labels(conn, None if class_id is None else int(class_id), state, source,
                                          action, source)
             if not changed:
                 conn.execute("DELETE FROM actions WHERE id = ?", (action,))
-        return BulkResult(action if changed else None, changed, n - changed)
+        return BulkLabelResult(action if changed else None, changed, n - changed, skipped)
 
     def next_undo(self) -> ActionInfo | None:
         """The action :meth:`undo_last` would take back now (to show it first), or None.

@@ -28,6 +28,7 @@ from ralif.project.audits import share_setting
 from ralif.project.checkpoints import prune_models
 from ralif.project.errors import ProjectError, RoundBusy
 from ralif.project.records import RoundInputs, RoundOutcome, now
+from ralif.project.schema import PENDING_ROUND
 from ralif.project.store import DB_NAME, Store
 from ralif.worker import (
     START_TIMEOUT_S,
@@ -158,12 +159,12 @@ class RoundBook:
         """(images in the pending batch, those answered: labeled or unsure)."""
         row = conn.execute(
             "SELECT COUNT(*), SUM(CASE WHEN l.state IN ('labeled', 'unsure') THEN 1 ELSE 0 END)"
-            " FROM selections s LEFT JOIN labels l ON l.image_id = s.image_id WHERE s.round ="
-            " (SELECT MAX(number) FROM rounds WHERE status = 'ready')").fetchone()
+            f" FROM selections s LEFT JOIN labels l ON l.image_id = s.image_id WHERE s.round = ({PENDING_ROUND})"
+        ).fetchone()
         return int(row[0] or 0), int(row[1] or 0)
 
     def pending_round(self) -> int | None:
-        row = self.store.query_one("SELECT MAX(number) FROM rounds WHERE status = 'ready'")
+        row = self.store.query_one(PENDING_ROUND)
         return None if row is None or row[0] is None else int(row[0])
 
     def batch_rows(self, number: int) -> list[sqlite3.Row]:

@@ -16,6 +16,10 @@ LABEL_SOURCES = ("user", "oracle", "import", "bulk", "map")
 # History rows also record changes that no user made directly.
 HISTORY_SOURCES = (*LABEL_SOURCES, "undo", "merge", "delete")
 ROUND_STATUSES = ("queued", "running", "ready", "submitted", "failed")
+# The round whose batch waits on the Label page: the newest computed and not yet submitted.
+PENDING_ROUND = "SELECT MAX(number) FROM rounds WHERE status = 'ready'"
+# The images of that batch.
+PENDING_BATCH = f"SELECT image_id FROM selections WHERE round = ({PENDING_ROUND})"
 
 V1 = f"""
 CREATE TABLE schema_version (

@@ -4,7 +4,12 @@ The layout comes from :mod:`ralif.projection` (computed once, in the background)
 reads it, draws it and turns a selection into a bulk label. Hovering a point shows its id, label
 and the model's guess; the image itself is shown beside the chart for the clicked or lassoed
 points (plotly hover labels cannot hold images, and sending thumbnails inside every point would
-also send them back with every selection event).
+also send them back with every selection event). The batch waiting on the Label page is shown
+without the model's guess (see :func:`ralif.map.figure.map_figure`): its audit images are answered
+without it.
+
+A bulk label writes only images shown on a review page of the panel (see :mod:`ralif.map.review`),
+never the batch waiting on the Label page, not even one that arrives while the user reviews.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import numpy as np
 import streamlit as st
 
 from ralif import projection as proj
+from ralif.map import review
 from ralif.project import Project, ProjectError, majority_guess
 from ralif.ui import common
 from ralif.ui.state import require_project
@@ -45,7 +51,8 @@ def _truth(_project: Project, path: str, mtime: float, classes: tuple[int, int])
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _map_data(_project: Project, path: str, mtime: float, history: int, picks: tuple[int, int],
-              classes: tuple[int, int]) -> proj.MapData:
+              classes: tuple[int, int], pending: int | None) -> proj.MapData:
+    # ``pending`` is a key only: a submitted batch changes no other mark, and the data must drop it.
     truth = _truth(_project, path, mtime, classes)
     return proj.map_data(_project, _projection(path, mtime), truth)
 
@@ -103,8 +110,10 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
                    "the map). Double-click empties the selection.")
         legend = {"labels": "Grey: unlabeled · colours: labeled, by class",
                   "truth": "Colours: the true class (the simulated oracle's answers, hidden from the model)",
-                  "predicted": "Colours: the class the current model predicts",
-                  "entropy": "Colour: the current model's uncertainty (bright: unsure)"}[color_by]
+                  "predicted": "Colours: the class the current model predicts (not shown for the batch to "
+                               "label now)",
+                  "entropy": "Colour: the current model's uncertainty (bright: unsure; not shown for the batch "
+                             "to label now)"}[color_by]
         st.caption(f"{legend} · ★ the batch to label now · ○ the picks of the round chosen with the slider.")
         return
     rows = projection.rows_of(ids)
@@ -113,24 +122,43 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
     st.markdown(f"**{len(ids):,} selected** · {len(unlabeled):,} unlabeled · "
                 f"{int((state == proj.LABELED).sum()):,} labeled · {int((state == proj.UNSURE).sum()):,} skipped")
     gen = st.session_state.get("map_gen", 0)
-    # Every selected image is shown for review, a page at a time; each can be left out. Only what
-    # is ticked here is labeled, so nothing is labeled that nobody saw.
-    pages = max(1, -(-len(ids) // REVIEW_PAGE))
+    # Above the thumbnails: it decides which images are shown for review, not only which are written.
+    only_new = st.checkbox("Only images without a label", value=True, key=f"map-only-new-{gen}",
+                           help="Labeled and skipped images in the selection are not shown and keep their label.")
+    batch = data.image_ids[data.pending_rows()]
+    cand = review.candidates(ids, state, set(batch.tolist()), only_new)
+    if cand.in_batch:
+        st.caption(f"{cand.in_batch:,} selected image(s) of the batch to label now (★) are not labeled here: "
+                   "the whole batch is answered on the Label page, one image at a time.")
+    if cand.settled:
+        st.caption(f"{cand.settled:,} labeled or skipped image(s) are not shown and keep their label.")
+    if not len(cand.ids):
+        st.info("No image of this selection can be labeled from the map.")
+        return
+    # Only images shown on a review page and left ticked are labeled: nobody labels what nobody saw.
+    pages = cand.pages(REVIEW_PAGE)
     at = st.number_input(f"Review page (of {pages})", 1, pages, 1, key=f"map-page-{gen}") if pages > 1 else 1
-    shown_ids = ids[(at - 1) * REVIEW_PAGE: at * REVIEW_PAGE]
+    shown_ids = cand.page(int(at), REVIEW_PAGE)
     # Kept apart from the tick boxes: Streamlit forgets a widget's state once its page is not drawn.
+    seen = st.session_state.setdefault(f"map-seen-{gen}", set())
+    seen.update(shown_ids.tolist())
     left_out = st.session_state.setdefault(f"map-out-{gen}", set())
     cols = st.columns(REVIEW_COLS)
     for k, image_id in enumerate(shown_ids.tolist()):
         row = p.image(int(image_id))
         where = row.label.class_name if row.label.class_name else row.label.state
         with cols[k % REVIEW_COLS]:
-            st.image(row.path, width="stretch", caption=f"{image_id} · {where}")
+            st.image(row.path, width="stretch", caption=f"{image_id} · {lit(where)}")
             st.checkbox("keep", value=image_id not in left_out, key=f"map-keep-{gen}-{image_id}",
                         on_change=_toggle, args=(gen, image_id))
-    kept = np.array([i for i in ids.tolist() if i not in left_out], dtype=np.int64)
-    if len(kept) < len(ids):
-        st.caption(f"{len(ids) - len(kept):,} image(s) left out by you.")
+    targets = review.bulk_targets(cand.ids, seen, left_out)
+    out = sum(1 for i in cand.ids.tolist() if i in left_out)
+    unseen = sum(1 for i in cand.ids.tolist() if i not in seen)
+    if out:
+        st.caption(f"{out:,} image(s) left out by you.")
+    if unseen:
+        st.caption(f"{unseen:,} image(s) on review pages you have not opened are not labeled; open a page to "
+                   "add its images.")
     if not classes:
         st.info("This project has no classes yet: add them on the Classes page first.")
         return
@@ -138,9 +166,9 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
     names = {c.id: c.name for c in classes}
     if predictions is not None:
         # The model's most common guess is offered as a hint only; the class is the user's choice.
-        best = majority_guess(predictions.image_ids, predictions.class_ids, kept)
+        best = majority_guess(predictions.image_ids, predictions.class_ids, targets)
         if best is not None and best in names:
-            rows_at = proj.align_ids(predictions.image_ids, kept)
+            rows_at = proj.align_ids(predictions.image_ids, targets)
             guesses = predictions.class_ids[rows_at[rows_at >= 0]]
             agree = int(np.count_nonzero(guesses == best))
             st.caption(f"Suggestion: the model guesses {lit(names[best])} for {agree:,} of {len(guesses):,}; "
@@ -149,27 +177,40 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
                           format_func=lambda c: "Unsure (skip)" if c == SKIP else names[c])
     chosen = choice is not None
     class_id = None if choice in (None, SKIP) else int(choice)
-    only_new = st.checkbox("Only images without a label", value=True, key=f"map-only-new-{gen}",
-                           help="Leave labeled and skipped images in the selection as they are.")
-    kept_state = np.where(projection.rows_of(kept) >= 0, data.state[np.maximum(projection.rows_of(kept), 0)],
-                          proj.UNLABELED) if len(kept) else np.array([], dtype=np.int64)
-    target = kept[kept_state == proj.UNLABELED] if only_new else kept
     what = "…" if not chosen else ("Unsure" if class_id is None else names[class_id])
-    if st.button(f"Label {len(target):,} images as {lit(what)}", type="primary",
-                 disabled=not len(target), key=f"map-apply-{gen}",
-                 help="Writes exactly the reviewed images counted here; Undo on this page takes it back."):
+    # The click is acted on in the next run: what the button said then bounds what is written,
+    # even if another tab changed labels (and so the review pages) in between.
+    offered = st.session_state.get(f"map-offer-{gen}", [])
+    st.session_state[f"map-offer-{gen}"] = targets.tolist()
+    if st.button(review.button_text(targets, cand.ids, int(at), REVIEW_PAGE, only_new, lit(what)), type="primary",
+                 disabled=not len(targets), key=f"map-apply-{gen}",
+                 help="Writes exactly the images counted here; Undo on this page takes it back."):
         if not chosen:
             st.error("Choose the class first: nothing was labeled.")
             return
+        write = targets[np.isin(targets, np.asarray(offered, dtype=np.int64))]
+        if not len(write):
+            st.warning("The images to label changed just now: nothing was labeled. Check them and press again.")
+            return
         try:
-            result = p.bulk_label(target.tolist(), class_id, source="map")
+            # Checked in the write's own transaction: a round finishing after this page run was drawn
+            # brings a batch the review pages could not leave out.
+            result = p.bulk_label(write.tolist(), class_id, source="map", skip_pending=True)
         except ProjectError as exc:
             st.error(lit(exc))
             return
-        common.flash("success", f"Labeled {result.changed:,} images as {lit(what)}"
-                     + (f" ({result.unchanged:,} already were)" if result.unchanged else ""))
-        st.session_state[UNDO_KEY] = {"action": result.action_id, "ids": target.tolist(), "what": what,
+        skipped = set(result.skipped)
+        if len(skipped) < len(write):
+            common.flash("success", f"Labeled {result.changed:,} images as {lit(what)}"
+                         + (f" ({result.unchanged:,} already were)" if result.unchanged else ""))
+        if skipped:
+            common.flash("warning", f"{len(skipped):,} image(s) were not labeled: a new batch to label "
+                         "arrived just now and holds them. Answer them on the Label page.")
+        written = [i for i in write.tolist() if i not in skipped]
+        st.session_state[UNDO_KEY] = {"action": result.action_id, "ids": written, "what": what,
                                       "folder": str(p.folder)}
+        for name in ("seen", "out", "offer"):
+            st.session_state.pop(f"map-{name}-{gen}", None)
         # A new chart key empties the selection, so the next lasso starts fresh.
         st.session_state["map_gen"] = gen + 1
         st.rerun()
@@ -219,9 +260,12 @@ status = proj.projection_status(project)
 if status is not None and status.get("state") not in FINAL_STATES:
     _watch(project)
 projection = _projection(str(path), path.stat().st_mtime)
-history, picks, class_marks = project.change_marks().as_tuple()
-data = _map_data(project, str(path), path.stat().st_mtime, history, picks, class_marks)
+# The model first, the batch after: a round that finishes in between brings its model and its batch
+# together, so the predictions are never newer than the batch the data marks as pending.
 model_path = project.current_model_path()
+pending_key = project.pending_round()
+history, picks, class_marks = project.change_marks().as_tuple()
+data = _map_data(project, str(path), path.stat().st_mtime, history, picks, class_marks, pending_key)
 predictions = None
 if model_path is not None and model_path.is_file():
     try:
@@ -236,7 +280,7 @@ if stale:
     st.warning(f"The map is out of date: {lit(stale)}.")
 
 modes = ["labels"] + (["truth"] if data.has_truth else []) + (["predicted", "entropy"] if predictions else [])
-pending_round = project.pending_round()
+pending_round = data.pending_round
 earlier = sorted(r for r in data.selections if r != pending_round)
 c1, c2 = st.columns([2, 3])
 with c1:
@@ -274,7 +318,8 @@ with st.expander("About this map"):
                f"metric, fitted on {projection.params.get('fit_points', 0):,} points, seed "
                f"{projection.params.get('seed')}; features {projection.encoder_id}.")
     if predictions is not None:
-        st.caption(f"Model colours and hover guesses: the model of round {predictions.round}.")
+        st.caption(f"Model colours and hover guesses: the model of round {predictions.round}; none for the "
+                   "batch to label now, whose answers must be yours alone.")
     if st.button("Recompute the map", help="Fits the layout again; points will move."):
         # The current map stays on screen until the new one replaces it.
         proj.start_projection(project, force=True)
