@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,11 @@ from ralif.images import (
     SPLIT_NAMES,
     ImageList,
     check_images,
+    is_image_file,
     load_manifest,
     no_images_error,
     sort_class_names,
+    unsupported_reason,
     walk_image_files,
 )
 
@@ -33,6 +35,9 @@ DECISIONS = ("class", "unlabeled", "ignore")
 LOOSE_KEY = "."           # images directly in the scanned folder (or in a split folder)
 NO_LABEL_KEY = ""         # manifest rows with an empty label
 _SAMPLES = 4
+# The order in which Project.create reads the plan's lists: of identical files, the first in this
+# order (then in scan order) is the one imported.
+_SPLIT_ORDER = ("all", "train", "val", "test")
 
 # Compared after lower-casing, dropping separators and trailing digits ("_Unlabeled-2" -> "unlabeled").
 _UNLABELED_WORDS = frozenset({
@@ -48,6 +53,10 @@ _MANIFEST_NO_LABEL = frozenset({"?", "-", "--", "n/a"})
 _SEPARATORS = re.compile(r"[\s_\-.]+")
 
 ProgressFn = Callable[[int, int], None]
+
+
+def _counted(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"
 
 
 def _squash(name: str) -> str:
@@ -92,7 +101,8 @@ class SourceGroup:
 
 @dataclass
 class SourcePreview:
-    """A scanned source: its layout, groups, unreadable files and duplicates."""
+    """A scanned source: its layout, groups, unreadable files, duplicates and the other files (not
+    images, so passed over), each with why."""
 
     source: str
     kind: str                       # "folder" or "manifest"
@@ -102,6 +112,7 @@ class SourcePreview:
     problems: list[tuple[str, str]]
     duplicates: list[list[str]]
     notes: list[str] = field(default_factory=list)
+    other_files: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -127,6 +138,7 @@ class SourcePreview:
                         "note": g.note, "samples": g.samples} for g in self.groups],
             "unreadable": [f"{p}: {r}" for p, r in self.problems],
             "duplicates": self.duplicates,
+            "other_files": [f"{p}: {r}" for p, r in self.other_files],
         }
 
 
@@ -140,43 +152,62 @@ class PlanEntry:
 
 @dataclass
 class ImportPlan:
-    """What an import will add; nothing has been written."""
+    """What an import will add; nothing has been written.
+
+    ``entries`` holds every image the decisions keep, identical copies included: the import sees
+    them all and reports the copies it skips. ``imported`` is what the project will hold (the first
+    of each set of identical files, as the import keeps it, without a label when the copies disagree
+    on one); the counts and the summary are of ``imported``, so the preview says what is imported."""
 
     source: str
     entries: list[PlanEntry]
     decisions: dict[str, str]
     problems: list[tuple[str, str]]
     ignored: int
+    imported: list[PlanEntry] = field(init=False, repr=False)
+    duplicates: list[list[str]] = field(init=False)      # [the copy kept, the copies skipped ...]
+    label_conflicts: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.imported, self.duplicates, self.label_conflicts = _as_imported(self.entries)
 
     @property
     def classes(self) -> list[str]:
-        return sort_class_names(e.label for e in self.entries if e.label is not None)
+        return sort_class_names(e.label for e in self.imported if e.label is not None)
 
     @property
     def labeled(self) -> int:
-        return sum(e.label is not None for e in self.entries)
+        return sum(e.label is not None for e in self.imported)
 
     @property
     def unlabeled(self) -> int:
-        return len(self.entries) - self.labeled
+        return len(self.imported) - self.labeled
+
+    @property
+    def skipped(self) -> int:
+        """Identical copies that are not imported."""
+        return len(self.entries) - len(self.imported)
 
     def pairs(self) -> list[tuple[str, str | None]]:
         """(path, label or None) for every image to import, in scan order."""
-        return [(e.path, e.label) for e in self.entries]
+        return [(e.path, e.label) for e in self.imported]
 
     def summary(self) -> str:
-        return (f"{len(self.classes)} classes, {self.labeled:,} labeled images, "
+        text = (f"{_counted(len(self.classes), 'class', 'classes')}, {_counted(self.labeled, 'labeled image')}, "
                 f"{self.unlabeled:,} unlabeled, {self.ignored:,} ignored")
+        if self.skipped:
+            text += f", {_counted(self.skipped, 'identical copy', 'identical copies')} skipped"
+        return text
 
     def image_lists(self) -> dict[str, ImageList]:
         """The plan as ImageLists by split (``all``/``train``/``val`` go to the pool, ``test`` is
         held out): pass it as ``images`` to ``Project.create`` or ``Project.add_images``. Files were
         checked by the scan and are not read again."""
-        classes = self.classes
+        # Every label of the entries, also one only a skipped copy has: the import drops it then.
+        classes = sort_class_names(e.label for e in self.entries if e.label is not None)
         index = {c: i for i, c in enumerate(classes)}
         out: dict[str, ImageList] = {}
-        order = ("all", "train", "val", "test")
-        for split in sorted({e.split for e in self.entries}, key=order.index):
+        for split in sorted({e.split for e in self.entries}, key=_SPLIT_ORDER.index):
             chosen = [e for e in self.entries if e.split == split]
             out[split] = ImageList(
                 paths=[e.path for e in chosen],
@@ -189,6 +220,31 @@ class ImportPlan:
                 root=self.source,
             )
         return out
+
+
+def _as_imported(entries: Sequence[PlanEntry]) -> tuple[list[PlanEntry], list[list[str]], list[str]]:
+    """(the entries the import keeps, the groups of identical files, the images imported without a
+    label because their copies disagree), by the rule of ``Project.create``'s import: the first copy
+    in reading order is kept, unlabeled when the copies carry two different labels."""
+    order = sorted(range(len(entries)), key=lambda i: _SPLIT_ORDER.index(entries[i].split))
+    groups: dict[str, list[int]] = {}
+    for i in order:
+        groups.setdefault(entries[i].sha256, []).append(i)
+    kept: dict[int, PlanEntry] = {}
+    duplicates: list[list[str]] = []
+    conflicts: list[str] = []
+    for members in groups.values():
+        first = entries[members[0]]
+        kept[members[0]] = first
+        if len(members) == 1:
+            continue
+        duplicates.append([entries[i].path for i in members])
+        names = sorted({n for n in (entries[i].label for i in members) if n is not None})
+        if len(names) > 1:
+            kept[members[0]] = replace(first, label=None)
+            conflicts.append(f"{first.path}: the same image has the labels {' and '.join(names)}; "
+                             f"imported without a label")
+    return [kept[i] for i in sorted(kept)], duplicates, conflicts
 
 
 # ----------------------------------------------------------------------------- scanning
@@ -278,7 +334,30 @@ def scan_folder(root: str | os.PathLike[str], *, decode: bool = True, samples: i
     all_paths = [p for g in kept for p in g.paths]
     all_hashes = [h for g in kept for h in g.hashes]
     return SourcePreview(path, "folder", layout, description, kept, problems,
-                         _duplicates(all_paths, all_hashes), notes)
+                         _duplicates(all_paths, all_hashes), notes, _other_files(path))
+
+
+def _other_files(root: str) -> list[tuple[str, str]]:
+    """(path, why) of the files the image walk passes over (a notes.txt beside the images, say): a
+    file left out without a word looks like an image that went missing. Hidden files are left
+    out, as the walk leaves them; folder links are followed once, as the walk follows them."""
+    found: list[tuple[str, str]] = []
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if f.startswith(".") or is_image_file(f) or unsupported_reason(f):
+                continue
+            ext = os.path.splitext(f)[1]
+            found.append((os.path.join(dirpath, f), f"not an image file ({ext} files are not read)" if ext
+                          else "not an image file (no file extension)"))
+    found.sort(key=lambda pr: Path(os.path.relpath(pr[0], root)).parts)
+    return found
 
 
 def _describe(root: str, groups: list[SourceGroup], split_names: Mapping[str, str]) -> tuple[str, str]:
@@ -290,16 +369,17 @@ def _describe(root: str, groups: list[SourceGroup], split_names: Mapping[str, st
     unl = [g for g in groups if g.proposed == "unlabeled" and g.key != LOOSE_KEY]
     if split_names:
         splits = ", ".join(sorted(set(split_names.values())))
-        return "splits", (f"ImageFolder with split folders ({splits}): {len(classes)} class folders, "
-                          f"{n_img:,} images")
+        return "splits", (f"ImageFolder with split folders ({splits}): {_counted(len(classes), 'class folder')}, "
+                          f"{_counted(n_img, 'image')}")
     if not classes and not unl:
-        return "flat", f"a flat folder of {n_img:,} images without labels"
-    extra = f" plus {len(unl)} folder(s) that look unlabeled" if unl else ""
+        return "flat", f"a flat folder of {_counted(n_img, 'image')} without labels"
+    extra = (f" plus {_counted(len(unl), 'folder')} that {'looks' if len(unl) == 1 else 'look'} unlabeled"
+             if unl else "")
     if loose:
-        return "mixed", (f"{len(classes)} class folders{extra} and images lying directly in the "
-                         f"folder (taken as unlabeled): {n_img:,} images")
+        return "mixed", (f"{_counted(len(classes), 'class folder')}{extra} and images lying directly in the "
+                         f"folder (taken as unlabeled): {_counted(n_img, 'image')}")
     layout = "class-folders+unlabeled" if unl else "class-folders"
-    return layout, f"{len(classes)} class folders{extra}: {n_img:,} images"
+    return layout, f"{_counted(len(classes), 'class folder')}{extra}: {_counted(n_img, 'image')}"
 
 
 def scan_manifest(csv_path: str | os.PathLike[str], *, decode: bool = True, samples: int = _SAMPLES,
@@ -333,8 +413,8 @@ def scan_manifest(csv_path: str | os.PathLike[str], *, decode: bool = True, samp
         g.samples = _samples(g.paths, samples)
     classes = sum(g.proposed == "class" for g in kept)
     unl = sum(g.count for g in kept if g.proposed == "unlabeled")
-    description = (f"CSV manifest: {len(images):,} images, {classes} labels used as classes, "
-                   f"{unl:,} rows without a usable label")
+    description = (f"CSV manifest: {_counted(len(images), 'image')}, {_counted(classes, 'label')} used as "
+                   f"{'a class' if classes == 1 else 'classes'}, {_counted(unl, 'row')} without a usable label")
     notes = [f"{g.title}: {g.note}" for g in kept if g.note]
     return SourcePreview(os.path.abspath(os.fspath(csv_path)), "manifest", "manifest", description, kept,
                          list(images.problems), _duplicates(images.paths, images.hashes), notes)
@@ -422,14 +502,16 @@ def format_preview(preview: SourcePreview, plan: ImportPlan | None = None, *, li
         why = g.reason if decision == g.proposed else "your choice"
         bad = f" ({g.unreadable} unreadable)" if g.unreadable else ""
         lines.append(f"  {g.title:<{width}}  {g.count:>7,}  {decision:<9}  {why}{bad}")
-    if preview.problems:
-        lines.append(f"Unreadable files: {len(preview.problems)} (skipped)")
-        lines += [f"  {p}: {r}" for p, r in preview.problems[:limit]]
-        if len(preview.problems) > limit:
-            lines.append(f"  ... and {len(preview.problems) - limit} more")
-    if preview.duplicates:
-        lines.append(f"Identical files: {len(preview.duplicates)} group(s) (the first copy is kept)")
-        lines += [f"  {' = '.join(d)}" for d in preview.duplicates[:limit]]
+    for title, files in (("Unreadable files", preview.problems), ("Other files, not images", preview.other_files)):
+        if files:
+            lines.append(f"{title}: {len(files):,} (skipped)")
+            lines += [f"  {p}: {r}" for p, r in files[:limit]]
+            if len(files) > limit:
+                lines.append(f"  ... and {len(files) - limit:,} more")
+    duplicates = plan.duplicates if plan is not None else preview.duplicates
+    if duplicates:
+        lines.append(f"Identical files: {_counted(len(duplicates), 'group')} (the first copy is kept)")
+        lines += [f"  {' = '.join(d)}" for d in duplicates[:limit]]
     lines += [f"Note: {n}" for n in preview.notes]
     if plan is not None:
         lines.append(f"Plan: {plan.summary()}")

@@ -5,6 +5,9 @@ A process's exit status can only be learnt by its parent. A detached job (the ro
 under a small parent of its own, the *reaper* (see :func:`ralif.worker.start_job`), whatever
 process started it; this module names that parent so a reader who finds the job's process dead
 can tell that the reaper, not the reader, will record how it ended.
+
+The reaper is itself a child of the process that started the job, and must be waited for in turn:
+:func:`reap_when_done` does that for a reaper taken out of :mod:`multiprocessing`'s own list.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
+from typing import Any
 
 # Kept under 16 characters: the kernel truncates a process's name there.
 REAPER_NAME = "ralif-reaper"
@@ -81,3 +86,17 @@ def reaper_collecting(pid: int) -> bool:
         return parent != os.getpid() and psutil.Process(parent).name() == REAPER_NAME
     except Exception:
         return False
+
+
+def reap_when_done(process: Any) -> threading.Thread:
+    """Collect ``process`` (a started ``multiprocessing`` process) as soon as it ends, from a daemon
+    thread; returns the thread.
+
+    A detached job's reaper is taken out of :mod:`multiprocessing`'s list of children, so that the
+    app may exit while the job runs; that list is also what collects ended children (each new
+    process started polls it), so nothing waited for the reaper and every one that finished stayed
+    a zombie, ``[ralif-reaper] <defunct>``, for the life of the app. ``join`` waits through the
+    process's own handle, which keeps its ``exitcode`` and ``is_alive`` true for its other users."""
+    thread = threading.Thread(target=process.join, name=f"ralif-reap-{process.pid}", daemon=True)
+    thread.start()
+    return thread

@@ -43,6 +43,7 @@ from ralif.processes import (
     name_this_process_reaper,
     pid_alive,
     process_start_time,
+    reap_when_done,
     reaper_collecting,
 )
 
@@ -539,6 +540,8 @@ def start_job(
         # multiprocessing joins its non-daemon children when the parent exits; a long-lived server
         # must not hold the parent (a test run, a stopped app) open. It notices the parent is gone.
         multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
+        # That list is also what collects ended children: without a waiter each reaper stays a zombie.
+        reap_when_done(process)
     job = BackgroundJob(path, process, event)
     job._reaped = detached
     # The child attaches to the cancel event's semaphore while starting; if the caller dropped the

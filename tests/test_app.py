@@ -127,15 +127,18 @@ def test_home_explains_a_bad_path_and_previews_bad_and_duplicate_files(
             Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(source / cls / f"{i}.png")
     (source / "red" / "broken.png").write_bytes(b"not an image")
     (source / "blue" / "copy.png").write_bytes((source / "red" / "0.png").read_bytes())
+    (source / "blue" / "notes.txt").write_text("shot on a grey day")
     at.text_input(key="new_source").input(str(source))
     at.button(key="new_scan").click().run()
     assert not at.exception
     shown = texts(at)
     assert "1 unreadable" in shown
     labels = [e.label for e in at.expander]
-    assert "1 file(s) cannot be read and will be skipped" in labels
-    assert "1 group(s) of identical files (the first copy is kept)" in labels
+    assert "1 file cannot be read and will be skipped" in labels
+    assert "1 group of identical files (the first copy is kept)" in labels
+    assert "1 file is not an image and will be skipped" in labels
     assert at.dataframe[0].value["file"].tolist() == ["broken.png"]
+    assert at.dataframe[1].value["reason"].tolist() == ["not an image file (.txt files are not read)"]
     assert not projects_dir.exists() or not list(projects_dir.iterdir())
     assert no_worker == []
 
@@ -311,7 +314,8 @@ def test_classes_page_renames_merges_and_saves_settings(demo: Project) -> None:
     at.checkbox(key="delete_sure").check()
     at.button(key="FormSubmitter:delete_class-Delete").click().run()
     assert "horse" not in [c.name for c in demo.classes()]
-    assert f"{counts['horse']:,} image(s) are unlabeled again" in at.success[0].value
+    n = counts["horse"]
+    assert f"{n:,} image{'s' if n != 1 else ''} {'are' if n != 1 else 'is'} unlabeled again" in at.success[0].value
 
     at.number_input(key="set_batch").set_value(7)
     at.selectbox(key="set_strategy").set_value("uncertainty")

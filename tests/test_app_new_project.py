@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from streamlit.testing.v1 import AppTest
 from test_weights import TINY, closed_port, hosts, register_tag, safetensors_bytes, tiny_model  # noqa: F401
 
 from ralif.folder_scan import build_plan, preview_source
-from ralif.project import Project
+from ralif.project import ImportReport, Project
+from ralif.ui import new_project
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -84,11 +86,12 @@ def test_preview_shows_what_was_found_and_writes_nothing_until_confirmed(
     at = scan(at, "Products", source)
     assert not at.exception, at.exception
     shown = texts(at)
-    assert "3 class folders plus 1 folder(s) that look unlabeled" in shown
+    assert "3 class folders plus 1 folder that looks unlabeled" in shown
     assert "**unlabeled** · 13 images" in shown and "says these images have no label" in shown
     assert len(decision_boxes(at)) == 4
     assert [b.value for b in decision_boxes(at)] == ["class", "class", "class", "unlabeled"]
-    assert "3 classes, 15 labeled images, 13 unlabeled, 0 ignored" in shown
+    # The copy in unlabeled/ of a coat image is counted once, as the import will count it.
+    assert "3 classes, 15 labeled images, 12 unlabeled, 0 ignored, 1 identical copy skipped" in shown
     assert len(at.get("image")) == 4, "thumbnails for every group"
     assert any("cannot be read" in e.label for e in at.expander)
     assert any("identical files" in e.label for e in at.expander)
@@ -96,7 +99,7 @@ def test_preview_shows_what_was_found_and_writes_nothing_until_confirmed(
 
     # The user decides: one class folder ignored; the plan follows before anything is written.
     decision_boxes(at)[2].set_value("ignore").run()
-    assert "2 classes, 10 labeled images, 13 unlabeled, 5 ignored" in texts(at)
+    assert "2 classes, 10 labeled images, 12 unlabeled, 5 ignored, 1 identical copy skipped" in texts(at)
     at.radio(key="new_encoder").set_value("spec").run()
     at.text_input(key="new_encoder_spec").input("pixels:4").run()
     assert not projects_dir.exists() or not any(projects_dir.iterdir())
@@ -105,17 +108,41 @@ def test_preview_shows_what_was_found_and_writes_nothing_until_confirmed(
     project = Project.open(projects_dir / "products")
     assert [c.name for c in project.classes()] == ["boot", "coat"]
     prog = project.progress()
-    assert prog.labeled == 10 and prog.pool == 22     # the duplicate in unlabeled/ is imported once
+    assert prog.labeled == 10 and prog.pool == 10 + 12     # what the preview said, the duplicate once
     assert project.encoder_spec == "pixels:4" and project.model_kind == "clip-linear"
     assert no_worker == [str(project.folder)]
     assert "Created **products**" in texts(at)
+
+
+def test_a_new_attempt_clears_the_report_of_the_project_made_before(
+        projects_dir: Path, tmp_path: Path, no_worker: list[str]) -> None:
+    source = mixed_folder(tmp_path / "photos")
+    at = scan(home(), "Shapes", source)
+    at.radio(key="new_encoder").set_value("spec").run()
+    at.text_input(key="new_encoder_spec").input("pixels:4").run()
+    at.button(key="new_create").click().run()
+    assert "Created **shapes**" in texts(at)
+    # The same name again: the scan clears the report of the project made before ...
+    at.button(key="new_scan").click().run()
+    assert "Created" not in texts(at)
+    at.radio(key="new_encoder").set_value("spec").run()
+    at.text_input(key="new_encoder_spec").input("pixels:4").run()
+    # ... and so does pressing Create (here with the report put back by hand), which fails.
+    at.session_state[new_project.REPORT_KEY] = {"folder": str(projects_dir / "shapes"), "error": None,
+                                                "report": asdict(ImportReport())}
+    at.button(key="new_create").click().run()
+    assert not at.exception, at.exception
+    shown = texts(at)
+    assert "The project was not created: a project named 'shapes' already exists" in shown
+    assert "Created" not in shown
 
 
 def test_a_folder_named_unlabeled_can_still_be_made_a_class(projects_dir: Path, tmp_path: Path,
                                                           no_worker: list[str]) -> None:
     at = scan(home(), "Kept", mixed_folder(tmp_path / "photos"))
     decision_boxes(at)[3].set_value("class").run()
-    assert "4 classes, 28 labeled images, 0 unlabeled" in texts(at)
+    # The coat image and its copy in unlabeled/ now carry two labels: imported once, without one.
+    assert "4 classes, 26 labeled images, 1 unlabeled, 0 ignored, 1 identical copy skipped" in texts(at)
     # A stale preview is never used: a new path asks for a new scan and hides the form.
     at.text_input(key="new_source").input(str(tmp_path)).run()
     assert "press Scan and preview again" in texts(at)

@@ -97,6 +97,32 @@ def test_round_batch_holds_the_audit_share_and_the_strategy_never_sees_it(tmp_pa
         project.update_settings(audit_share="lots")
 
 
+def test_no_audit_image_reason_tells_the_model_guess(demo100):
+    """A reason is shown to the user (a tile's tooltip): an audit image's must not say the guess or
+    how sure the model is, or the answer meant to measure the model follows it. The guess is still
+    kept, to score the answer against; the strategy's picks still show theirs."""
+    import re
+
+    batch = demo100.pending_batch()
+    audits = _audit_rows(demo100, 1)
+    assert len(audits) == 10
+    for b in batch:
+        assert b.predicted_class is not None and b.confidence is not None
+        named = re.search(rf"\b{re.escape(b.predicted_class)}\b", b.reason)
+        if b.image_id in audits:
+            assert audits[b.image_id] == b.predicted_class_id
+            assert "guess" not in b.reason and "%" not in b.reason and named is None, b.reason
+            assert b.reason == "one of the 100 images of round 1's batch"
+        else:
+            assert b.reason.endswith(f"; model guess: {b.predicted_class} ({b.confidence:.0%})"), b.reason
+    # What the Label page sends to the browser for a tile: the tooltip's text included.
+    from ralif.ui.grid import batch_items
+
+    for item in batch_items(batch, 32, audit=set(audits)):
+        if item["audit"]:
+            assert item["predicted"] is None and "guess" not in item["why_full"] + item["why"]
+
+
 def _answer(project: Project, number: int, right: int) -> None:
     """Label round ``number``'s audit images: the first ``right`` with the model's guess, the rest
     with another class; the strategy's picks with the oracle."""
@@ -181,3 +207,20 @@ def test_scratch_advice_says_labels_and_hardware_up_front():
     assert scratch_advice(5000, gpu=False).round_seconds_cpu > scratch_advice(1000, gpu=False).round_seconds_cpu
     unknown = scratch_advice(gpu=False)
     assert unknown.recommend_pretrained and unknown.round_seconds_cpu is None
+
+
+def test_a_batch_saved_with_the_guess_in_an_audit_reason_does_not_show_it(demo100):
+    """Batches computed before audit reasons left the guess out still hold it in the database."""
+    import dataclasses
+
+    from ralif.project.rounds import GUESS_MARK
+    from ralif.ui.grid import batch_items
+
+    audits = _audit_rows(demo100, 1)
+    batch = [dataclasses.replace(b, reason=f"{b.reason}{GUESS_MARK}{b.predicted_class} ({b.confidence:.0%})")
+             if b.image_id in audits else b for b in demo100.pending_batch()]
+    items = batch_items(batch, 32, audit=set(audits))
+    assert sum(it["audit"] for it in items) == 10
+    for item in items:
+        shown = item["why_full"] + item["why"]
+        assert ("guess" in shown) != item["audit"], shown

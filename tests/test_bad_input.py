@@ -418,7 +418,7 @@ def test_unknown_label_names_in_a_csv_are_listed(tmp_path, capsys):
     manifest = imgs / "labels.csv"
     manifest.write_text("path,label\n" + "".join(f"{n},{y}\n" for n, y, _ in rows))
     with pytest.raises(ProjectError,
-                       match=r"2 label name\(s\) are not classes.*bird, fish.*add_unknown_classes"):
+                       match=r"2 label names are not classes.*bird, fish.*add_unknown_classes"):
         Project.create(tmp_path / "p", manifest, classes=["cat", "dog"], encoder="pixels:2")
     assert not (tmp_path / "p").exists()
     assert cli_main(["project", "create", str(tmp_path / "p"), "--images", str(manifest),
@@ -430,7 +430,7 @@ def test_unknown_label_names_in_a_csv_are_listed(tmp_path, capsys):
     before = _labels(project)
     more = tmp_path / "more.csv"
     more.write_text(f"path,label\n{imgs / 'a.png'},dog\n{imgs / 'b.png'},whale\n")
-    with pytest.raises(ProjectError, match=r"more\.csv are not classes of this project: whale"):
+    with pytest.raises(ProjectError, match=r"1 label name in more\.csv is not a class of this project: whale"):
         project.import_labels(more)
     assert _labels(project) == before
 

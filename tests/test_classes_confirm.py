@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from ralif.project import Project
 from ralif.ui.state import PROJECT_KEY
+from ralif.ui.text import counted
 
 PAGE = Path(__file__).resolve().parents[1] / "pages" / "5_Classes.py"
 
@@ -25,7 +26,8 @@ def test_merge_and_delete_confirm_with_counts(tmp_path: Path, monkeypatch) -> No
     at.selectbox(key="merge_into").set_value(cat)
     at.button(key="FormSubmitter:merge_class-Merge").click().run()
     # Asked, with the counts; nothing changed yet.
-    assert any(f"{counts['dog']:,} label(s) move to cat" in w.value for w in at.warning)
+    moves = "moves" if counts["dog"] == 1 else "move"
+    assert any(f"{counted(counts['dog'], 'label')} {moves} to cat" in w.value for w in at.warning)
     assert "dog" in [c.name for c in demo.classes()]
     # Cancel leaves everything as it was.
     at.button(key="merge_cancel").click().run()
@@ -34,9 +36,9 @@ def test_merge_and_delete_confirm_with_counts(tmp_path: Path, monkeypatch) -> No
     at.button(key="merge_confirm").click().run()
     assert not at.exception, at.exception
     assert {c.name: c.count for c in demo.classes()}["cat"] == counts["cat"] + counts["dog"]
-    assert f"{counts['dog']:,} label(s) moved" in at.success[0].value
+    assert f"{counted(counts['dog'], 'label')} moved" in at.success[0].value
 
     at.selectbox(key="delete_which").set_value(horse)
     at.button(key="FormSubmitter:delete_class-Delete").click().run()
-    assert f"removes {counts['horse']:,} label(s)" in at.warning[0].value
+    assert f"removes {counted(counts['horse'], 'label')}" in at.warning[0].value
     assert "horse" in [c.name for c in demo.classes()]

@@ -13,6 +13,7 @@ from test_project import BLUE, RED, _png
 from ralif.cli import main as cli_main
 from ralif.folder_scan import (
     build_plan,
+    format_preview,
     looks_unlabeled,
     maybe_unlabeled,
     parse_decisions,
@@ -69,7 +70,7 @@ def test_class_folders_plus_unlabeled_folder(tmp_path):
     seen: list[tuple[int, int]] = []
     preview = scan_folder(root, samples=2, progress=lambda d, t: seen.append((d, t)))
     assert preview.layout == "class-folders+unlabeled"
-    assert preview.description.startswith("3 class folders plus 1 folder(s) that look unlabeled: 14 images")
+    assert preview.description.startswith("3 class folders plus 1 folder that looks unlabeled: 14 images")
     assert [(g.key, g.count, g.proposed) for g in preview.groups] == [
         ("blue", 3, "class"), ("green", 3, "class"), ("red", 3, "class"), ("unlabeled", 5, "unlabeled")]
     assert "no label" in preview.group("unlabeled").reason
@@ -193,7 +194,7 @@ def test_preview_command_and_create_with_overrides(tmp_path, capsys):
     root = _mixed(tmp_path / "src", per_class=2, unlabeled=3)
     assert cli_main(["preview", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "Layout: 3 class folders plus 1 folder(s) that look unlabeled: 9 images" in out
+    assert "Layout: 3 class folders plus 1 folder that looks unlabeled: 9 images" in out
     assert [line.split()[:3] for line in out.splitlines() if line.startswith("  unlabeled")] == [
         ["unlabeled", "3", "unlabeled"]]
     assert "Plan: 3 classes, 6 labeled images, 3 unlabeled, 0 ignored" in out
@@ -206,7 +207,7 @@ def test_preview_command_and_create_with_overrides(tmp_path, capsys):
     # Create reports the same detection and applies the same overrides.
     assert cli_main(["project", "create", str(tmp_path / "p"), "--images", str(root), "--encoder", "pixels:2"]) == 0
     captured = capsys.readouterr()
-    assert "Layout: 3 class folders plus 1 folder(s)" in captured.err
+    assert "Layout: 3 class folders plus 1 folder that looks unlabeled" in captured.err
     result = json.loads(captured.out)
     assert result["preview"]["plan"]["unlabeled"] == 3 and result["progress"]["labeled"] == 6
     assert sorted(result["import"]["classes_added"]) == ["blue", "green", "red"]
@@ -247,3 +248,58 @@ def test_library_create_keeps_a_single_class_folder_as_a_class(tmp_path: Path) -
         _png(tmp_path / "src" / "cat" / f"c{i}.png", RED, i)
     project = Project.create(tmp_path / "p", tmp_path / "src", encoder="pixels:2")
     assert [c.name for c in project.classes()] == ["cat"] and project.progress().labeled == 3
+
+
+def test_the_plan_counts_what_the_created_project_holds(tmp_path):
+    """Identical files are counted once, as the import keeps them: the first copy in reading order,
+    without a label when the copies carry two; a copy in an ignored folder is no copy at all."""
+    root = _mixed(tmp_path / "src", per_class=3, unlabeled=5)
+    for i in (0, 1):
+        (root / "unlabeled" / f"u{i}-copy.png").write_bytes((root / "unlabeled" / f"u{i}.png").read_bytes())
+    (root / "blue" / "red-again.png").write_bytes((root / "red" / "red0.png").read_bytes())
+    (root / "junk").mkdir()
+    (root / "junk" / "green-again.png").write_bytes((root / "green" / "green0.png").read_bytes())
+    preview = scan_folder(root)
+    assert len(preview.duplicates) == 4            # the scan lists every set of identical files
+    plan = build_plan(preview, {"junk": "ignore"})
+    assert plan.summary() == "3 classes, 8 labeled images, 6 unlabeled, 1 ignored, 3 identical copies skipped"
+    assert sorted(Path(d[0]).name for d in plan.duplicates) == ["red-again.png", "u0-copy.png", "u1-copy.png"]
+    assert [c.split(":")[0] for c in plan.label_conflicts] == [str(root / "blue" / "red-again.png")]
+    assert dict(plan.pairs())[str(root / "blue" / "red-again.png")] is None
+
+    project = Project.create(tmp_path / "p", plan.image_lists(), encoder="pixels:2")
+    progress, report = project.progress(), project.import_report
+    assert (progress.labeled, progress.pool - progress.labeled) == (plan.labeled, plan.unlabeled)
+    assert sorted(c.name for c in project.classes()) == plan.classes
+    assert report.skipped_duplicates == plan.skipped == 3
+    assert sorted(map(sorted, report.duplicates)) == sorted(map(sorted, plan.duplicates))
+    assert len(report.label_conflicts) == len(plan.label_conflicts) == 1
+    assert "3 identical copies skipped" in format_preview(preview, plan)
+
+
+def test_other_files_are_listed_with_why_they_are_skipped(tmp_path):
+    root = _mixed(tmp_path / "src", per_class=2, unlabeled=2)
+    (root / "unlabeled" / "notes.txt").write_text("to do")
+    (root / "README").write_text("photos")
+    (root / ".DS_Store").write_bytes(b"x")                 # hidden: left out, as the image walk does
+    (root / "red" / "photo.heic").write_bytes(b"x")       # an image format that is not read: a problem
+    preview = scan_folder(root)
+    assert [(Path(p).name, r) for p, r in preview.other_files] == [
+        ("README", "not an image file (no file extension)"),
+        ("notes.txt", "not an image file (.txt files are not read)")]
+    assert [Path(p).name for p, _ in preview.problems] == ["photo.heic"]
+    text = format_preview(preview)
+    assert "Other files, not images: 2 (skipped)" in text and "notes.txt: not an image file" in text
+    assert len(preview.to_dict()["other_files"]) == 2
+
+
+def test_counts_agree_in_number(tmp_path):
+    root = tmp_path / "src"
+    _png(root / "red" / "r.png", RED, 0)
+    _png(root / "unlabeled" / "u.png", BLUE, 1)
+    preview = scan_folder(root)
+    assert preview.description == "1 class folder plus 1 folder that looks unlabeled: 2 images"
+    assert build_plan(preview).summary() == "1 class, 1 labeled image, 1 unlabeled, 0 ignored"
+    flat = tmp_path / "flat"
+    _png(flat / "only.png", RED, 2)
+    assert scan_folder(flat).description == "a flat folder of 1 image without labels"

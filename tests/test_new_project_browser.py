@@ -154,7 +154,7 @@ def test_own_folder_preview_download_two_rounds_and_encoder_switch(
             page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
             page.goto(app.url)
             scan(page, "Products", source)
-            shows(page, "3 class folders plus 1 folder(s) that look unlabeled: 48 images",
+            shows(page, "3 class folders plus 1 folder that looks unlabeled: 48 images",
                   "the name 'unlabeled' says these images have no label",
                   "3 classes, 18 labeled images, 30 unlabeled, 0 ignored")
             assert not (projects / "products").exists(), "the preview wrote something"
@@ -197,8 +197,9 @@ def test_own_folder_preview_download_two_rounds_and_encoder_switch(
             assert old_id == "torchvision:resnet18:random0:32px"
 
             # Switch the encoder in the project's settings: a weights file of the user's.
-            go_to(page, "Projects", "Encoder and model of Products")
-            choose(page, "Local checkpoint file", "Weights file", expander="Encoder and model of Products")
+            settings = "Encoder and model of the project 'Products'"
+            go_to(page, "Projects", settings)
+            choose(page, "Local checkpoint file", "Weights file", expander=settings)
             fill(page, "Weights file", str(weights_file))
             page.get_by_role("button", name="Use this encoder").click()
             page.get_by_text("all 30 labels are kept").first.wait_for(timeout=60_000)

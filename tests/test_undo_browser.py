@@ -94,7 +94,8 @@ def test_keys_undo_after_reload_merge_undo_and_enter(app_page: tuple[object, App
     wait_until(lambda: "Undone:" in _message(page), 20, "the undo notice")
     notice = _grid(page).locator("#msg")
     assert notice.locator("figure img").get_attribute("src").startswith("data:image/jpeg")
-    assert notice.locator("figcaption").inner_text() == f"image {target}: airplane"
+    tile = _grid(page).locator(f'.tile[data-image-id="{target}"]')
+    assert notice.locator("figcaption").inner_text() == f"{tile.locator('.ttl').first.inner_text()}: airplane"
     if os.environ.get("RALIF_SCREENSHOTS"):
         folder = Path(os.environ["RALIF_SCREENSHOTS"])
         folder.mkdir(parents=True, exist_ok=True)

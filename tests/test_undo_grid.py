@@ -45,17 +45,44 @@ def test_undo_in_the_batch_is_immediate_and_shows_the_image(demo_project_no_roun
     grid, memory = Grid(), TabMemory()
     _apply(p, grid, memory, type="label", image_id=ids[0], class_id=cat, version=0)
     _apply(p, grid, memory, type="label", image_id=ids[1], class_id=cat, version=0)
-    out = _apply(p, grid, memory, type="undo", on_screen=ids)
+    out = _apply(p, grid, memory, type="undo", on_screen=ids, titles=[f"#{k + 1}" for k in range(len(ids))])
     assert p.label_of(ids[1]).state == "unlabeled" and p.label_of(ids[0]).class_id == cat
     note = memory.current_notice(GRID_KEY)
-    assert note is not None and note["text"].startswith("Undone:") and "'cat'" in note["text"]
-    assert note["thumb"].startswith("data:image/jpeg;base64,") and note["caption"] == f"image {ids[1]}: cat"
+    # Named as its tile is (#2), never by the project's internal image id; what was taken back, and what is left.
+    assert note is not None and note["text"] == 'Undone: #2 is no longer "cat"; it has no answer now.'
+    assert note["thumb"].startswith("data:image/jpeg;base64,") and note["caption"] == "#2: cat"
     assert out.focus_hint is not None and out.focus_hint["image_id"] == ids[1]
+
+
+def test_an_undone_answer_says_what_the_image_has_again(demo_project_no_round: Project) -> None:
+    p = demo_project_no_round
+    ids = [r.image_id for r in p.images_page(limit=2)]
+    cat, dog = p.class_id("cat"), p.class_id("dog")
+    titles = ["#1", "#2"]
+    grid, memory = Grid(), TabMemory()
+
+    def undone() -> str:
+        _apply(p, grid, memory, type="undo", on_screen=ids, titles=titles)
+        return memory.current_notice(GRID_KEY)["text"]
+
+    _apply(p, grid, memory, type="label", image_id=ids[0], class_id=cat, version=0)
+    _apply(p, grid, memory, type="label", image_id=ids[0], class_id=dog, version=1)
+    assert undone() == 'Undone: #1 is no longer "dog"; it is "cat" again.'
+    _apply(p, grid, memory, type="label", image_id=ids[0], class_id=None, version=p.label_of(ids[0]).version)
+    assert undone() == 'Undone: #1 is no longer skipped; it is "cat" again.'
+    _apply(p, grid, memory, type="clear", image_id=ids[0], version=p.label_of(ids[0]).version)
+    assert undone() == 'Undone: the removal of the answer of #1; it is "cat" again.'
+    # A page drawn before tiles were named in the event: the image's file name, not its id.
+    _apply(p, grid, memory, type="undo", on_screen=ids)
+    name = Path(p.store.query("SELECT path FROM images WHERE id = ?", (ids[0],))[0][0]).name
+    text = memory.current_notice(GRID_KEY)["text"]
+    assert text == f'Undone: image "{name}" is no longer "cat"; it has no answer now.'
 
 
 def test_undo_past_the_batch_on_screen_needs_a_second_u(demo_project_no_round: Project) -> None:
     p = demo_project_no_round
-    ids = [r.image_id for r in p.images_page(limit=4)]
+    rows = p.images_page(limit=4)
+    ids = [r.image_id for r in rows]
     dog = p.class_id("dog")
     grid, memory = Grid(), TabMemory()
     _apply(p, grid, memory, type="label", image_id=ids[0], class_id=dog, version=0)
@@ -64,7 +91,7 @@ def test_undo_past_the_batch_on_screen_needs_a_second_u(demo_project_no_round: P
     assert p.label_of(ids[0]).class_id == dog
     note = memory.current_notice(GRID_KEY)
     assert note is not None and note["kind"] == "warn" and "Press u again" in note["text"]
-    assert f"image {ids[0]}" in note["text"] and note["thumb"] and note["caption"] == f"image {ids[0]}: dog"
+    assert f"image {ids[0]}" in note["text"] and note["thumb"] and note["caption"] == f"{Path(rows[0].path).name}: dog"
     _apply(p, grid, memory, type="undo", on_screen=ids[1:])
     assert p.label_of(ids[0]).state == "unlabeled"
     # Nothing left: said so, nothing else changes.

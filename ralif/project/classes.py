@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,42 @@ if TYPE_CHECKING:
     from ralif.project.lifecycle import RoundBook
 
 CLASS_ACTIONS = ("merge", "delete-class")
+
+
+def name_key(name: str) -> str:
+    """What two class names are compared by: 'Cat', ' cat ' and 'CAT' (or a composed and a
+    decomposed 'é') name one class to a person, and two such classes split its labels in two."""
+    folded = unicodedata.normalize("NFC", clean_name(name)).casefold()
+    # casefold() can leave text that is no longer NFC (it expands some letters); normalise again.
+    return unicodedata.normalize("NFC", folded)
+
+
+def canonical_names(names: Iterable[str], live: Iterable[str]) -> dict[str, str]:
+    """Each of ``names`` (cleaned) mapped to the class it means: the live class with the same
+    :func:`name_key`, else the first of ``names`` with that key, so an import's 'Cat' labels go to an
+    existing 'cat' and folders 'Cat' and 'cat' make one class, not two."""
+    by_key = {name_key(n): n for n in live}
+    out: dict[str, str] = {}
+    for name in names:
+        clean = clean_name(name)
+        out[clean] = by_key.setdefault(name_key(clean), clean)
+    return out
+
+
+def _taken(name: str, existing: str) -> str:
+    """The refusal, naming the class that is there as it is written."""
+    if unicodedata.normalize("NFC", existing) == unicodedata.normalize("NFC", name):
+        return f"a class named {existing!r} already exists"
+    return f"a class named {existing!r} already exists ({name!r} differs from it only in case or spaces)"
+
+
+def _same_name(conn: sqlite3.Connection, name: str, other_than: int | None = None) -> str | None:
+    """The live class whose name is ``name`` up to case, spaces and Unicode form, as stored."""
+    key = name_key(name)
+    for cid, existing in conn.execute("SELECT id, name FROM classes WHERE deleted = 0"):
+        if cid != other_than and name_key(existing) == key:
+            return str(existing)
+    return None
 
 
 class ClassesMixin:
@@ -86,8 +123,9 @@ class ClassesMixin:
         """Add a class at the end; it takes the next free key and the least used colour."""
         name = clean_name(name)
         with self.store.write() as conn:
-            if conn.execute("SELECT 1 FROM classes WHERE name = ? AND deleted = 0", (name,)).fetchone():
-                raise ProjectError(f"a class named {name!r} already exists")
+            existing = _same_name(conn, name)
+            if existing is not None:
+                raise ProjectError(_taken(name, existing))
             pos = conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM classes").fetchone()[0]
             cur = conn.execute("INSERT INTO classes(name, position, created_at) VALUES (?, ?, ?)",
                                (name, pos, clock()))
@@ -97,10 +135,10 @@ class ClassesMixin:
         name = clean_name(name)
         with self.store.write() as conn:
             self._live_class(conn, class_id)
-            clash = conn.execute("SELECT id FROM classes WHERE name = ? AND deleted = 0 AND id != ?",
-                                 (name, int(class_id))).fetchone()
-            if clash:
-                raise ProjectError(f"a class named {name!r} already exists; merge the two instead")
+            # Only other classes clash: 'cat' may become 'Cat'.
+            existing = _same_name(conn, name, other_than=int(class_id))
+            if existing is not None:
+                raise ProjectError(_taken(name, existing) + "; merge the two instead")
             conn.execute("UPDATE classes SET name = ? WHERE id = ?", (name, int(class_id)))
 
     def reorder_classes(self, class_ids: Sequence[int]) -> None:
@@ -181,8 +219,9 @@ class ClassesMixin:
         row = conn.execute("SELECT name, deleted, hotkey FROM classes WHERE id = ?", (cid,)).fetchone()
         if row is None or not row["deleted"]:
             return []
-        if conn.execute("SELECT 1 FROM classes WHERE deleted = 0 AND name = ?", (row["name"],)).fetchone():
-            raise ProjectError(f"a class named {row['name']!r} exists again; rename it, then undo")
+        existing = _same_name(conn, row["name"])
+        if existing is not None:
+            raise ProjectError(f"a class named {existing!r} exists again; rename it, then undo")
         key = row["hotkey"]
         if key is not None and conn.execute("SELECT 1 FROM classes WHERE deleted = 0 AND hotkey = ?",
                                             (key,)).fetchone():

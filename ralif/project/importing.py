@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ralif.project.classes import canonical_names
 from ralif.project.errors import ProjectError
 from ralif.project.records import (
     BulkResult,
@@ -30,6 +32,14 @@ if TYPE_CHECKING:
     from ralif.project.lifecycle import RoundBook
 
 from ralif.project.validation import read_source
+
+
+def _counted(n: int, word: str) -> str:
+    return f"{n:,} {word if n == 1 else word + 's'}"
+
+
+def _are(items: Sized, one: str, many: str) -> str:
+    return f"is {one}" if len(items) == 1 else f"are {many}"
 
 
 def _row_id(cur: sqlite3.Cursor) -> int:
@@ -118,18 +128,19 @@ class ImportMixin:
         report.skipped_duplicates = int(len(entries) - keep.sum()) - report.already_present
         kept = [e for e, k in zip(entries, keep) if k]
         if known_labels != "ignore":
-            named = {e[3] for e in kept if e[3] is not None}
-            unknown = sorted(n for n in named if clean_name(n) not in live)
+            canon = canonical_names((e[3] for e in kept if e[3] is not None), live)
+            unknown = sorted({n for n in canon.values() if n not in live})
             if unknown and live and not add_unknown:
                 raise ProjectError(
-                    f"{len(unknown)} label name(s) are not classes of this project: {', '.join(unknown[:20])}"
+                    f"{_counted(len(unknown), 'label name')} {_are(unknown, 'not a class', 'not classes')} "
+                    f"of this project: {', '.join(unknown[:20])}"
                     f"{' ...' if len(unknown) > 20 else ''}. Known classes: {', '.join(sorted(live))}. "
                     f"Fix the labels, or pass add_unknown_classes=True (--add-classes) to add them.")
         if fraction is not None:
             pool_idx = [i for i, e in enumerate(kept) if e[2] == "pool"]
             n_test = round(fraction * len(pool_idx))
             if n_test < 1 or n_test >= len(pool_idx):
-                raise ProjectError(f"a held-out fraction of {fraction} of {len(pool_idx)} images leaves an "
+                raise ProjectError(f"a held-out fraction of {fraction} of {_counted(len(pool_idx), 'image')} leaves an "
                                    f"empty pool or test set")
             seed = int(self.store.get_setting("seed", 0))
             chosen = np.random.default_rng([seed, 7]).choice(pool_idx, n_test, replace=False)
@@ -140,10 +151,12 @@ class ImportMixin:
         with self.store.write() as conn:
             live = {r["name"]: r["id"] for r in conn.execute("SELECT id, name FROM classes WHERE deleted = 0")}
             next_pos = int(conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM classes").fetchone()[0])
+            # Read again inside the write: a class added since the check above is the one meant.
+            canon = canonical_names((c for lst in pool + test for c in lst.classes), live)
             if known_labels != "ignore":
-                named = {clean_name(e[3]) for e in kept if e[3] is not None}
+                named = {canon[clean_name(e[3])] for e in kept if e[3] is not None}
                 # New classes keep the source's order (ImageFolder: sorted folder names).
-                ordered = dict.fromkeys(clean_name(c) for lst in pool + test for c in lst.classes)
+                ordered = dict.fromkeys(canon[clean_name(c)] for lst in pool + test for c in lst.classes)
                 for n in [c for c in ordered if c in named and c not in live]:
                     cur = conn.execute("INSERT INTO classes(name, position, created_at) VALUES (?, ?, ?)",
                                        (n, next_pos, now))
@@ -151,7 +164,7 @@ class ImportMixin:
                     next_pos += 1
                     report.classes_added.append(n)
             truth = known_labels == "truth"
-            rows = [(p, h, split, live[clean_name(y)] if (truth and y is not None) else None, now)
+            rows = [(p, h, split, live[canon[clean_name(y)]] if (truth and y is not None) else None, now)
                     for p, h, split, y in kept]
             conn.executemany("INSERT INTO images(path, content_hash, split, true_class_id, added_at) "
                              "VALUES (?, ?, ?, ?, ?)", rows)
@@ -160,7 +173,7 @@ class ImportMixin:
             report.test = len(rows) - report.pool
             report.truths = sum(1 for r in rows if r[3] is not None)
             if known_labels == "import":
-                labeled = [(p, live[clean_name(y)]) for p, _, _, y in kept if y is not None]
+                labeled = [(p, live[canon[clean_name(y)]]) for p, _, _, y in kept if y is not None]
                 if labeled:
                     action = self._new_action(conn, "import", {"count": len(labeled)})
                     conn.execute("CREATE TEMP TABLE IF NOT EXISTS _import (path TEXT PRIMARY KEY, class_id INTEGER)")
@@ -199,18 +212,24 @@ class ImportMixin:
             if wanted.setdefault(p, y) != y:
                 clashes.append(f"{p} ({wanted[p]} / {y})")
         if clashes:
-            raise ProjectError(f"{len(clashes)} image(s) get two different labels in {csv_file.name}, "
+            raise ProjectError(f"{_counted(len(clashes), 'image')} {'gets' if len(clashes) == 1 else 'get'} two "
+                               f"different labels in {csv_file.name}, "
                                f"e.g. {'; '.join(clashes[:3])}")
         live = {c.name: c.id for c in self.classes()}
+        # 'Cat ' in the CSV labels the class 'cat': one class to a person, never a second one.
+        canon = canonical_names(wanted.values(), live)
+        wanted = {p: canon[y] for p, y in wanted.items()}
         unknown = sorted(set(wanted.values()) - set(live))
         if unknown and not add_unknown_classes:
-            raise ProjectError(f"{len(unknown)} label name(s) in {csv_file.name} are not classes of this project: "
+            raise ProjectError(f"{_counted(len(unknown), 'label name')} in {csv_file.name} "
+                               f"{_are(unknown, 'not a class', 'not classes')} of this project: "
                                f"{', '.join(unknown[:20])}. Known classes: {', '.join(sorted(live))}. "
                                f"Pass add_unknown_classes=True to add them.")
         ids = {r[1]: r[0] for r in self.store.query("SELECT id, path FROM images")}
         missing = [p for p in wanted if p not in ids]
         if missing:
-            raise ProjectError(f"{len(missing)} path(s) in {csv_file.name} are not images of this project, "
+            raise ProjectError(f"{_counted(len(missing), 'path')} in {csv_file.name} "
+                               f"{_are(missing, 'not an image', 'not images')} of this project, "
                                f"e.g. {', '.join(missing[:3])}")
         changed = unchanged = 0
         # New classes and the labels are written together: a failure leaves neither behind.

@@ -125,8 +125,9 @@ def _cold_start(feats: np.ndarray, inputs: RoundInputs, budget: int, rng: np.ran
         pts, d2 = torch.from_numpy(np.ascontiguousarray(feats[cand], dtype=np.float32)), None
     order = kmeanspp_seeding(len(cand), budget, rng, euclidean_dist_to(pts), d2=d2, first=None, device=dev)
     over = f"a random {len(cand):,} of {len(inputs.candidate_pos):,}" if sampled else f"{len(cand):,}"
+    images = "image" if len(cand) == 1 else "images"
     why = "no labels yet" if not len(inputs.labeled_pos) else "fewer than two classes labeled"
-    reasons = [f"k-means++ pick {j + 1} of {budget} over {over} unlabeled images (cold start: {why})"
+    reasons = [f"k-means++ pick {j + 1} of {budget} over {over} unlabeled {images} (cold start: {why})"
                for j in range(budget)]
     return cand[order], reasons
 
@@ -182,7 +183,8 @@ def _select(head: LinearHead, feats: np.ndarray, inputs: RoundInputs, budget: in
                 text += f", {pick_word[diversity]} {j + 1} of {budget}"
             reasons.append(text)
     elif len(picked) == len(unlabeled):
-        reasons = [f"one of the last {len(unlabeled):,} unlabeled images"] * len(picked)
+        reasons = [f"one of the last {len(unlabeled):,} unlabeled images" if len(unlabeled) > 1
+                   else "the last unlabeled image"] * len(picked)
     else:
         reasons = [f"{strategy.name} pick {j + 1} of {budget}" for j in range(len(picked))]
     return picked, scores, reasons, info
@@ -216,18 +218,27 @@ def _interleave(picks: np.ndarray, scores: list[float | None], reasons: list[str
     order = np.empty(total, dtype=np.int64)
     order[at], order[~at] = audit, picks
     out_s = np.full(total, None, dtype=object)
-    out_r = np.full(total, f"one of the {total} images of round {inputs.number}'s batch", dtype=object)
+    batch = (f"one of the {total} images" if total > 1 else "the only image") + f" of round {inputs.number}'s batch"
+    out_r = np.full(total, batch, dtype=object)
     out_s[~at] = np.array(scores, dtype=object).reshape(-1)
     out_r[~at] = np.array(reasons, dtype=object).reshape(-1)
     return order, list(out_s), [str(r) for r in out_r]
 
 
-def _add_guesses(reasons: list[str], probs: np.ndarray, inputs: RoundInputs
+# What separates a reason from the model's guess appended to it.
+GUESS_MARK = "; model guess: "
+
+
+def _add_guesses(reasons: list[str], probs: np.ndarray, inputs: RoundInputs, hidden: np.ndarray
                  ) -> tuple[list[str], list[int | None], list[float | None]]:
+    """The model's guess added to each reason, except where ``hidden`` (audit images): their guess
+    is still returned, to score the answer against, but a reason is shown to the user (a tile's
+    tooltip), and a guess seen there would sway the very answer that measures the model."""
     top = probs.argmax(1)
     conf = probs[np.arange(len(top)), top]
     predicted = [inputs.class_ids[k] for k in top]
-    out = [f"{r}; model guess: {inputs.class_names[k]} ({c:.0%})" for r, k, c in zip(reasons, top, conf)]
+    out = [r if h else f"{r}{GUESS_MARK}{inputs.class_names[k]} ({c:.0%})"
+           for r, k, c, h in zip(reasons, top, conf, hidden)]
     return out, predicted, [float(c) for c in conf]
 
 
@@ -394,7 +405,7 @@ def compute_round(project: HasFolder, inputs: RoundInputs, report: Reporter | No
         picks, scores, reasons, info = _select(head, pool_feats, inputs, budget - len(audit), rng, rest)
         picks, scores, reasons = _interleave(picks, scores, reasons, audit, arng, inputs)
         probs = head.predict_proba(pool_feats, picks)
-        reasons, predicted, confidence = _add_guesses(reasons, probs, inputs)
+        reasons, predicted, confidence = _add_guesses(reasons, probs, inputs, np.isin(picks, audit))
         info["audit_ids"] = [int(i) for i in inputs.pool_ids[audit]]
         info["audit_share"] = float(audit_share)
     if losses is not None:

@@ -9,6 +9,7 @@ pressed) leaves the partial file, and the next download resumes it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -16,9 +17,10 @@ import streamlit as st
 
 from ralif import encoder_catalog as catalog
 from ralif.encoder_catalog import EncoderChoice
+from ralif.models.advice import SCRATCH_MIN_LABELS, scratch_advice
 from ralif.project import Project, ProjectError
 from ralif.ui import common, round_panel
-from ralif.ui.literal import code, lit
+from ralif.ui.text import code, counted, lit
 from ralif.weights import DownloadProgress, WeightsSource, WeightsUnavailable, download
 
 KEYS = ("clip", "resnet18-imagenet-frozen", "resnet18-imagenet-finetune", "resnet18-scratch", "precomputed",
@@ -59,7 +61,64 @@ def _clip_inputs(prefix: str) -> tuple[str, str]:
     return str(model), str(tag)
 
 
-def _build(prefix: str, key: str, labels: int | None) -> EncoderChoice:
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    if seconds < 5400:
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
+
+
+def scratch_choice(labels: int | None, pool: int | None = None, *, gpu: bool | None = None) -> EncoderChoice:
+    """ResNet18 from scratch, its cost said once, for the epochs a round really trains.
+
+    The catalog's entry quotes the paper's 200 epochs at the labels of the source ("one round takes
+    about 9 s" with none) beside a flat "rounds will take hours": both about one round, neither
+    true of the project's rounds, which train ``DEFAULT_RESNET``'s epochs over every label so far
+    and so grow as the user labels. Here both figures come from one estimate
+    (:func:`ralif.models.advice.scratch_advice`), now and at the labels such a network needs."""
+    from ralif.models.resnet import TrainConfig
+    from ralif.project.rounds import DEFAULT_RESNET
+
+    if gpu is None:
+        import torch
+
+        gpu = bool(torch.cuda.is_available())
+    choice = catalog.resnet18_scratch_choice(labels, has_gpu=gpu)
+    epochs = int(TrainConfig.from_dict({**DEFAULT_RESNET, **choice.resnet}).epochs or 1)
+
+    def cpu_round(n: int) -> float:
+        return float(scratch_advice(n, pool=pool, epochs=epochs, gpu=gpu).round_seconds_cpu or 0.0)
+
+    enough = max(SCRATCH_MIN_LABELS, labels or 0)
+    few = labels is None or labels < SCRATCH_MIN_LABELS
+    parts = [f"ResNet18 from scratch learns everything from your labels: it needs about "
+             f"{SCRATCH_MIN_LABELS:,} labeled images before its guesses mean anything, and a GPU."]
+    if labels is not None and few:
+        parts.append(f"With {counted(labels, 'label')} it will make confident but wrong guesses.")
+    cost = (f"Each round trains the network anew, {epochs} epochs over every label so far"
+            + (", then computes features for the whole pool" if pool else "")
+            + ", so rounds slow down as you label. On a CPU a round takes ")
+    if labels is not None and 2 <= labels < enough:
+        cost += f"{_duration(cpu_round(labels))} at {counted(labels, 'label')} and "
+    cost += f"{_duration(cpu_round(enough))} at {counted(enough, 'label')}; "
+    cost += ("this machine has a CUDA GPU, which is much faster." if gpu else "this machine has no GPU.")
+    parts.append(cost)
+    if few:
+        parts.append("Choose a pretrained encoder (CLIP, or ResNet18 ImageNet with a linear head) instead: "
+                     "it gives useful guesses from a few labels per class and runs a round in seconds.")
+    warnings = []
+    if labels is not None and few:
+        warnings.append(f"{counted(labels, 'label')} {'is' if labels == 1 else 'are'} far below the "
+                        f"{SCRATCH_MIN_LABELS:,} a from-scratch network needs: choose a pretrained encoder")
+    if not gpu:
+        warnings.append(f"no GPU found: at {counted(enough, 'label')} a round takes "
+                        f"{_duration(cpu_round(enough))} on this machine's CPU")
+    return dataclasses.replace(choice, what_happens=" ".join(parts),
+                               warning="; ".join(warnings) + "." if warnings else None)
+
+
+def _build(prefix: str, key: str, labels: int | None, pool: int | None) -> EncoderChoice:
     if key == "clip":
         return catalog.clip_choice(*_clip_inputs(prefix))
     if key == "resnet18-imagenet-frozen":
@@ -67,7 +126,7 @@ def _build(prefix: str, key: str, labels: int | None) -> EncoderChoice:
     if key == "resnet18-imagenet-finetune":
         return catalog.resnet18_finetune_choice()
     if key == "resnet18-scratch":
-        return catalog.resnet18_scratch_choice(labels)
+        return scratch_choice(labels, pool)
     if key == "precomputed":
         path = st.text_input("Embeddings file (.npz with 'features' and 'paths')", key=f"{prefix}_emb_path",
                              placeholder="/data/embeddings.npz").strip().strip("'\"")
@@ -90,16 +149,17 @@ def _build(prefix: str, key: str, labels: int | None) -> EncoderChoice:
     return catalog.spec_choice(spec, str(kind))
 
 
-def pick_encoder(prefix: str, *, labels: int | None = None) -> EncoderChoice | None:
-    """The encoder radio with what the selected choice needs and does; a download button when its
-    weights are missing. Returns the choice, or None while it still needs a file path (or the
+def pick_encoder(prefix: str, *, labels: int | None = None, pool: int | None = None) -> EncoderChoice | None:
+    """The encoder radio with what the selected choice needs and does (``labels``, ``pool``: the
+    project's, or the import plan's, for the cost of a from-scratch round); a download button when
+    its weights are missing. Returns the choice, or None while it still needs a file path (or the
     typed spec is wrong, which is said in the page)."""
     default = _default_key()
     key = st.radio("Encoder and model", KEYS, index=KEYS.index(default), key=f"{prefix}_encoder",
                    format_func=lambda k: TITLES[k], horizontal=False,
                    help="How images become features, and what is trained on your labels each round.")
     try:
-        choice = _build(prefix, str(key), labels)
+        choice = _build(prefix, str(key), labels, pool)
     except (ValueError, ProjectError) as exc:
         st.error(lit(exc))
         return None
@@ -181,14 +241,16 @@ def encoder_settings(project: Project) -> None:
     spec = project.encoder_spec
     status = project.round_status()
     failed = status.get("status") == "failed"
-    with st.expander(f"Encoder and model of {lit(project.name)}: {lit(common.encoder_label(spec))}",
-                     expanded=failed):
+    # The name quoted: "Encoder and model of One class" read as if the model had one class.
+    with st.expander(f"Encoder and model of the project '{lit(project.name)}': "
+                     f"{lit(common.encoder_label(spec))}", expanded=failed):
         if failed:
             st.warning(f"The last round failed: {lit(status.get('error') or 'no reason recorded')}. If the "
                        f"encoder is the cause, choose another one here; the round then runs again with it.")
         st.caption("Switching recomputes the image features at the next round (once: they are cached per "
                    "encoder, so switching back costs nothing) and keeps every label.")
-        choice = pick_encoder("settings", labels=project.progress().labeled)
+        prog = project.progress()
+        choice = pick_encoder("settings", labels=prog.labeled, pool=prog.pool)
         if st.button("Use this encoder", key="settings_apply", type="primary", disabled=choice is None):
             assert choice is not None
             if not ensure_weights(choice, "settings"):
@@ -201,6 +263,7 @@ def encoder_settings(project: Project) -> None:
             labeled = project.progress().labeled
             error = round_panel.start(project) if failed else None
             common.flash("success", f"Encoder changed to {lit(common.encoder_label(project.encoder_spec))}; "
-                                    f"all {labeled:,} labels are kept. The next round computes the "
+                                    f"{'the' if labeled == 1 else 'all'} {counted(labeled, 'label')} "
+                                    f"{'is' if labeled == 1 else 'are'} kept. The next round computes the "
                                     f"features with it." + (f" {lit(error)}" if error else ""))
             st.rerun()

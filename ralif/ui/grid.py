@@ -22,8 +22,9 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from ralif.audit import AcceptDecision
-from ralif.project import BatchItem, ClassInfo, ImageRow, LabelState, Project, ProjectError
+from ralif.project import BatchItem, ClassInfo, ImageRow, LabelState, Project, ProjectError, UndoResult
 from ralif.project.records import ActionInfo
+from ralif.project.rounds import GUESS_MARK
 from ralif.project.store import DiskFullError, ProjectGoneError, ProjectReplacedError, ReadOnlyError
 from ralif.ui.thumbs import thumbnail
 
@@ -206,7 +207,10 @@ def _undo(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key: str
     listed = ev.get("on_screen")
     on_screen = {int(i) for i in listed} if isinstance(listed, list) else None
     outside = on_screen is not None and (act.count > len(act.image_ids) or not set(act.image_ids) <= on_screen)
-    thumb, caption = _undo_picture(act)
+    titles = ev.get("titles")
+    named = ({int(i): str(t) for i, t in zip(listed, titles)}
+             if isinstance(listed, list) and isinstance(titles, list) else {})
+    thumb, caption = _undo_picture(act, named)
     if outside and memory.undo_confirm != act.id:
         memory.undo_confirm = act.id
         where = ("" if act.kind in ("merge", "delete-class") else
@@ -218,23 +222,47 @@ def _undo(project: Project, ev: dict[str, Any], memory: TabMemory, grid_key: str
     res = project.undo_action(act.id)
     for i in res.restored:
         memory.own_versions[i] = project.label_of(i).version
-    text = f"Undone: {act.summary}."
-    if res.classes_restored:
-        text += f" Class back: {', '.join(repr(n) for n in res.classes_restored)}."
-    if res.conflicts:
-        text += (f" {len(res.conflicts)} image(s) were changed elsewhere since and were left as they "
-                 f"are: {', '.join(map(str, res.conflicts[:10]))}.")
+    text = _undone_one(project, act, res, named)
+    if text is None:
+        text = f"Undone: {act.summary}."
+        if res.classes_restored:
+            text += f" Class back: {', '.join(repr(n) for n in res.classes_restored)}."
+        if res.conflicts:
+            text += (f" {len(res.conflicts)} image(s) were changed elsewhere since and were left as they "
+                     f"are: {', '.join(map(str, res.conflicts[:10]))}.")
     memory.notice(grid_key, text, "warn" if res.conflicts else "", thumb, caption)
     if res.restored:
         out.focus_hint = {"event": ev["id"], "image_id": res.restored[0]}
 
 
-def _undo_picture(act: ActionInfo) -> tuple[str | None, str | None]:
-    """The first image an action changed, as a small thumbnail, and what it had been set to."""
+def _undone_one(project: Project, act: ActionInfo, res: UndoResult, titles: dict[int, str]) -> str | None:
+    """What undoing one image's answer did, naming the image as its tile does ("#2"), or None
+    for an action on several images or on classes (its summary says it)."""
+    if act.count != 1 or not act.image_ids or act.kind in ("merge", "delete-class", "oracle"):
+        return None
+    image = act.image_ids[0]
+    where = titles.get(image) or (f'image "{Path(act.first_path).name}"' if act.first_path else f"image {image}")
+    if image in res.conflicts:
+        return (f"Not undone: {where} was changed elsewhere since (another tab or person), and that answer "
+                "stays.")
+    now = project.label_of(image)
+    after = ("it has no answer now" if now.state == "unlabeled" else "it is skipped again" if now.state == "unsure"
+             else f'it is "{now.class_name}" again' if now.class_name else "it has its earlier answer again")
+    if act.first_label == "no label":
+        return f"Undone: the removal of the answer of {where}; {after}."
+    if act.first_label in ("skipped", "a deleted class"):
+        return f"Undone: {where} is no longer {act.first_label}; {after}."
+    return f'Undone: {where} is no longer "{act.first_label}"; {after}.'
+
+
+def _undo_picture(act: ActionInfo, named: dict[int, str]) -> tuple[str | None, str | None]:
+    """The first image an action changed, as a small thumbnail, and what it had been set to; the
+    image is named by its tile (``named``: image id to tile title) or, off screen, by its file."""
     if not act.first_path:
         return None, None
     first = act.image_ids[0] if act.image_ids else None
-    return thumbnail(act.first_path, NOTICE_THUMB_PX), f"image {first}: {act.first_label}"
+    name = named.get(first) if first is not None else None
+    return thumbnail(act.first_path, NOTICE_THUMB_PX), f"{name or Path(act.first_path).name}: {act.first_label}"
 
 
 def apply_pending(project: Project, grid_key: str, memory: TabMemory) -> Applied:
@@ -307,6 +335,8 @@ def batch_items(batch: Sequence[BatchItem], px: int, classes: Sequence[ClassInfo
     for b in batch:
         gone = live is not None and b.predicted_class_id is not None and b.predicted_class_id not in live
         hidden = b.image_id in audit
+        # Batches computed before audit reasons left the guess out still carry it.
+        reason = b.reason.split(GUESS_MARK, 1)[0] if hidden and b.reason else b.reason
         items.append({
             "id": b.image_id, "src": thumbnail(b.path, px), "title": f"#{b.rank}",
             "subtitle": Path(b.path).name, "alt": f"image {b.rank} of the batch",
@@ -317,7 +347,7 @@ def batch_items(batch: Sequence[BatchItem], px: int, classes: Sequence[ClassInfo
             "no_prediction": ("guess hidden: audit" if hidden
                               else "no guess: its class was removed" if gone else "no model yet"),
             "audit": hidden,
-            "why": plain_reason(b.reason), "why_full": f"{short_reason(b.reason)}\n{b.reason}",
+            "why": plain_reason(reason), "why_full": f"{short_reason(reason)}\n{reason}",
             "tooltip": b.path, "rank": b.rank,
             **_label_fields(b.label)})
     return items

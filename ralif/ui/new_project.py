@@ -20,8 +20,8 @@ from ralif.folder_scan import DECISIONS, ImportPlan, SourceGroup, SourcePreview,
 from ralif.project import ProjectError
 from ralif.strategies import REGISTRY
 from ralif.ui import encoder_picker, projects, round_panel
-from ralif.ui.literal import code, lit
 from ralif.ui.state import client_id, set_project
+from ralif.ui.text import code, counted, lit
 
 PREVIEW_KEY = "ralif_new_preview"
 REPORT_KEY = "ralif_import_report"
@@ -78,8 +78,8 @@ def _group_row(g: SourceGroup, key: str) -> str:
     splits = ""
     if len(g.per_split) > 1 or set(g.per_split) - {"all"}:
         splits = " (" + ", ".join(f"{n:,} {s}" for s, n in sorted(g.per_split.items())) + ")"
-    bad = f" · {g.unreadable} unreadable" if g.unreadable else ""
-    c1.markdown(f"**{lit(g.title)}** · {g.count:,} images{splits}{bad}  \n{lit(g.reason)}")
+    bad = f" · {g.unreadable:,} unreadable" if g.unreadable else ""
+    c1.markdown(f"**{lit(g.title)}** · {counted(g.count, 'image')}{splits}{bad}  \n{lit(g.reason)}")
     if g.note:
         c1.caption(lit(g.note))
     if g.samples:
@@ -89,9 +89,14 @@ def _group_row(g: SourceGroup, key: str) -> str:
                             format_func=lambda d: DECISION_TEXT[d]))
 
 
+def _files_table(files: list[tuple[str, str]]) -> None:
+    st.dataframe([{"file": Path(p).name, "folder": str(Path(p).parent), "reason": r} for p, r in files],
+                 hide_index=True, width="stretch")
+
+
 def show_preview(preview: SourcePreview, scan: int) -> dict[str, str]:
-    """The layout, every group with its count, thumbnails and decision, unreadable and duplicate
-    files; returns the decisions by group key."""
+    """The layout, every group with its count, thumbnails and decision, the files that will be
+    skipped (unreadable, or not images); returns the decisions by group key."""
     st.markdown(f"**Found:** {lit(preview.description)}")
     st.caption(f"Source: {code(preview.source)}")
     for note in preview.notes:
@@ -101,14 +106,36 @@ def show_preview(preview: SourcePreview, scan: int) -> dict[str, str]:
         for i, g in enumerate(preview.groups):
             decisions[g.key] = _group_row(g, f"new_dec_{scan}_{i}")
     if preview.problems:
-        with st.expander(f"{len(preview.problems):,} file(s) cannot be read and will be skipped"):
-            st.dataframe([{"file": Path(p).name, "folder": str(Path(p).parent), "reason": r}
-                          for p, r in preview.problems], hide_index=True, width="stretch")
-    if preview.duplicates:
-        with st.expander(f"{len(preview.duplicates):,} group(s) of identical files (the first copy is kept)"):
-            st.dataframe([{"kept": g[0], "skipped": ", ".join(g[1:])} for g in preview.duplicates],
-                         hide_index=True, width="stretch")
+        with st.expander(f"{counted(len(preview.problems), 'file')} cannot be read and will be skipped"):
+            _files_table(preview.problems)
+    if preview.other_files:
+        n = len(preview.other_files)
+        with st.expander(f"{counted(n, 'file')} {'is not an image' if n == 1 else 'are not images'} and "
+                         f"will be skipped"):
+            _files_table(preview.other_files)
     return decisions
+
+
+def show_plan(plan: ImportPlan) -> None:
+    """What will be imported, counted as the import will count it, and the identical copies it skips
+    (of the images the decisions keep: a copy in an ignored folder is not imported anyway)."""
+    st.markdown(f"**Will import:** {lit(plan.summary())}")
+    if plan.duplicates:
+        groups = counted(len(plan.duplicates), "group")
+        with st.expander(f"{groups} of identical files (the first copy is kept)"):
+            st.dataframe([{"kept": g[0], "skipped": ", ".join(g[1:])} for g in plan.duplicates],
+                         hide_index=True, width="stretch")
+    if plan.label_conflicts:
+        with st.expander(f"{counted(len(plan.label_conflicts), 'image')} under two different labels "
+                         f"(imported once, without a label)"):
+            st.dataframe([{"image": text} for text in plan.label_conflicts], hide_index=True, width="stretch")
+
+
+def _new_attempt() -> None:
+    """A new scan or creation starts: the report of the project made before is no longer news, and
+    left at the top of the page it would read as the outcome of this attempt. A button's callback
+    runs before the page does, so the report is gone before the page draws it."""
+    st.session_state.pop(REPORT_KEY, None)
 
 
 def _settings() -> dict[str, Any]:
@@ -182,7 +209,7 @@ def create_section(root: Path) -> None:
         help="A folder of images (searched recursively), an ImageFolder (one subfolder per class, "
              "optionally under train/ val/ test/), or a CSV manifest with a `path` column and an "
              "optional `label` column.").strip()
-    clicked = st.button("Scan and preview", key="new_scan")
+    clicked = st.button("Scan and preview", key="new_scan", on_click=_new_attempt)
     # Always there, so the page keeps the same shape while a scan or a download blocks the run
     # (Streamlit shows the previous run's elements by position until they are replaced).
     slot = st.empty()
@@ -207,11 +234,13 @@ def create_section(root: Path) -> None:
     except ValueError as exc:
         st.error(lit(exc))
     else:
-        st.markdown(f"**Will import:** {lit(plan.summary())}")
+        show_plan(plan)
     st.markdown("##### Encoder and model")
-    choice = encoder_picker.pick_encoder("new", labels=plan.labeled if plan else None)
+    choice = encoder_picker.pick_encoder("new", labels=plan.labeled if plan else None,
+                                         pool=len(plan.imported) if plan else None)
     opts = _settings()
     ready = plan is not None and choice is not None
-    if st.button("Create project", type="primary", key="new_create", disabled=not ready) and ready:
+    if st.button("Create project", type="primary", key="new_create", disabled=not ready,
+                 on_click=_new_attempt) and ready:
         assert plan is not None and choice is not None
         _create(root, name, plan, choice, opts)

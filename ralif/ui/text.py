@@ -60,3 +60,9 @@ def code(text: object) -> str:
     fence = "`" * (run + 1)
     pad = " " if s.startswith("`") or s.endswith("`") or not s else ""
     return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """``n`` with ``word`` agreeing in number ("1 image", "2,000 images"); ``plural`` where adding an
+    s is wrong ("class", "classes")."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"

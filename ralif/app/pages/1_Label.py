@@ -59,7 +59,8 @@ prog = project.progress()
 common.sidebar(project, prog)
 with st.sidebar:
     tile_size = st.select_slider("Tile size", list(TILE_PX), value="medium", key="label_tile_size",
-                                 help="Smaller tiles show more images at once.")
+                                 help="Smaller tiles show more images at once. After a change (or on Esc) "
+                                      "the keys go back to the images.")
     # In the sidebar: every pixel above the grid is a row of pictures less.
     with st.expander("Model accuracy (random audit images)"):
         audit = render_audit(project, heading=False, compact=True)

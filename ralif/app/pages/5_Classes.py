@@ -8,7 +8,7 @@ from ralif.project import ProjectError
 from ralif.strategies import REGISTRY
 from ralif.ui import common
 from ralif.ui.state import require_project
-from ralif.ui.text import code, lit
+from ralif.ui.text import code, counted, lit
 
 MERGE_KEY = "ralif_merge_pending"
 
@@ -59,11 +59,12 @@ with actions:
         new_name = st.text_input("New class name", key="add_name")
         if st.form_submit_button("Add class"):
             try:
-                project.add_class(new_name)
+                added = project.add_class(new_name)
             except ProjectError as exc:
                 st.error(lit(exc))
             else:
-                _done(f"Added class '{lit(new_name.strip())}'.")
+                # The name as stored (spaces collapsed), the one the class list will show.
+                _done(f"Added class '{lit(next(c.name for c in project.classes() if c.id == added))}'.")
 
     with rename_tab, st.form("rename_class", border=False):
         target = st.selectbox("Class", list(by_id), format_func=_label, key="rename_which")
@@ -75,7 +76,8 @@ with actions:
             except (ProjectError, KeyError, TypeError) as exc:
                 st.error(lit(exc))
             else:
-                _done(f"Renamed '{lit(old)}' to '{lit(renamed.strip())}'; its labels keep the class.")
+                new = next(c.name for c in project.classes() if c.id == target)
+                _done(f"Renamed '{lit(old)}' to '{lit(new)}'; its labels keep the class.")
 
     with merge_tab, st.form("merge_class", border=False):
         source = st.selectbox("Move every label of", list(by_id), format_func=_label, key="merge_from")
@@ -91,18 +93,19 @@ with actions:
     if pending and all(c in by_id for c in pending):
         src, dst = (by_id[c] for c in pending)
         with merge_tab, st.container(border=True):
-            st.warning(f"Merge {lit(src.name)} into {lit(dst.name)}? {src.count:,} label(s) move to "
+            st.warning(f"Merge {lit(src.name)} into {lit(dst.name)}? {counted(src.count, 'label')} "
+                       f"{'moves' if src.count == 1 else 'move'} to "
                        f"{lit(dst.name)} (which then has {src.count + dst.count:,}), and the class "
                        f"{lit(src.name)} is removed. The label history keeps the old answers.")
             yes, no = st.columns(2)
-            if yes.button(f"Merge: move {src.count:,} label(s)", type="primary", key="merge_confirm"):
+            if yes.button(f"Merge: move {counted(src.count, 'label')}", type="primary", key="merge_confirm"):
                 st.session_state.pop(MERGE_KEY, None)
                 try:
                     moved = project.merge_classes(src.id, dst.id)
                 except (ProjectError, TypeError) as exc:
                     st.error(lit(exc))
                 else:
-                    _done(f"Merged '{lit(src.name)}' into '{lit(dst.name)}': {moved:,} label(s) moved.")
+                    _done(f"Merged '{lit(src.name)}' into '{lit(dst.name)}': {counted(moved, 'label')} moved.")
             if no.button("Cancel", key="merge_cancel"):
                 st.session_state.pop(MERGE_KEY, None)
                 st.rerun()
@@ -113,14 +116,17 @@ with actions:
         if st.form_submit_button("Delete", disabled=not classes) and doomed is not None:
             if not sure:
                 st.warning(f"Tick the box to confirm: deleting {lit(by_id[doomed].name)} removes "
-                           f"{by_id[doomed].count:,} label(s); those images become unlabeled.")
+                           f"{counted(by_id[doomed].count, 'label')}; "
+                           f"{'that image becomes' if by_id[doomed].count == 1 else 'those images become'} "
+                           f"unlabeled.")
             else:
                 try:
                     cleared = project.delete_class(doomed)
                 except (ProjectError, TypeError) as exc:
                     st.error(lit(exc))
                 else:
-                    _done(f"Deleted '{lit(by_id[doomed].name)}'; {cleared:,} image(s) are unlabeled again.")
+                    _done(f"Deleted '{lit(by_id[doomed].name)}'; {counted(cleared, 'image')} "
+                          f"{'is' if cleared == 1 else 'are'} unlabeled again.")
 
     # Merges and deletes are one history action each: undone here, also after a reload.
     edits = project.recent_actions(CLASS_EDITS, limit=5)
@@ -137,7 +143,7 @@ with actions:
             else:
                 back = ", ".join(repr(n) for n in res.classes_restored)
                 _done(lit(f"Undone: {act.summary}. " + (f"Class back: {back}. " if back else "")
-                          + f"{len(res.restored):,} label(s) restored"
+                          + f"{counted(len(res.restored), 'label')} restored"
                           + (f"; {len(res.conflicts):,} changed since were left as they are." if res.conflicts
                              else ".")))
 

@@ -17,7 +17,8 @@ const S = {
   focus: 0, selected: new Set(), anchor: null, batchId: null,
   outbox: [], seq: 0, counter: 0, nonce: Math.random().toString(36).slice(2, 10),
   storeKey: null, byClass: new Map(), message: "", messageKind: "", sayTimer: null, lastSent: 0, resendTimer: null,
-  appliedHints: new Set(), lastHeight: 0, confirmSubmit: null, confirmAccept: null, thumb: null, caption: "",
+  appliedHints: new Set(), lastHeight: 0, confirmSubmit: null, confirmAccept: null, prompt: null, thumb: null,
+  caption: "",
   finder: {open: false, text: "", index: 0}, pageKeys: false,
 };
 
@@ -50,6 +51,8 @@ function persist() {
 }
 
 function enqueue(ev) {
+  // An answer (a click on a class, undo) is not the yes a question waits for: the question goes.
+  if (ev.type !== "submit") withdraw();
   S.counter += 1;
   ev.id = S.nonce + "-" + S.counter;
   ev.t = Date.now();
@@ -141,16 +144,17 @@ function columns() {
 }
 
 // The project's one rule for unanswered images: they stay unlabeled, and submitting with some
-// left needs an explicit yes (a second Enter), which the app passes on as allow_unanswered.
-function submit() {
+// left needs an explicit yes (Enter again, right after the question), which the app passes on
+// as allow_unanswered.
+function submit(confirmed) {
   if (S.args.mode !== "batch") return;
   const left = remaining();
-  if (left.length && S.confirmSubmit !== S.batchId) {
-    S.confirmSubmit = S.batchId;
+  if (left.length && !confirmed) {
     const ranks = left.slice(0, 8).map((it) => "#" + it.rank).join(", ");
     say(`${left.length} of ${S.items.length} images have no answer yet ` +
         `(${ranks}${left.length > 8 ? ", …" : ""}): they would stay unlabeled. ` +
         "Press Enter again to submit anyway, or answer them first.", "warn");
+    ask("submit", S.batchId);
     setFocus(S.items.indexOf(left[0]));
     return;
   }
@@ -161,12 +165,15 @@ function submit() {
 }
 
 function undo() {
-  // The app checks what it would undo against the images on screen (see grid.py).
-  enqueue({type: "undo", on_screen: S.items.map((it) => it.id)});
+  // The app checks what it would undo against the images on screen (see grid.py), and names an
+  // image by its tile ("#2"), as the person sees it.
+  enqueue({type: "undo", on_screen: S.items.map((it) => it.id), titles: S.items.map((it) => it.title)});
   say("Undoing your last action…", "");
 }
 
 function say(text, kind, thumb, caption) {
+  // A question whose text gives way to another message no longer holds.
+  if (S.prompt) { S.confirmAccept = null; S.confirmSubmit = null; S.prompt = null; }
   S.message = text;
   S.messageKind = kind || "";
   S.thumb = thumb || null;
@@ -242,7 +249,7 @@ function drawBar() {
     const sub = el("button", "act primary", "Submit batch (Enter)");
     sub.type = "button";
     sub.id = "submit";
-    sub.addEventListener("click", submit);
+    sub.addEventListener("click", () => submit(S.confirmSubmit === S.batchId));
     bar.append(sub);
   }
   const keys = el("button", "act keys", "Keys (?)");
@@ -348,6 +355,7 @@ function toggle(id, on) {
 function onTileClick(e, id) {
   const i = S.items.findIndex((x) => x.id === id);
   if (i < 0) return;
+  withdraw();
   if (e.shiftKey) {
     const a = S.anchor === null ? S.focus : Math.max(0, S.items.findIndex((x) => x.id === S.anchor));
     const [lo, hi] = a < i ? [a, i] : [i, a];
@@ -453,6 +461,7 @@ new ResizeObserver(() => fitHeight()).observe(document.getElementById("root"));
 
 function onRender(args) {
   const first = S.args === null;
+  const resized = !first && S.args.image_px !== args.image_px;
   S.args = args;
   document.documentElement.style.setProperty("--img", (args.image_px || 160) + "px");
   document.documentElement.style.setProperty("--tile-w", ((args.image_px || 160) + 16) + "px");
@@ -495,6 +504,7 @@ function onRender(args) {
   }
   document.body.classList.toggle("browse", args.mode !== "batch");
   if (args.capture_page_keys && !S.pageKeys) S.pageKeys = attachParent();
+  if (resized && args.capture_page_keys) sliderDone();
   if (first) {
     drawBar();
     drawHelp();

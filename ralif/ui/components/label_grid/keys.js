@@ -93,10 +93,10 @@ function acceptGuess(confirming) {
   } else if (rule.mode === "off") {
     say(`Accepting the model's guess is off for now: ${rule.reason}. Press a class key.`, "warn");
   } else if (rule.mode === "confirm" && confirming !== it.id) {
-    S.confirmAccept = it.id;
     const why = rule.reason.charAt(0).toUpperCase() + rule.reason.slice(1);
     say(`Accept "${classById(guess).name}" for this image? ${why}. ` +
         "Press a again to accept, or a class key.", "warn");
+    ask("accept", it.id);
   } else {
     assign(guess);
   }
@@ -119,15 +119,18 @@ function onKey(e) {
     e.preventDefault();
     return true;
   }
-  // A confirmation asked by `a` holds for the very next key only.
+  // Shift on its way to "?" is not an answer to a question.
+  if (MODIFIERS.includes(key)) return false;
+  // A question (accept this guess? submit anyway?) holds for the very next key only.
   const confirming = S.confirmAccept;
-  S.confirmAccept = null;
+  const submitting = S.confirmSubmit === S.batchId;
+  withdraw();
   if (keyed) assign(keyed.id);
   else if (ki >= 0) say(`No class has the key ${key}; press / to find a class.`, "warn");
   else if (key === "x" || key === "X" || key === " ") assign(null);
   else if (key === "a" || key === "A") acceptGuess(confirming);
   else if (key === "u" || key === "U" || key === "Backspace") undo();
-  else if (key === "Enter") submit();
+  else if (key === "Enter") submit(submitting);
   else if (key === "ArrowRight") setFocus(S.focus + 1);
   else if (key === "ArrowLeft") setFocus(S.focus - 1);
   else if (key === "ArrowDown") setFocus(S.focus + columns());
@@ -142,12 +145,55 @@ function onKey(e) {
   return handled;
 }
 
-document.addEventListener("keydown", onKey);
+const MODIFIERS = ["Shift", "Control", "Alt", "Meta", "CapsLock", "AltGraph"];
+
+// The questions put by `a` and by Enter with images left. Their text goes with them, so it never
+// stays on screen, stale, once the question no longer holds.
+function ask(what, about) {
+  if (what === "accept") S.confirmAccept = about; else S.confirmSubmit = about;
+  S.prompt = what;
+  // It stays on screen for as long as it holds: until the next key.
+  if (S.sayTimer) clearTimeout(S.sayTimer);
+  S.sayTimer = null;
+}
+
+function withdraw() {
+  S.confirmAccept = null;
+  S.confirmSubmit = null;
+  if (S.prompt) say("", "");
+}
+
+// A control of the grid that has the focus (a bar button reached with Tab, a tile's box) keeps
+// Enter and Space: they press it, and must never skip an image or submit the batch.
+const OWN_CONTROLS = "button,input,select,textarea,a[href],[role=button]";
+
+function frameKey(e) {
+  const control = e.target && e.target.closest ? e.target.closest(OWN_CONTROLS) : null;
+  if (control && !S.finder.open && (e.key === "Enter" || e.key === " ")) {
+    // Pressing the Submit button is the question's answer; any other control withdraws it.
+    if (control.id !== "submit") withdraw();
+    return;
+  }
+  onKey(e);
+}
+
+document.addEventListener("keydown", frameKey);
+
+// A bar button clicked with the mouse gives the keys straight back to the grid: Enter after a
+// click on a class submits, as it would after a key, instead of pressing that class again.
+document.addEventListener("click", (e) => {
+  const control = e.detail > 0 && e.target && e.target.closest ? e.target.closest("button,input") : null;
+  if (control) control.blur();
+});
+
+// Inputs that take no text (Streamlit's sliders are inputs of type range) are controls, not fields.
+const NOT_TEXT = ["range", "checkbox", "radio", "button", "submit", "reset", "color", "file", "image"];
 
 function typing(target) {
   if (!target) return false;
   const tag = (target.tagName || "").toLowerCase();
-  return tag === "input" || tag === "textarea" || tag === "select" || target.isContentEditable ||
+  if (tag === "input") return !NOT_TEXT.includes((target.type || "").toLowerCase());
+  return tag === "textarea" || target.isContentEditable ||
          (target.getAttribute && target.getAttribute("role") === "combobox");
 }
 
@@ -155,40 +201,76 @@ function typing(target) {
 // first; keys typed into a text field of the page are left alone.
 // A control of the page that has the focus (a button just clicked, a link, a tab, a slider) keeps
 // its keys: Space or Enter on it must press it, not skip an image or submit the batch.
-const CONTROLS = "button,a[href],summary,select,[role=button],[role=tab],[role=checkbox],[role=radio]," +
-                 "[role=slider],[role=switch],[role=menuitem],[role=option],[role=listbox]";
+const CONTROLS = "button,a[href],summary,select,input,[role=button],[role=tab],[role=checkbox],[role=radio]," +
+                 "[role=slider],[role=switch],[role=menuitem],[role=option],[role=listbox],[role=link]";
+// Of those, the ones that do nothing with a key but Enter and Space: a sidebar link or a button
+// keeps the focus after a click, and the grid's other keys must still work then. Sliders, tabs,
+// radios and lists use the arrows and letters themselves (Esc gives the keys back from them).
+const PRESSED_ONLY = "button,a[href],summary,[role=button],[role=link],[role=checkbox],[role=switch]," +
+                     "input[type=checkbox],input[type=button],input[type=submit],input[type=reset]";
+// A button can be a tab or a menu entry (Streamlit's tabs are buttons): the arrows are its own.
+const USES_ARROWS = "[role=tab],[role=radio],[role=slider],[role=menuitem],[role=option],[role=listbox]," +
+                    "[role=tablist],[role=radiogroup],[role=menu]";
 
 function onControl(target) {
-  return !!(target && target.closest && target !== window.frameElement && target.closest(CONTROLS));
+  if (!target || !target.closest || target === window.frameElement) return null;
+  return target.closest(CONTROLS);
 }
 
 function parentKey(e) {
   const frame = window.frameElement;
   if (!frame || !frame.isConnected) return;
-  if (typing(e.target) || onControl(e.target)) return;
   const role = e.target && e.target.closest ? e.target.closest("[role=dialog],[data-baseweb=popover]") : null;
   if (role) return;
+  const field = typing(e.target);
+  const control = field ? null : onControl(e.target);
+  const pressed = e.key === "Enter" || e.key === " ";
+  if (field || (control && (pressed || !control.matches(PRESSED_ONLY) || control.closest(USES_ARROWS)))) {
+    // Esc lets go of a control of the page (the tile size slider, a tab): the grid's keys again.
+    if (control && e.key === "Escape" && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      e.preventDefault();
+      takeKeys();
+    } else if (!MODIFIERS.includes(e.key)) {
+      withdraw();
+    }
+    return;
+  }
   onKey(e);
 }
 
-// One listener on the page for every main grid it has shown, made in the page's own realm so that
-// it outlives any frame: a key goes to the newest grid still on the page. Streamlit may replace a
-// grid's frame; a frame that loaded late and was then removed must not take the keys with it.
-function dispatchTo(reg, e) {
-  const live = reg.grids.filter((g) => g.frame && g.frame.isConnected);
-  reg.grids = live;
-  if (live.length) live[live.length - 1].key(e);
+// The grid's keys back from a control of the page that holds them: that control loses the focus
+// and the grid's frame gets it (a key then reaches the grid whichever listener hears it first).
+function takeKeys() {
+  try {
+    const active = window.parent.document.activeElement;
+    if (active && active !== window.frameElement && active.blur) active.blur();
+  } catch (e) { /* another origin: nothing of the page to release */ }
+  const it = S.items[S.focus];
+  const tile = it ? S.tiles.get(it.id) : null;
+  if (tile) tile.focus({preventScroll: true}); else window.focus();
 }
 
-function pageListener(pw, reg) {
+// A slider of the page changed the grid (its tile size) and still holds the keys: the change is
+// done, so the grid takes them back, as after Esc.
+function sliderDone() {
   try {
-    // dispatchTo itself, rebuilt in the page's realm.
-    return new pw.Function("reg", "const dispatchTo = " + dispatchTo.toString() + ";" +
-                           " return function (e) { dispatchTo(reg, e); };")(reg);
-  } catch (e) {
-    // A page whose policy forbids building functions from text: the same listener from this frame.
-    return (ev) => dispatchTo(reg, ev);
-  }
+    const active = window.parent.document.activeElement;
+    if (active && active.matches && active.matches("input[type=range],[role=slider]")) takeKeys();
+  } catch (e) { /* another origin */ }
+}
+
+// Each main grid hears the page's keys through a listener of its own on the page. The browser
+// drops a listener once the frame that added it is gone (even one built from the page's own
+// Function), so no grid may rely on another's: the newest grid still on the page takes a key,
+// and a listener of a removed frame is taken off the page whenever one is seen.
+function liveGrids(reg) {
+  const pd = window.parent.document;
+  reg.grids = reg.grids.filter((g) => {
+    const live = g.frame && g.frame.isConnected && g.listener;
+    if (!live && g.listener) pd.removeEventListener("keydown", g.listener, true);
+    return live;
+  });
+  return reg.grids;
 }
 
 function attachParent() {
@@ -196,15 +278,21 @@ function attachParent() {
     const pw = window.parent;
     if (pw === window) return false;
     let reg = pw.__ralifGridKeys;
-    if (!reg || !Array.isArray(reg.grids)) {
-      reg = {grids: []};
-      reg.listener = pageListener(pw, reg);
-      pw.document.addEventListener("keydown", reg.listener, true);
-      pw.__ralifGridKeys = reg;
+    if (!reg || !Array.isArray(reg.grids)) reg = pw.__ralifGridKeys = {grids: []};
+    if (reg.listener) {
+      // One page listener shared by every grid (earlier versions of this file): it died with its frame.
+      pw.document.removeEventListener("keydown", reg.listener, true);
+      delete reg.listener;
     }
+    detachParent();
     const frame = window.frameElement;
-    reg.grids = reg.grids.filter((g) => g.frame !== frame && g.frame && g.frame.isConnected);
-    reg.grids.push({frame: frame, key: parentKey});
+    const me = {frame: frame, listener: null};
+    me.listener = (e) => {
+      const live = liveGrids(reg);
+      if (live[live.length - 1] === me) parentKey(e);
+    };
+    liveGrids(reg).push(me);
+    pw.document.addEventListener("keydown", me.listener, true);
     return true;
   } catch (e) { return false; /* another origin: keys work once the grid has focus */ }
 }
@@ -213,7 +301,12 @@ function detachParent() {
   S.pageKeys = false;
   try {
     const reg = window.parent.__ralifGridKeys;
-    if (reg && Array.isArray(reg.grids)) reg.grids = reg.grids.filter((g) => g.key !== parentKey);
+    if (!reg || !Array.isArray(reg.grids)) return;
+    const frame = window.frameElement;
+    reg.grids.filter((g) => g.frame === frame).forEach((g) => {
+      if (g.listener) window.parent.document.removeEventListener("keydown", g.listener, true);
+    });
+    reg.grids = reg.grids.filter((g) => g.frame !== frame);
   } catch (e) { /* nothing attached */ }
 }
 

@@ -1,0 +1,176 @@
+"""The label grid's keys in a plain page standing in for Streamlit (see test_page_keys_browser.py):
+a grid drawn after an earlier grid's frame was removed still hears the page's keys, Enter and
+Space on a focused control press that control only, the "submit anyway?" and "accept?" questions
+hold for the very next key only, and Esc (or a finished change) on a page slider gives the keys
+back to the grid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_e2e_browser import launch, pytestmark, sync_playwright, wait_until
+from test_page_keys_browser import grid_args, host
+
+__all__ = ["host", "pytestmark"]
+
+
+def _open(pw: Any, url: str) -> tuple[Any, Any]:
+    browser = launch(pw)
+    page = browser.new_page()
+    page.goto(url)
+    return browser, page
+
+
+def _unanswered(batch: int, store: str, n: int = 4, accept: str | None = None) -> dict[str, Any]:
+    """Arguments for a grid of ``n`` images without an answer, each with a guess of class 1."""
+    args = grid_args(batch, store)
+    args["items"] = [{**grid_args(batch, store)["items"][0], "id": i, "title": f"#{i}", "rank": i,
+                      "state": "unlabeled", "class_id": None, "class_name": None, "version": 0,
+                      "predicted": "cat", "predicted_class_id": 1, "confidence": 0.6}
+                     for i in range(1, n + 1)]
+    if accept:
+        args["accept"] = {"mode": accept, "reason": "the model's accuracy is not measured yet"}
+    return args
+
+
+def _draw(page: Any, grid: str, args: dict[str, Any]) -> Any:
+    page.evaluate("(id) => window.addGrid(id)", grid)
+    page.evaluate("([id, args]) => window.renderGrid(id, args)", [grid, args])
+    frame = page.frame_locator(f"#{grid}")
+    frame.locator(".tile").first.wait_for(timeout=10_000)
+    return frame
+
+
+def _events(page: Any, kind: str) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for sent in page.evaluate("() => window.sent"):
+        for ev in sent["outbox"]:
+            if ev.get("type") == kind:
+                seen[ev["id"]] = ev
+    return list(seen.values())
+
+
+def _submits(page: Any) -> list[tuple[str, int]]:
+    """(the frame that sent it, its round) of every submit sent, once each."""
+    seen = {ev["id"]: (sent["from"], ev.get("round")) for sent in page.evaluate("() => window.sent")
+            for ev in sent["outbox"] if ev.get("type") == "submit"}
+    return list(seen.values())
+
+
+def _message(frame: Any) -> str:
+    return frame.locator("#msg").evaluate("m => m.classList.contains('show') ? m.innerText : ''")
+
+
+def test_a_grid_drawn_after_the_first_frame_was_removed_gets_the_page_keys(host: str) -> None:
+    # After a submit (or a visit to another page) Streamlit removes the grid's frame and draws a
+    # new one: the page's keys must reach the new grid, however many times this happens.
+    with sync_playwright() as pw:
+        browser, page = _open(pw, host)
+        for n, grid in enumerate(("first", "second", "third")):
+            _draw(page, grid, grid_args(6 + n, f"store-{grid}"))
+            page.evaluate("() => { window.sent = []; }")
+            page.keyboard.press("Enter")
+            assert wait_until(lambda: _submits(page), 10, f"the submit of grid {grid}") == [(grid, 6 + n)]
+            page.evaluate("(id) => document.getElementById(id).remove()", grid)
+        # No listener of a removed frame is left behind on the page.
+        _draw(page, "last", grid_args(9, "store-last"))
+        assert page.evaluate("() => window.__ralifGridKeys.grids.map((g) => g.frame.id)") == ["last"]
+        browser.close()
+
+
+def test_enter_and_space_on_a_focused_button_press_that_button_only(host: str) -> None:
+    with sync_playwright() as pw:
+        browser, page = _open(pw, host)
+        frame = _draw(page, "main", _unanswered(7, "store-main"))
+        keys = frame.locator("#keys")
+        keys.focus()
+        for n, key in enumerate(("Enter", " ", "Enter")):
+            page.keyboard.press(key)
+            expanded = "true" if n % 2 == 0 else "false"
+            wait_until(lambda e=expanded: keys.get_attribute("aria-expanded") == e, 10, f"the help toggled by {key!r}")
+        assert "no answer" not in _message(frame)
+        # The Skip button pressed with Enter skips the focused image, and nothing else happens.
+        frame.locator("button", has_text="Skip (x)").focus()
+        page.keyboard.press("Enter")
+        wait_until(lambda: _events(page, "label"), 10, "the skip")
+        assert [e["class_id"] for e in _events(page, "label")] == [None]
+        # The Submit button itself: its first press asks, its second submits.
+        frame.locator("#submit").focus()
+        page.keyboard.press("Enter")
+        wait_until(lambda: "3 of 4 images have no answer yet" in _message(frame), 10, "the question")
+        assert not _events(page, "submit")
+        page.keyboard.press("Enter")
+        wait_until(lambda: _events(page, "submit"), 10, "the submit")
+        assert [e["unanswered"] for e in _events(page, "submit")] == [3]
+        browser.close()
+
+
+def test_the_submit_question_holds_for_the_next_key_only(host: str) -> None:
+    with sync_playwright() as pw:
+        browser, page = _open(pw, host)
+        frame = _draw(page, "main", _unanswered(7, "store-main"))
+        page.keyboard.press("Enter")
+        wait_until(lambda: "4 of 4 images have no answer yet" in _message(frame), 10, "the question")
+        # An answer instead of the second Enter: the question is gone, and the next Enter asks again.
+        page.keyboard.press("1")
+        wait_until(lambda: "no answer" not in _message(frame), 10, "the question withdrawn")
+        wait_until(lambda: "1 of 4" in frame.locator("#status").inner_text(), 10, "the count")
+        page.keyboard.press("Enter")
+        wait_until(lambda: "3 of 4 images have no answer yet" in _message(frame), 10, "the question again")
+        # Any other key withdraws it too.
+        page.keyboard.press("ArrowRight")
+        wait_until(lambda: "no answer" not in _message(frame), 10, "the question withdrawn by a move")
+        page.keyboard.press("Enter")
+        wait_until(lambda: "3 of 4 images have no answer yet" in _message(frame), 10, "the question once more")
+        assert not _events(page, "submit")
+        page.keyboard.press("Enter")
+        wait_until(lambda: _events(page, "submit"), 10, "the submit")
+        assert [(e["allow_unanswered"], e["unanswered"]) for e in _events(page, "submit")] == [(True, 3)]
+        browser.close()
+
+
+def test_the_accept_question_goes_once_answered(host: str) -> None:
+    with sync_playwright() as pw:
+        browser, page = _open(pw, host)
+        frame = _draw(page, "main", _unanswered(7, "store-main", accept="confirm"))
+        page.keyboard.press("a")
+        wait_until(lambda: 'Accept "cat" for this image?' in _message(frame), 10, "the question")
+        page.keyboard.press("ArrowRight")
+        wait_until(lambda: "Accept" not in _message(frame), 10, "the question withdrawn by a move")
+        page.keyboard.press("a")
+        wait_until(lambda: "Accept" in _message(frame), 10, "the question again")
+        page.keyboard.press("a")
+        wait_until(lambda: _events(page, "label"), 10, "the guess accepted")
+        assert [(e["image_id"], e["class_id"]) for e in _events(page, "label")] == [(2, 1)]
+        # The focus moved on to the next image: the question about the last one is gone.
+        wait_until(lambda: frame.locator(".tile.focus").get_attribute("data-image-id") == "3", 10, "the move")
+        wait_until(lambda: "Accept" not in _message(frame), 10, "the question gone")
+        browser.close()
+
+
+def test_esc_or_a_finished_change_on_a_page_slider_gives_the_keys_back(host: str) -> None:
+    with sync_playwright() as pw:
+        browser, page = _open(pw, host)
+        args = _unanswered(7, "store-main")
+        _draw(page, "main", args)
+        # A slider of the page, as Streamlit draws its sliders (an input of type range).
+        page.evaluate("() => { const s = document.createElement('input'); s.type = 'range'; s.id = 'size';"
+                      " s.min = 0; s.max = 2; s.value = 1; document.body.prepend(s); }")
+        slider = page.locator("#size")
+        slider.focus()
+        page.keyboard.press("ArrowRight")
+        assert slider.input_value() == "2"
+        page.keyboard.press("1")   # the slider has the keys while it is being used
+        page.keyboard.press("Escape")
+        wait_until(lambda: not page.evaluate("() => document.activeElement.id === 'size'"), 10, "the slider let go")
+        page.keyboard.press("1")
+        wait_until(lambda: _events(page, "label"), 10, "a label by key after Esc")
+        # A change of tile size drawn while the slider still has the focus ends its use too.
+        slider.focus()
+        page.keyboard.press("ArrowLeft")
+        page.evaluate("([id, args]) => window.renderGrid(id, args)", ["main", {**args, "image_px": 96}])
+        wait_until(lambda: not page.evaluate("() => document.activeElement.id === 'size'"), 10,
+                   "the slider let go after the change")
+        page.keyboard.press("1")
+        wait_until(lambda: len(_events(page, "label")) == 2, 10, "a label by key after the change")
+        browser.close()
