@@ -224,3 +224,18 @@ def test_a_batch_saved_with_the_guess_in_an_audit_reason_does_not_show_it(demo10
     for item in items:
         shown = item["why_full"] + item["why"]
         assert ("guess" in shown) != item["audit"], shown
+
+
+def test_an_audit_image_labeled_on_the_map_is_not_an_answer(demo100):
+    """The Map shows the model's guess for every image outside the pending batch, so an audit image
+    of an earlier round labeled there was labeled with the guess in view: the estimate leaves it out."""
+    audits = sorted(_audit_rows(demo100, 1))
+    classes = [c.id for c in demo100.classes()]
+    for image_id in audits[:4]:
+        demo100.label(image_id, classes[0])
+    assert demo100.audit_estimate(min_answers=1).n == 4
+    demo100.bulk_label(audits[4:8], classes[1], source="map")
+    assert demo100.audit_estimate(min_answers=1).n == 4
+    # Taken back from the Map to a plain answer, it counts again.
+    demo100.label(audits[4], classes[2])
+    assert demo100.audit_estimate(min_answers=1).n == 5

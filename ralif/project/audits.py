@@ -128,19 +128,21 @@ class AuditRows:
 
 
 def read_rows(conn: sqlite3.Connection) -> AuditRows:
-    """Audit answers (label: the image's current label; None when skipped; unanswered images are
-    left out), the live classes and the newest recorded losses."""
+    """Audit answers (label: the image's current label; None when skipped; unanswered images and
+    labels given on the Map are left out), the live classes and the newest recorded losses."""
     settings = {r[0]: json.loads(r[1]) for r in conn.execute("SELECT key, value FROM settings")}
     classes = conn.execute("SELECT id, name FROM classes WHERE deleted = 0 ORDER BY position, id").fetchall()
     ids, names = [int(r[0]) for r in classes], [str(r[1]) for r in classes]
     if not has_tables(conn):
         return AuditRows([], ids, names, None, share_setting(settings), 0)
     rows = conn.execute(
-        "SELECT a.round, a.image_id, a.predicted_class_id, l.state, l.class_id FROM audit_picks a"
+        "SELECT a.round, a.image_id, a.predicted_class_id, l.state, l.class_id, l.source FROM audit_picks a"
         " LEFT JOIN labels l ON l.image_id = a.image_id ORDER BY a.round, a.image_id").fetchall()
+    # A label given on the Map was given with the model's guess in view (the Map hides it only for
+    # the batch waiting to be labeled): it is not an answer of the user's alone.
     answers = [AuditAnswer(int(r[0]), int(r[1]), None if r[2] is None else int(r[2]),
                            int(r[4]) if r[3] == "labeled" else None)
-               for r in rows if r[3] in ("labeled", "unsure")]
+               for r in rows if r[3] in ("labeled", "unsure") and r[5] != "map"]
     last = conn.execute("SELECT losses FROM round_losses ORDER BY round DESC LIMIT 1").fetchone()
     losses = None if last is None else [math.nan if v is None else float(v) for v in json.loads(last[0])]
     audited = len({int(r[0]) for r in rows})

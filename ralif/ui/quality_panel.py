@@ -31,7 +31,7 @@ def audit_caption(summary: AuditSummary) -> str:
     return (f"{est.correct} of {est.n} audit images labeled so far matched the model's guess ({rounds}); the "
             f"true accuracy lies between {est.low:.0%} and {est.high:.0%} with 95 % confidence (Wilson "
             f"interval). It is unbiased because {share}; those images show no guess of the model, so the "
-            f"answer is yours alone. Chance is "
+            f"answer is yours alone (labels given on the Map, where guesses show, are left out). Chance is "
             f"{est.chance:.0%}.")
 
 
