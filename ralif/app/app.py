@@ -17,6 +17,7 @@ from ralif.project import Project, ProjectError
 from ralif.ui import common, encoder_picker, errors, new_project, projects
 from ralif.ui.literal import code, lit
 from ralif.ui.state import client_id, current_project, projects_root, set_project
+from ralif.ui.text import counted
 
 HERE = Path(__file__).resolve().parent
 LABEL_PAGE = "pages/1_Label.py"
@@ -81,23 +82,26 @@ def import_report() -> None:
         return
     rep = shown["report"]
     folder = Path(shown["folder"])
-    st.success(f"Created **{lit(folder.name)}**: {rep['pool']:,} pool images, {rep['test']:,} held out, "
-               f"{len(rep['classes_added'])} classes, {rep['labels']:,} labels imported. The first batch "
+    st.success(f"Created **{lit(folder.name)}**: {counted(rep['pool'], 'pool image')}, {rep['test']:,} held out, "
+               f"{counted(len(rep['classes_added']), 'class', 'classes')}, {counted(rep['labels'], 'label')} "
+               f"imported. The first batch "
                f"is being picked in the background.")
     if shown.get("error"):
         st.error(lit(shown["error"]))
     if rep["problems"]:
-        st.warning(f"{len(rep['problems'])} file(s) could not be read and were skipped:")
+        st.warning(f"{counted(len(rep['problems']), 'file')} could not be read and "
+                   f"{'was' if len(rep['problems']) == 1 else 'were'} skipped:")
         st.dataframe([{"file": Path(p).name, "folder": str(Path(p).parent), "reason": r}
                       for p, r in rep["problems"]], hide_index=True, width="stretch")
     if rep["duplicates"]:
-        st.warning(f"{rep['skipped_duplicates']} duplicate file(s) skipped (identical bytes; the first copy "
-                   f"is kept):")
+        st.warning(f"{counted(rep['skipped_duplicates'], 'duplicate file')} skipped (identical bytes; the "
+                   f"first copy is kept):")
         st.dataframe([{"kept": g[0], "skipped": ", ".join(Path(p).name for p in g[1:])}
                       for g in rep["duplicates"]], hide_index=True, width="stretch")
     if rep.get("label_conflicts"):
-        st.warning(f"{len(rep['label_conflicts'])} image(s) appear under two different labels; each was "
-                   f"imported once, without a label, so you can decide:")
+        n_conf = len(rep["label_conflicts"])
+        st.warning(f"{counted(n_conf, 'image')} {'appears' if n_conf == 1 else 'appear'} under two different "
+                   f"labels; each was imported once, without a label, so you can decide:")
         st.dataframe([{"image": text} for text in rep["label_conflicts"]], hide_index=True, width="stretch")
     if st.button("Start labeling", type="primary", key="report_go"):
         st.session_state.pop(REPORT_KEY, None)
