@@ -183,8 +183,8 @@ def resnet18_finetune_choice(*, has_gpu: bool | None = None) -> EncoderChoice:
     gpu = _has_gpu() if has_gpu is None else has_gpu
     return EncoderChoice(
         "resnet18-imagenet-finetune", "ResNet18 ImageNet, fine-tuned", "resnet18", "pixels:8",
-        "Every round retrains the whole network from ImageNet weights at 224 px (200 epochs by "
-        "default): better than a frozen encoder once there are thousands of labels, but each round "
+        "Every round retrains the whole network from ImageNet weights at 224 px, over every label so "
+        "far: better than a frozen encoder once there are thousands of labels, but each round "
         "takes minutes on a GPU and hours on a CPU.",
         warning=None if gpu else "No GPU found: each round will take hours; choose the frozen ResNet18 "
                                  "or CLIP for a CPU.",
