@@ -253,7 +253,8 @@ class LabelsMixin:
             summary = f"the oracle's answers ({images})"
         elif count == 1 and first is not None:
             what = repr(label) if first["new_state"] == "labeled" else label
-            summary = f"image {first['image_id']} set to {what}"
+            # Named by its file, as a person knows it, not by the project's internal id.
+            summary = f"image {Path(str(first['path'])).name} set to {what}"
         else:
             summary = f"a bulk label of {images}" + (f" as {label!r}" if first is not None and
                                                      first["new_state"] == "labeled" else f" ({label})")
