@@ -22,6 +22,7 @@ import numpy as np
 from ralif.images import (
     SPLIT_NAMES,
     ImageList,
+    canonical_spellings,
     check_images,
     is_image_file,
     load_manifest,
@@ -484,6 +485,10 @@ def build_plan(preview: SourcePreview, decisions: Mapping[str, str] | None = Non
         entries += [PlanEntry(p, label, s, h) for p, h, s in zip(g.paths, g.hashes, g.splits)]
     if not entries:
         raise ValueError(f"nothing to import from {preview.source}: every folder is ignored or empty")
+    # Names that differ only in case or spaces are one class (as the import makes them): the
+    # preview counts and names it as the project will.
+    spelling = canonical_spellings(e.label for e in entries if e.label is not None)
+    entries = [e if e.label is None else replace(e, label=spelling[" ".join(e.label.split())]) for e in entries]
     return ImportPlan(preview.source, entries, chosen, list(preview.problems), ignored)
 
 

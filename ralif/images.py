@@ -358,6 +358,32 @@ def _folder_entries(split_root: str, unsupported: list[tuple[str, str]] | None =
     return entries
 
 
+def class_key(name: str) -> str:
+    """What two class names are compared by: 'Cat', ' cat ' and 'CAT' (or a composed and a
+    decomposed 'é') name one class to a person, and two such classes split its labels in two."""
+    folded = unicodedata.normalize("NFC", " ".join(name.split())).casefold()
+    # casefold() can leave text that is no longer NFC (it expands some letters); normalise again.
+    return unicodedata.normalize("NFC", folded)
+
+
+def canonical_spellings(names: Iterable[str], live: Iterable[str] = ()) -> dict[str, str]:
+    """Each of ``names`` (one per labeled image; spaces collapsed) mapped to the class it means: the
+    ``live`` class with the same :func:`class_key`, else the spelling most of ``names`` use (the first
+    seen on a tie), so folders 'cat' (3 images) and 'Cat' (2) make one class 'cat', not two."""
+    counts: dict[str, int] = {}
+    for name in names:
+        clean = " ".join(name.split())
+        counts[clean] = counts.get(clean, 0) + 1
+    chosen = {class_key(n): n for n in live}
+    best: dict[str, str] = {}
+    for name, n in counts.items():
+        key = class_key(name)
+        if key not in chosen and (key not in best or n > counts[best[key]]):
+            best[key] = name
+    chosen.update(best)
+    return {name: chosen[class_key(name)] for name in counts}
+
+
 def sort_class_names(names: Iterable[str]) -> list[str]:
     """Unique class names in label-index order: by value when every name is a number, else sorted."""
     unique = set(names)

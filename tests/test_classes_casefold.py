@@ -113,3 +113,25 @@ def test_imports_label_the_class_a_name_means_up_to_case(project, tmp_path):
     added = {Path(r.path).name: r for r in project.images_page(limit=100) if r.path not in images}
     assert {n: r.label.class_name for n, r in added.items()} == {
         "x1.png": "blue", "x2.png": "blue", "g1.png": "Green", "g2.png": "Green"}
+
+
+def test_the_preview_names_one_class_per_name_and_the_spelling_most_images_use(tmp_path):
+    """Folders 'cat' (3 images) and 'Cat' (2): the plan counts one class 'cat' of 5, and the
+    project created from it holds that class with every label."""
+    from test_project import BLUE, RED, _png
+
+    from ralif.folder_scan import build_plan, preview_source
+
+    src = tmp_path / "src"
+    for i in range(3):
+        _png(src / "cat" / f"c{i}.png", RED, 400 + i)
+    for i in range(2):
+        _png(src / "Cat" / f"C{i}.png", RED, 410 + i)
+    for i in range(3):
+        _png(src / "dog" / f"d{i}.png", BLUE, 420 + i)
+    plan = build_plan(preview_source(src, decode=False))
+    assert plan.classes == ["cat", "dog"] and plan.labeled == 8
+    project = Project.create(tmp_path / "p", plan.image_lists(), encoder="pixels:2")
+    assert sorted(_names(project)) == ["cat", "dog"]
+    counts = {c.name: c.count for c in project.classes()}
+    assert counts == {"cat": 5, "dog": 3}

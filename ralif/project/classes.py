@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ralif.images import canonical_spellings, class_key
 from ralif.project.errors import ProjectError
 from ralif.project.records import ClassInfo
 from ralif.project.records import now as clock
@@ -27,23 +28,16 @@ CLASS_ACTIONS = ("merge", "delete-class")
 
 
 def name_key(name: str) -> str:
-    """What two class names are compared by: 'Cat', ' cat ' and 'CAT' (or a composed and a
-    decomposed 'é') name one class to a person, and two such classes split its labels in two."""
-    folded = unicodedata.normalize("NFC", clean_name(name)).casefold()
-    # casefold() can leave text that is no longer NFC (it expands some letters); normalise again.
-    return unicodedata.normalize("NFC", folded)
+    """What two class names are compared by (:func:`ralif.images.class_key`), after the checks a
+    class name must pass."""
+    return class_key(clean_name(name))
 
 
 def canonical_names(names: Iterable[str], live: Iterable[str]) -> dict[str, str]:
-    """Each of ``names`` (cleaned) mapped to the class it means: the live class with the same
-    :func:`name_key`, else the first of ``names`` with that key, so an import's 'Cat' labels go to an
-    existing 'cat' and folders 'Cat' and 'cat' make one class, not two."""
-    by_key = {name_key(n): n for n in live}
-    out: dict[str, str] = {}
-    for name in names:
-        clean = clean_name(name)
-        out[clean] = by_key.setdefault(name_key(clean), clean)
-    return out
+    """Each of ``names`` (one per labeled image, cleaned) mapped to the class it means: the live class
+    with the same :func:`name_key`, else the spelling most of ``names`` use, so an import's 'Cat'
+    labels go to an existing 'cat' and folders 'Cat' and 'cat' make one class, not two."""
+    return canonical_spellings((clean_name(n) for n in names), live)
 
 
 def _taken(name: str, existing: str) -> str:

@@ -152,7 +152,9 @@ class ImportMixin:
             live = {r["name"]: r["id"] for r in conn.execute("SELECT id, name FROM classes WHERE deleted = 0")}
             next_pos = int(conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM classes").fetchone()[0])
             # Read again inside the write: a class added since the check above is the one meant.
-            canon = canonical_names((c for lst in pool + test for c in lst.classes), live)
+            # One name per labeled image first, as the check above counted them; then every class name.
+            canon = canonical_names([*(e[3] for e in kept if e[3] is not None),
+                                     *(c for lst in pool + test for c in lst.classes)], live)
             if known_labels != "ignore":
                 named = {canon[clean_name(e[3])] for e in kept if e[3] is not None}
                 # New classes keep the source's order (ImageFolder: sorted folder names).
