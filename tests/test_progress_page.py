@@ -42,7 +42,7 @@ def test_progress_shows_the_audit_estimate_and_explains_the_random_comparison(pl
     summary = played.audit_estimate()
     assert summary.n == 15                                    # 5 audit images in each of 3 answered batches
     metric = next(m for m in at.metric if m.label == "Estimated accuracy")
-    assert metric.value == f"{summary.accuracy:.0%}"
+    assert summary.estimate.high - summary.estimate.low < 0.5 and metric.value == f"{summary.accuracy:.0%}"
     captions = " ".join(c.value for c in at.caption)
     plain = captions.replace("\\", "")
     assert f"between {summary.estimate.low:.0%} and {summary.estimate.high:.0%} with 95 % confidence" in plain
@@ -65,3 +65,15 @@ def test_progress_says_when_the_comparison_is_unavailable(tmp_path, monkeypatch)
     infos = " ".join(i.value for i in at.info).replace("\\", "")
     assert "No comparison with Random" in infos and "hidden true label" in infos
     assert any(m.label == "Estimated accuracy" for m in at.metric)
+
+
+def test_the_big_number_waits_for_a_usable_interval():
+    from ralif.audit import AuditAnswer, estimate_accuracy
+    from ralif.ui.quality_panel import shown_accuracy
+
+    two = estimate_accuracy([AuditAnswer(1, i, 0, 1) for i in range(2)], 10, min_answers=1)
+    assert two.accuracy == 0.0 and two.high - two.low > 0.5 and shown_accuracy(two) == "—"
+    many = estimate_accuracy([AuditAnswer(1, i, 0, 0 if i % 4 else 1) for i in range(40)], 10, min_answers=1)
+    assert shown_accuracy(many) == f"{many.accuracy:.0%}" == "75%"
+    none = estimate_accuracy([], 10)
+    assert shown_accuracy(none) == "—"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from ralif.audit import AccuracyEstimate
 from ralif.map.baseline import RandomComparison
 from ralif.project import Project
 from ralif.project.audits import AuditSummary
@@ -35,6 +36,19 @@ def audit_caption(summary: AuditSummary) -> str:
             f"{est.chance:.0%}.")
 
 
+# The widest 95 % interval (in accuracy) under which the estimate is shown as a number.
+SHOWN_WIDTH = 0.5
+
+
+def shown_accuracy(est: AccuracyEstimate) -> str:
+    """The estimate as the page's big number: "—" until its interval is narrower than SHOWN_WIDTH,
+    since with a handful of answers a point estimate (0 % from 2) reads as a verdict; the caption
+    gives the interval either way."""
+    if est.accuracy is None or est.high - est.low > SHOWN_WIDTH:
+        return "—"
+    return f"{est.accuracy:.0%}"
+
+
 def render_audit(project: Project, *, heading: bool = True, compact: bool = False) -> AuditSummary:
     """The audit estimate with its warnings and the accept rule; returns what it showed. ``compact``
     (the Label page's sidebar): warnings as plain captions, not boxes that draw the eye off the grid."""
@@ -43,7 +57,7 @@ def render_audit(project: Project, *, heading: bool = True, compact: bool = Fals
     if heading:
         st.subheader("Model accuracy, measured on random audit images")
     left, right = (st.container(), st.container()) if compact else st.columns([1, 3])
-    left.metric("Estimated accuracy", "—" if est.accuracy is None else f"{est.accuracy:.0%}",
+    left.metric("Estimated accuracy", shown_accuracy(est),
                 help="From the random audit images of the latest rounds: how often the model's guess at the "
                      "time it was picked matched the label you gave.")
     right.caption(lit(audit_caption(summary)))
