@@ -105,9 +105,10 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
     classes = p.classes()
     if not len(ids):
         st.markdown("**Pick points on the map**")
-        st.caption("Click a point to see its image. Drag on the map to draw a lasso around many images and "
-                   "label them at once (box selection, zoom and pan are in the tool bar that appears over "
-                   "the map). Double-click empties the selection.")
+        st.caption("Drag on the map to draw a lasso around many images and label them at once (box "
+                   "selection, zoom and pan are in the tool bar that appears over the map). To see one "
+                   "image, choose pan or zoom in that tool bar, then click its point: while the lasso or "
+                   "the box is on, a click does not select. Double-click empties the selection.")
         legend = {"labels": "Grey: unlabeled · colours: labeled, by class",
                   "truth": "Colours: the true class (the simulated oracle's answers, hidden from the model)",
                   "predicted": "Colours: the class the current model predicts (not shown for the batch to "
