@@ -1,8 +1,9 @@
 """The label grid's keys in a plain page standing in for Streamlit (see test_page_keys_browser.py):
 a grid drawn after an earlier grid's frame was removed still hears the page's keys, Enter and
 Space on a focused control press that control only, the "submit anyway?" and "accept?" questions
-hold for the very next key only, and Esc (or a finished change) on a page slider gives the keys
-back to the grid."""
+hold for the very next key only, Esc (or a finished change) on a page slider, link or button gives
+the keys back to the grid, an answer key never goes to an image out of sight, and a grid drawn
+while a sidebar link has the focus takes the keys."""
 
 from __future__ import annotations
 
@@ -173,4 +174,97 @@ def test_esc_or_a_finished_change_on_a_page_slider_gives_the_keys_back(host: str
                    "the slider let go after the change")
         page.keyboard.press("1")
         wait_until(lambda: len(_events(page, "label")) == 2, 10, "a label by key after the change")
+        browser.close()
+
+
+# A page that scrolls the grid far out of sight to reach its controls lower down, as the Label
+# page does with the "Relabel earlier images" panel under the batch.
+BELOW = ("() => { const d = document.createElement('div'); d.id = 'below'; d.style.marginTop = '2500px';"
+         " d.innerHTML = '<button id=help>?</button><details><summary id=more>More</summary></details>'"
+         " + '<input id=jump><select id=pick><option>0</option><option>1</option></select>';"
+         " document.body.append(d); }")
+
+
+def _tile_in_view(page: Any, grid: str, image_id: int) -> bool:
+    return page.evaluate(
+        """([grid, id]) => { const f = document.getElementById(grid);
+             const t = f.contentDocument.querySelector(`.tile[data-image-id='${id}']`);
+             const top = f.getBoundingClientRect().top + t.getBoundingClientRect().top;
+             return top >= 0 && top + t.offsetHeight <= innerHeight; }""", [grid, image_id])
+
+
+def _held_back(page: Any, frame: Any, focused: int, answers: int = 0) -> None:
+    """The grid came into view with the keys and says so, and nothing more was written."""
+    wait_until(lambda: f"Keys go to the batch: #{focused} is focused" in _message(frame), 10, "the notice")
+    wait_until(lambda: _tile_in_view(page, "main", focused), 10, "the focused tile scrolled into view")
+    wait_until(lambda: page.evaluate("() => document.activeElement.id === 'main'"), 10, "the keys in the grid")
+    # Until the burst of typing is over, its later keys stay held back too.
+    wait_until(lambda: frame.locator("body").evaluate("() => Date.now() > S.heldUntil"), 10, "the pause")
+    assert len(_events(page, "label")) == answers
+
+
+def _away(page: Any, target: str) -> None:
+    page.evaluate("(id) => document.getElementById(id).scrollIntoView()", target)
+    page.locator(f"#{target}").focus()
+    wait_until(lambda: not _tile_in_view(page, "main", 1), 10, "the grid out of sight")
+
+
+def test_an_answer_key_never_goes_to_an_image_out_of_sight(host: str) -> None:
+    with sync_playwright() as pw:
+        browser, page = _open(pw, host)
+        frame = _draw(page, "main", _unanswered(7, "store-main"))
+        page.evaluate(BELOW)
+        # An image number typed on a button far below the grid: no answer, the grid comes to view.
+        _away(page, "help")
+        page.keyboard.type("12")
+        _held_back(page, frame, 1)
+        page.keyboard.press("1")   # pressed again, now that the image is in view: it answers it
+        wait_until(lambda: _events(page, "label"), 10, "the answer")
+        assert [(e["image_id"], e["class_id"]) for e in _events(page, "label")] == [(1, 1)]
+        # The same from the header of a folded section, with the skip and accept keys.
+        for key in ("x", "a"):
+            _away(page, "more")
+            page.keyboard.press(key)
+            _held_back(page, frame, 2, answers=1)
+        # Space skips only where no control takes it: with the focus on nothing.
+        _away(page, "more")
+        page.evaluate("() => document.activeElement.blur()")
+        page.keyboard.press(" ")
+        _held_back(page, frame, 2, answers=1)
+        # Moving is no answer: it moves the focus and brings it into view.
+        _away(page, "help")
+        page.keyboard.press("ArrowRight")
+        wait_until(lambda: _tile_in_view(page, "main", 3), 10, "the moved focus in view")
+        assert frame.locator(".tile.focus").get_attribute("data-image-id") == "3"
+        # Keys typed into a text field or a list of the page stay there.
+        _away(page, "jump")
+        page.keyboard.type("12")
+        assert page.locator("#jump").input_value() == "12"
+        page.locator("#pick").focus()
+        page.keyboard.press("1")
+        assert page.locator("#pick").input_value() == "1"
+        assert not _tile_in_view(page, "main", 3)
+        assert len(_events(page, "label")) == 1
+        browser.close()
+
+
+def test_a_grid_drawn_after_a_sidebar_link_takes_the_keys_and_esc_gives_them_back(host: str) -> None:
+    with sync_playwright() as pw:
+        browser, page = _open(pw, host)
+        # As Streamlit leaves it after a click on its sidebar link to the page: the link focused.
+        page.evaluate("() => { document.body.insertAdjacentHTML('afterbegin', '<nav data-testid=stSidebarNav>"
+                      "<a id=nav href=#label>Label</a></nav><a id=other href=#other>Other</a>'); }")
+        page.locator("#nav").focus()
+        frame = _draw(page, "main", _unanswered(7, "store-main", n=2))
+        wait_until(lambda: page.evaluate("() => document.activeElement.id === 'main'"), 10, "the keys in the grid")
+        page.keyboard.press("1")
+        page.keyboard.press("1")
+        wait_until(lambda: "2 of 2" in frame.locator("#status").inner_text(), 10, "the batch answered")
+        # Esc on a link of the page gives the keys back to the grid: Enter then submits.
+        page.locator("#other").focus()
+        page.keyboard.press("Escape")
+        wait_until(lambda: page.evaluate("() => document.activeElement.id === 'main'"), 10, "the keys back")
+        page.keyboard.press("Enter")
+        wait_until(lambda: _submits(page), 10, "the submit")
+        assert page.evaluate("() => location.hash") == ""
         browser.close()

@@ -2,7 +2,8 @@
 reached with Tab presses that button only, the "submit anyway?" question holds for the very next
 key only, the tile size slider gives the keys back, the page's keys keep working after a submit
 and after a visit to another page, and accepting a guess or undoing an answer leaves the right
-words on screen."""
+words on screen. A key typed in the panel below the batch never answers an image out of sight, and
+the grid takes the keys from the sidebar link that led to the page."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from test_e2e_browser import (
     GRID,
     PlaywrightError,
+    click_until_shown,
     launch,
     page_idle,
     pytestmark,
@@ -164,3 +166,78 @@ def test_keys_after_a_submit_and_a_visit_to_another_page(label_page: tuple[Any, 
     before = _answered(project)
     page.keyboard.press("1")
     wait_until(lambda: _answered(project) == before + 1, 20, "an answer by key after the sidebar")
+
+
+def _grid_has_keys(page: Any) -> bool:
+    return page.evaluate("(grid) => document.activeElement === document.querySelector(grid)", GRID)
+
+
+def _main_tile_in_view(page: Any) -> bool:
+    box = page.frame_locator(GRID).first.locator(".tile.focus").bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 720
+
+
+def test_a_key_typed_below_the_batch_never_answers_an_image_out_of_sight(
+        label_page: tuple[Any, AppServer, Project]) -> None:
+    page, _, project = label_page
+    grid = page.frame_locator(GRID).first
+    # Below the batch: "Relabel earlier images", "Browse all", the help of its image id box.
+    click_until_shown(page.get_by_text("Browse all"),
+                      lambda: page.get_by_text("Relabel earlier images").first.click())
+    jump = page.get_by_role("spinbutton", name="Go to image id")
+    click_until_shown(jump, lambda: page.get_by_text("Browse all").click())
+    page_idle(page)
+    jump.focus()
+    page.keyboard.press("Shift+Tab")
+    wait_until(lambda: page.evaluate("() => document.activeElement.getAttribute('aria-label')")
+               == "Help for Go to image id", 10, "the help button focused")
+    wait_until(lambda: not _main_tile_in_view(page), 20, "the batch scrolled out of sight")
+    first = grid.locator(".tile.focus").get_attribute("data-image-id")
+    page.keyboard.type("12")
+    wait_until(lambda: "Keys go to the batch: #1 is focused" in _message(page), 20, "the notice")
+    wait_until(lambda: _main_tile_in_view(page), 20, "the batch's focused image in view")
+    wait_until(lambda: _grid_has_keys(page), 10, "the keys in the batch")
+    page_idle(page)
+    assert _answered(project) == 0
+    # The same from the expander's header.
+    header = page.locator("[data-testid=stExpander] summary").first
+    header.focus()
+    jump.evaluate("j => j.scrollIntoView({block: 'center'})")
+    wait_until(lambda: not _main_tile_in_view(page), 20, "the batch out of sight again")
+    assert header.evaluate("h => document.activeElement === h")
+    page.keyboard.press("3")
+    wait_until(lambda: _main_tile_in_view(page) and _grid_has_keys(page), 20, "the batch in view with the keys")
+    page_idle(page)
+    assert _answered(project) == 0
+    # Once in view, the next key answers the image the person sees.
+    wait_until(lambda: grid.locator("body").evaluate("() => Date.now() > S.heldUntil"), 10, "the pause")
+    page.keyboard.press("1")
+    wait_until(lambda: _answered(project) == 1, 20, "the answer")
+    assert project.label_of(int(first)).state == "labeled"
+
+
+def test_label_reached_from_the_sidebar_takes_the_keys(label_page: tuple[Any, AppServer, Project]) -> None:
+    page, _, project = label_page
+    first = project.pending_round()
+    page.get_by_role("button", name="Answer the rest with true labels").click()
+    wait_until(lambda: _answered(project) == 20, 30, "the batch answered")
+    grid = page.frame_locator(GRID).first
+    _follow(page, "Classes", page.get_by_text("Save settings").first)
+    # Label again by key, from its sidebar link: the grid takes the keys from the link.
+    for _ in range(3):
+        page_idle(page)
+        page.get_by_role("link", name="Label").focus()
+        page.keyboard.press("Enter")
+        try:
+            grid.locator("#submit").wait_for(timeout=30_000)
+            break
+        except PlaywrightError:
+            continue
+    wait_until(lambda: _grid_has_keys(page), 30, "the keys in the grid after the sidebar")
+    page_idle(page)
+    # Esc on a link of the page gives the keys back to the grid too.
+    page.get_by_role("link", name="Label").focus()
+    page.keyboard.press("Escape")
+    wait_until(lambda: _grid_has_keys(page), 10, "the keys back after Esc")
+    page.keyboard.press("Enter")
+    wait_until(lambda: project.pending_round() not in (None, first), 120, "the batch submitted by Enter", every=0.25)

@@ -19,7 +19,7 @@ const S = {
   storeKey: null, byClass: new Map(), message: "", messageKind: "", sayTimer: null, lastSent: 0, resendTimer: null,
   appliedHints: new Set(), lastHeight: 0, confirmSubmit: null, confirmAccept: null, prompt: null, thumb: null,
   caption: "",
-  finder: {open: false, text: "", index: 0}, pageKeys: false,
+  finder: {open: false, text: "", index: 0}, pageKeys: false, heldUntil: 0,
 };
 
 function post(type, extra) {
@@ -514,6 +514,7 @@ function onRender(args) {
   S.classKey = JSON.stringify(S.classes);
   if (!first) drawHelp();
   drawAll();
+  if (first && S.pageKeys) claimKeys();
   watchScroll();
   drawMessage();
   if (S.outbox.length && Date.now() - S.lastSent > RESEND_MS) send();

@@ -102,9 +102,43 @@ function acceptGuess(confirming) {
   }
 }
 
+// Keys that write an answer for the focused (or selected) images.
+const ANSWERS = ["x", "X", " ", "a", "A"];
+// Keys of the same burst as the one that found the focused image out of sight were typed for
+// something else (an image number into the page): they are held back too, however fast the
+// page scrolls the image into view, until the typing pauses this long.
+const HOLD_MS = 1000;
+
+function writesAnswer(key) {
+  if (S.finder.open) return key === "Enter";
+  return KEYS.includes(key) || ANSWERS.includes(key);
+}
+
+// An answer must never go to an image the person cannot see: instead the image comes into view
+// with the keys, and the next key answers it.
+function heldBack(e) {
+  if (!writesAnswer(e.key)) return false;
+  const it = S.items[S.focus];
+  const tile = it ? S.tiles.get(it.id) : null;
+  const now = Date.now();
+  const held = now < S.heldUntil;
+  if (!tile || (!held && inSight(tile))) return false;
+  e.preventDefault();
+  e.stopPropagation();
+  S.heldUntil = now + HOLD_MS;
+  if (held && inSight(tile)) return true;
+  withdraw();
+  takeKeys();
+  say(`Keys go to ${S.args.mode === "batch" ? "the batch" : "these images"}: ${it.title} is focused. ` +
+      "Press the key again to answer it.", "warn");
+  keepInView(tile);
+  return true;
+}
+
 function onKey(e) {
   if (!S.args || e.defaultPrevented) return false;
   if (e.ctrlKey || e.metaKey || e.altKey) return false;
+  if (heldBack(e)) return true;
   const key = e.key;
   if (S.finder.open) {
     const used = finderKey(key);
@@ -225,6 +259,14 @@ function parentKey(e) {
   const field = typing(e.target);
   const control = field ? null : onControl(e.target);
   const pressed = e.key === "Enter" || e.key === " ";
+  // A link or button keeps the focus once pressed (a sidebar link, the expander's header): Esc
+  // gives the keys back from it too, so that Enter submits again instead of pressing it.
+  if (control && e.key === "Escape" && control.matches(PRESSED_ONLY) && !control.closest(USES_ARROWS) &&
+      !e.ctrlKey && !e.metaKey && !e.altKey) {
+    takeKeys();
+    onKey(e);
+    return;
+  }
   if (field || (control && (pressed || !control.matches(PRESSED_ONLY) || control.closest(USES_ARROWS)))) {
     // Esc lets go of a control of the page (the tile size slider, a tab): the grid's keys again.
     if (control && e.key === "Escape" && !e.ctrlKey && !e.metaKey && !e.altKey) {
@@ -248,6 +290,20 @@ function takeKeys() {
   const it = S.items[S.focus];
   const tile = it ? S.tiles.get(it.id) : null;
   if (tile) tile.focus({preventScroll: true}); else window.focus();
+}
+
+// Reached through the sidebar, the page leaves the focus on the link that was pressed (or on
+// nothing): Enter would press that link again instead of submitting, so the new grid takes it.
+const NAV = "[data-testid=stSidebarNav],[data-testid=stSidebarNavLink],[data-testid=stSidebarNavItems]";
+
+function claimKeys() {
+  try {
+    const pd = window.parent.document;
+    const active = pd.activeElement;
+    if (!active || active === pd.body || active === pd.documentElement || (active.closest && active.closest(NAV))) {
+      takeKeys();
+    }
+  } catch (e) { /* another origin: keys work once the grid has focus */ }
 }
 
 // A slider of the page changed the grid (its tile size) and still holds the keys: the change is

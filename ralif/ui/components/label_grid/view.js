@@ -56,6 +56,28 @@ function keepInView(tile) {
   sc.scrollBy({top: delta, behavior: still ? "auto" : "smooth"});
 }
 
+// Whether a person can see enough of the tile to know what a key would answer: a key from the
+// page can come while the grid is scrolled far out of sight (focus on a control lower down).
+// Lenient on purpose: a tile still sliding in after a move counts once a third of it shows.
+function inSight(tile) {
+  const r = tile.getBoundingClientRect();
+  if (!r.height || !r.width) return false;
+  let top = Math.max(r.top, 0), bottom = Math.min(r.bottom, window.innerHeight);
+  try {
+    const frame = window.frameElement;
+    if (frame && frame.isConnected) {
+      const f = frame.getBoundingClientRect();
+      const sc = pageScroller();
+      const band = sc ? visibleBand(sc) : {top: 0, bottom: window.parent.innerHeight};
+      const off = f.top + frame.clientTop;
+      top = Math.max(off + top, band.top + headHeight());
+      bottom = Math.min(off + bottom, band.bottom);
+      if (f.right <= 0 || f.left >= window.parent.innerWidth) return false;
+    }
+  } catch (e) { /* another origin: the frame's own view is all there is to go by */ }
+  return bottom - top >= Math.min(r.height / 3, 40);
+}
+
 // position: sticky cannot work inside a frame that never scrolls itself, so the class bar is
 // moved down by hand while the top of the grid is scrolled out of sight.
 function stickHead() {
