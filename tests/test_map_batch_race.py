@@ -26,7 +26,7 @@ def test_a_round_finishing_during_the_click_does_not_get_its_batch_labeled(demo:
     ship = next(c for c in demo.classes() if c.name == "ship")
     at.selectbox(key="map-class-0").set_value(ship.id)
     at = run_selected(at, points)
-    assert at.button(key="map-apply-0").proto.label == "Label the 6 unlabeled images shown as ship"
+    assert at.button(key="map-apply-0").proto.label == "Label as ship: the 6 unlabeled images shown"
     # The round finishes after the page chose what to write, just before the write itself.
     late = ids[1:3]
     calls: list[dict[str, Any]] = []

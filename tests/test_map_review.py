@@ -75,7 +75,7 @@ def test_review_deselect_label_undo(demo: Project, monkeypatch) -> None:
     ship = next(c for c in demo.classes() if c.name == "ship")
     at.selectbox(key="map-class-0").set_value(ship.id)
     at = run_selected(at, points)
-    assert at.button(key="map-apply-0").proto.label == "Label the 28 unlabeled images reviewed on pages 1–2 as ship"
+    assert at.button(key="map-apply-0").proto.label == "Label as ship: the 28 unlabeled images reviewed on pages 1–2"
     at.button(key="map-apply-0").click()
     at = run_selected(at, points)
     assert not at.exception, at.exception
@@ -158,7 +158,7 @@ def test_a_box_over_many_pages_labels_only_the_page_shown_and_never_the_batch(de
     assert any(f"{len(batch)} selected image(s) of the batch to label now" in t for t in said)
     assert any(f"{len(free) - 24} image(s) on review pages you have not opened" in t for t in said)
     assert page_label == f"Review page (of {-(-len(free) // 24)})"
-    assert button == "Label the 24 unlabeled images shown as ship"
+    assert button == "Label as ship: the 24 unlabeled images shown"
     assert any("Labeled 24 images as ship" in s.value for s in at.success)
 
 
@@ -189,7 +189,7 @@ def test_only_the_review_pages_opened_are_labeled(demo: Project, monkeypatch) ->
     want = sorted(page1 + page3[1:])
     assert last_bulk(demo) == want
     assert sorted(i for i in ids if demo.label_of(i).version != before[i].version) == want
-    assert button == "Label the 35 unlabeled images reviewed on pages 1, 3 as airplane"
+    assert button == "Label as airplane: the 35 unlabeled images reviewed on pages 1, 3"
     # Undo takes back exactly those 35.
     at.button(key="map-undo").click().run()
     assert all(demo.label_of(i).state == before[i].state for i in ids)

@@ -32,9 +32,9 @@ def test_pages_and_targets() -> None:
 
 def test_the_button_says_how_many_and_which() -> None:
     ids = np.arange(50)
-    assert button_text(ids[:9], ids, 1, 24, True, "cat") == "Label the 9 unlabeled images shown as cat"
-    assert button_text(ids[30:31], ids, 2, 24, False, "cat") == "Label the 1 image shown as cat"
+    assert button_text(ids[:9], ids, 1, 24, True, "cat") == "Label as cat: the 9 unlabeled images shown"
+    assert button_text(ids[30:31], ids, 2, 24, False, "cat") == "Label as cat: the 1 image shown"
     assert button_text(ids[:30], ids, 2, 24, True, "cat") == (
-        "Label the 30 unlabeled images reviewed on pages 1–2 as cat")
-    assert button_text(ids[:3], ids, 2, 24, True, "cat") == "Label the 3 unlabeled images reviewed on page 1 as cat"
+        "Label as cat: the 30 unlabeled images reviewed on pages 1–2")
+    assert button_text(ids[:3], ids, 2, 24, True, "cat") == "Label as cat: the 3 unlabeled images reviewed on page 1"
     assert button_text(ids[:0], ids, 1, 24, True, "cat") == "No unlabeled images shown to label"

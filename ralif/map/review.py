@@ -72,13 +72,14 @@ def page_ranges(pages: list[int]) -> str:
 
 def button_text(targets: np.ndarray, ids: np.ndarray, page: int, size: int, only_new: bool, what: str) -> str:
     """The bulk label button's words: exactly how many images it writes and which ones they are
-    (those shown now, or those of the review pages named). ``what`` is shown as given: escape it."""
+    (those shown now, or those of the review pages named), the class first so that a narrow
+    panel that cuts the text still shows it. ``what`` is shown as given: escape it."""
     n = len(targets)
     kind = ("unlabeled " if only_new else "") + ("image" if n == 1 else "images")
     pages = page_numbers(ids, targets, size)
     if not n:
         return f"No {kind} shown to label"
     if pages == [page]:
-        return f"Label the {n:,} {kind} shown as {what}"
+        return f"Label as {what}: the {n:,} {kind} shown"
     where = f"page {pages[0]}" if len(pages) == 1 else f"pages {page_ranges(pages)}"
-    return f"Label the {n:,} {kind} reviewed on {where} as {what}"
+    return f"Label as {what}: the {n:,} {kind} reviewed on {where}"
