@@ -114,14 +114,17 @@ function writesAnswer(key) {
   return KEYS.includes(key) || ANSWERS.includes(key);
 }
 
-// An answer must never go to an image the person cannot see: instead the image comes into view
-// with the keys, and the next key answers it.
-function heldBack(e) {
+// An answer typed while the focus is elsewhere on the page must never go to an image the person
+// cannot see: instead the image comes into view with the keys, and the next key answers it. Keys
+// typed in the grid itself are the labeling: a fast labeler's next key often arrives while the
+// next image is still scrolling in, and must answer it (unless a hold from the page is running).
+function heldBack(e, fromPage) {
   if (!writesAnswer(e.key)) return false;
   const it = S.items[S.focus];
   const tile = it ? S.tiles.get(it.id) : null;
   const now = Date.now();
   const held = now < S.heldUntil;
+  if (!fromPage && !held) return false;
   if (!tile || (!held && inSight(tile))) return false;
   e.preventDefault();
   e.stopPropagation();
@@ -135,10 +138,10 @@ function heldBack(e) {
   return true;
 }
 
-function onKey(e) {
+function onKey(e, fromPage = false) {
   if (!S.args || e.defaultPrevented) return false;
   if (e.ctrlKey || e.metaKey || e.altKey) return false;
-  if (heldBack(e)) return true;
+  if (heldBack(e, fromPage)) return true;
   const key = e.key;
   if (S.finder.open) {
     const used = finderKey(key);
@@ -264,7 +267,7 @@ function parentKey(e) {
   if (control && e.key === "Escape" && control.matches(PRESSED_ONLY) && !control.closest(USES_ARROWS) &&
       !e.ctrlKey && !e.metaKey && !e.altKey) {
     takeKeys();
-    onKey(e);
+    onKey(e, true);
     return;
   }
   if (field || (control && (pressed || !control.matches(PRESSED_ONLY) || control.closest(USES_ARROWS)))) {
@@ -277,7 +280,7 @@ function parentKey(e) {
     }
     return;
   }
-  onKey(e);
+  onKey(e, true);
 }
 
 // The grid's keys back from a control of the page that holds them: that control loses the focus
