@@ -268,3 +268,24 @@ def test_a_grid_drawn_after_a_sidebar_link_takes_the_keys_and_esc_gives_them_bac
         wait_until(lambda: _submits(page), 10, "the submit")
         assert page.evaluate("() => location.hash") == ""
         browser.close()
+
+
+def test_keys_typed_in_the_grid_answer_even_while_the_image_is_still_scrolling_in(host: str) -> None:
+    """The labeling itself: with the keys in the grid, an answer key answers the focused image
+    whatever the page's scroll (a fast labeler's next key arrives before the next image is in view)."""
+    with sync_playwright() as pw:
+        browser, page = _open(pw, host)
+        frame = _draw(page, "main", _unanswered(7, "store-main"))
+        page.evaluate(BELOW)
+        page.evaluate("() => document.getElementById('help').scrollIntoView()")
+        wait_until(lambda: not _tile_in_view(page, "main", 1), 10, "the grid out of sight")
+        # The keys in the grid's frame, as after the last answer, while the page is scrolled away.
+        frame.locator("body").evaluate("() => window.focus()")
+        wait_until(lambda: page.evaluate("() => document.activeElement.id === 'main'"), 10, "the keys in the grid")
+        assert not _tile_in_view(page, "main", 1)
+        page.keyboard.press("1")
+        page.keyboard.press("1")
+        wait_until(lambda: len(_events(page, "label")) == 2, 10, "both answers")
+        assert [(e["image_id"], e["class_id"]) for e in _events(page, "label")] == [(1, 1), (2, 1)]
+        assert "Keys go to" not in _message(frame)
+        browser.close()
