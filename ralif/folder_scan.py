@@ -29,6 +29,7 @@ from ralif.images import (
     no_images_error,
     sort_class_names,
     unsupported_reason,
+    walk_folders_once,
     walk_image_files,
 )
 
@@ -343,13 +344,7 @@ def _other_files(root: str) -> list[tuple[str, str]]:
     file left out without a word looks like an image that went missing. Hidden files are left
     out, as the walk leaves them; folder links are followed once, as the walk follows them."""
     found: list[tuple[str, str]] = []
-    visited: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:
-            dirnames[:] = []
-            continue
-        visited.add(real)
+    for dirpath, dirnames, filenames in walk_folders_once(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
             if f.startswith(".") or is_image_file(f) or unsupported_reason(f):

@@ -14,7 +14,7 @@ import hashlib
 import os
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,6 +239,19 @@ def _walked_anyway(target: str, root_real: str) -> bool:
     return not any(part.startswith(".") for part in Path(os.path.relpath(target, root_real)).parts)
 
 
+def walk_folders_once(root: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` with links to folders followed, each real folder once, so link loops end; the
+    caller may prune ``dirnames`` in place, as with ``os.walk``."""
+    visited: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        yield dirpath, dirnames, filenames
+
+
 def _walk_images(root: str, recursive: bool,
                  unsupported: list[tuple[str, str]] | None = None) -> list[str]:
     """Image paths under ``root`` in sorted order; hidden entries are skipped.
@@ -250,14 +263,8 @@ def _walk_images(root: str, recursive: bool,
     ``unsupported``.
     """
     found: list[str] = []
-    visited: set[str] = set()
     root_real = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:
-            dirnames[:] = []
-            continue
-        visited.add(real)
+    for dirpath, dirnames, filenames in walk_folders_once(root):
         if recursive:
             dirnames[:] = sorted(
                 d for d in dirnames if not d.startswith(".")

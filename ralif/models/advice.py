@@ -32,7 +32,8 @@ class ScratchAdvice:
     text: str
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A round's cost as a person reads it: seconds, minutes or hours, about."""
     if seconds < 90:
         return f"about {seconds:.0f} s"
     if seconds < 5400:
@@ -64,7 +65,7 @@ def scratch_advice(labels: int | None = None, *, pool: int | None = None, epochs
             seconds += pool / CPU_FEATURE_IMAGES_PER_S
         where = "this machine has a CUDA GPU, which is much faster" if gpu else "this machine has no GPU"
         parts.append(f"On a CPU one round ({epochs} epochs over {labels:,} images"
-                     + (f", then features for {pool:,}" if pool else "") + f") takes {_duration(seconds)}; "
+                     + (f", then features for {pool:,}" if pool else "") + f") takes {duration(seconds)}; "
                      f"{where}.")
     elif not gpu:
         parts.append(f"This machine has no GPU: each epoch takes about {CPU_SECONDS_PER_EPOCH_PER_1K:.0f} s per "

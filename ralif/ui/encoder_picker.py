@@ -17,7 +17,7 @@ import streamlit as st
 
 from ralif import encoder_catalog as catalog
 from ralif.encoder_catalog import EncoderChoice
-from ralif.models.advice import SCRATCH_MIN_LABELS, scratch_advice
+from ralif.models.advice import SCRATCH_MIN_LABELS, duration, scratch_advice
 from ralif.project import Project, ProjectError
 from ralif.ui import common, round_panel
 from ralif.ui.text import code, counted, lit
@@ -61,14 +61,6 @@ def _clip_inputs(prefix: str) -> tuple[str, str]:
     return str(model), str(tag)
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"about {seconds:.0f} s"
-    if seconds < 5400:
-        return f"about {seconds / 60:.0f} min"
-    return f"about {seconds / 3600:.1f} h"
-
-
 def scratch_choice(labels: int | None, pool: int | None = None, *, gpu: bool | None = None) -> EncoderChoice:
     """ResNet18 from scratch, its cost said once, for the epochs a round really trains.
 
@@ -100,8 +92,8 @@ def scratch_choice(labels: int | None, pool: int | None = None, *, gpu: bool | N
             + (", then computes features for the whole pool" if pool else "")
             + ", so rounds slow down as you label. On a CPU a round takes ")
     if labels is not None and 2 <= labels < enough:
-        cost += f"{_duration(cpu_round(labels))} at {counted(labels, 'label')} and "
-    cost += f"{_duration(cpu_round(enough))} at {counted(enough, 'label')}; "
+        cost += f"{duration(cpu_round(labels))} at {counted(labels, 'label')} and "
+    cost += f"{duration(cpu_round(enough))} at {counted(enough, 'label')}; "
     cost += ("this machine has a CUDA GPU, which is much faster." if gpu else "this machine has no GPU.")
     parts.append(cost)
     if few:
@@ -113,7 +105,7 @@ def scratch_choice(labels: int | None, pool: int | None = None, *, gpu: bool | N
                         f"{SCRATCH_MIN_LABELS:,} a from-scratch network needs: choose a pretrained encoder")
     if not gpu:
         warnings.append(f"no GPU found: at {counted(enough, 'label')} a round takes "
-                        f"{_duration(cpu_round(enough))} on this machine's CPU")
+                        f"{duration(cpu_round(enough))} on this machine's CPU")
     return dataclasses.replace(choice, what_happens=" ".join(parts),
                                warning="; ".join(warnings) + "." if warnings else None)
 
