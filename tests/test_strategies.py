@@ -44,6 +44,9 @@ SPECS = [
     "ralif(representative=central)",
     "ralif(damping=10)",
     "ralif(target=entropy)",
+    "ralif(gate=half)",
+    "ralif(gate=error)",
+    "ralif(gate=0.2)",
     "ralif(space=pca)",
     "ralif(space=cosine)",
     "ralif(diversity=kmeanspp,space=pca)",
@@ -200,6 +203,9 @@ def test_specs_round_trip():
         ("ralif(damping=0)", "damping must be positive"),
         ("ralif(damping=10,step=newton)", "need step=first and engine=single"),
         ("ralif(target=entropy,engine=dask)", "need step=first and engine=single"),
+        ("ralif(gate=all)", "unknown gate 'all'; choose from none, half, error"),
+        ("ralif(gate=1.5)", r"or a share in \(0, 1\]"),
+        ("ralif(gate=half,engine=dask)", "engine=dask supports gate=none only"),
     ],
 )
 def test_make_strategy_errors(spec, match):
@@ -300,6 +306,27 @@ def test_batch_comes_from_the_candidate_set(fraction, budget, diversity, data):
     assert strategy.last_info["solver"] == "cholesky"
 
 
+@pytest.mark.parametrize("gate", ["half", "error"])
+def test_gated_candidates_are_the_best_scored_among_the_least_sure(gate, data):
+    x, _, labeled, unlabeled, head = data
+    strategy = RalifStrategy(gate=gate, diversity="none")
+    picked = strategy.select(head, x, labeled, unlabeled, 5, np.random.default_rng(0))
+    probs = head.predict_proba(x[unlabeled])
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    share = 0.5 if gate == "half" else max(0.1, float((1 - top2[:, 1]).mean()))
+    keep = math.ceil(share * len(unlabeled))
+    assert strategy.last_info["gate_share"] == pytest.approx(keep / len(unlabeled))
+    unsure = unlabeled[np.argsort(margin, kind="stable")[:keep]]
+    cand = strategy.last_info["candidates"]
+    assert np.isin(cand, unsure).all() and np.isin(picked, cand).all()
+    # Among the unsure, the candidates are exactly the lowest plain scores.
+    scores = RalifStrategy().scores(head, x, labeled, unlabeled).numpy()
+    pos = np.searchsorted(unlabeled, unsure)
+    best = unsure[np.argsort(scores[pos], kind="stable")[: len(cand)]]
+    assert set(cand.tolist()) == set(best.tolist())
+
+
 def test_kmeanspp_batch_is_more_spread_than_top_scores(data):
     x, _, labeled, unlabeled, head = data
     div = RalifStrategy(fraction=0.5, diversity="kmeanspp", space="raw").select(
@@ -398,7 +425,7 @@ def test_candidates_scale_with_the_batch(data):
 
 def test_a_strategy_returning_a_wrong_batch_is_stopped(data):
     # The result check: a duplicate, a labeled image, an index outside the pool, a short batch.
-    x, _, labeled, unlabeled, head = data
+    x, _, labeled, unlabeled, _ = data
     from dataclasses import dataclass
 
     from ralif.strategies.base import Strategy

@@ -47,6 +47,7 @@ CENTROIDS = ("uniform", "score")
 CALIBRATIONS = ("none", "cv")
 REPRESENTATIVES = ("nearest", "best", "central", "auto")
 TARGETS = ("pseudo", "entropy")
+GATES = ("none", "half", "error")
 
 
 @dataclass
@@ -98,6 +99,9 @@ class RalifStrategy(Strategy):
                    "damping, less pull towards directions the labels have not reached)",
         "target": "the pool loss the influence lowers: pseudo (cross-entropy with the head's pseudo labels, "
                   "the paper) | entropy (the pool's mean prediction entropy)",
+        "gate": "candidates only among the images the head is least sure of (smallest top-2 margin): none | "
+                "half (the less sure half of the pool) | error (as many as the head expects to get wrong, "
+                "Σ(1 − max p); never fewer than the candidates)",
         "cold": "labels per class below which the batch is picked by typicality (TypiClust) instead (0 = never)",
     }
     rule: str = "truncated"
@@ -141,6 +145,7 @@ class RalifStrategy(Strategy):
     representative: str = "auto"
     damping: float = 1.0
     target: str = "pseudo"
+    gate: str = "none"
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -162,6 +167,10 @@ class RalifStrategy(Strategy):
                              f"choose from {', '.join(REPRESENTATIVES)}")
         if self.target not in TARGETS:
             raise ValueError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}")
+        if self.gate not in GATES and not 0 < _share(self.gate) <= 1:
+            raise ValueError(f"unknown gate {self.gate!r}; choose from {', '.join(GATES)} or a share in (0, 1]")
+        if self.engine == "dask" and self.gate != "none":
+            raise ValueError("engine=dask supports gate=none only")
         if not float(self.damping) > 0:
             raise ValueError("damping must be positive")
         if (self.step != "first" or self.engine != "single") and (float(self.damping) != 1 or self.target != "pseudo"):
@@ -226,9 +235,23 @@ class RalifStrategy(Strategy):
         else:
             delta = delta_pool_loss(head, features, unlabeled, state.probs, sol)
         self.last_info.update(solver=sol.method, solver_iterations=sol.iterations, pool_loss=state.pool_loss)
-        return ralif_scores(
+        scores = ralif_scores(
             state.probs, delta, state.pool_loss, len(unlabeled), rule=self.rule, reading=self.reading, tau=self.tau
         )
+        return scores if self.gate == "none" else self._gated(scores, state.probs)
+
+    def _gated(self, scores: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """``scores`` with every image outside the least-sure share of the pool set to NaN (never a candidate)."""
+        top2 = probs.topk(2, dim=1).values
+        margin = top2[:, 0] - top2[:, 1]
+        share = {"half": 0.5, "error": float((1 - top2[:, 0]).mean())}.get(self.gate) or _share(self.gate)
+        # Never fewer than the fraction's candidates; a larger batch fills from the NaNs, ranked last.
+        keep = min(len(scores), math.ceil(max(share, self.fraction) * len(scores)))
+        self.last_info["gate_share"] = keep / len(scores)
+        out = torch.full_like(scores, float("nan"))
+        unsure = torch.argsort(margin)[:keep]
+        out[unsure] = scores[unsure]
+        return out
 
     def _select(self, head, features, labeled, unlabeled, budget, rng):
         if self.cold and len(labeled) < self.cold * head.num_classes:
@@ -337,6 +360,14 @@ class RalifStrategy(Strategy):
             member = {"nearest": "nearest", "best": "first", "central": "central"}[representative]
             return cand[kmeans_representatives(pts, budget, rng, covered_d2=d2, weights=rank_w, member=member)]
         return cand[kmeanspp_seeding(len(cand), budget, rng, euclidean_dist_to(pts), d2=d2, first=0)]
+
+
+def _share(text: str) -> float:
+    """A gate given as a number (the least-sure share of the pool kept), else NaN."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def class_balance(labels: np.ndarray, num_classes: int) -> float:
