@@ -360,6 +360,13 @@ class BackgroundJob:
         with self._lock:
             status = read_status(self.status_path)
             if status.get("state") in FINAL_STATES:
+                if self._process is not None and not self._reaped:
+                    # Only a poll of this handle (or the next process started) collects an ended
+                    # worker, and the app reads a finished job only through here: without this
+                    # poll the worker would stay a zombie until the next job. It does not wait: a
+                    # worker still exiting is collected by a later read. A detached job's reaper
+                    # is left to the thread of ``reap_when_done``, its one waiter.
+                    self._process.is_alive()
                 return status
             exitcode: int | None
             if self._process is not None:

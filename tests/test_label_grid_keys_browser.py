@@ -42,6 +42,24 @@ def _draw(page: Any, grid: str, args: dict[str, Any]) -> Any:
     return frame
 
 
+# A page that scrolls the grid far out of sight to reach its controls lower down, as the Label
+# page does with the "Relabel earlier images" panel under the batch.
+BELOW = ("() => { const d = document.createElement('div'); d.id = 'below'; d.style.marginTop = '2500px';"
+         " d.innerHTML = '<button id=help>?</button><details><summary id=more>More</summary></details>'"
+         " + '<input id=jump><select id=pick><option>0</option><option>1</option></select>';"
+         " document.body.append(d); }")
+
+
+def _open_grid(pw: Any, host: str, args: dict[str, Any] | None = None, *, below: bool = False) -> tuple[Any, Any, Any]:
+    """(browser, page, frame): a page with the grid "main" (``args``; by default four unanswered
+    images of batch 7), and with ``below`` the page's controls far under it (:data:`BELOW`)."""
+    browser, page = _open(pw, host)
+    frame = _draw(page, "main", args or _unanswered(7, "store-main"))
+    if below:
+        page.evaluate(BELOW)
+    return browser, page, frame
+
+
 def _events(page: Any, kind: str) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for sent in page.evaluate("() => window.sent"):
@@ -81,8 +99,7 @@ def test_a_grid_drawn_after_the_first_frame_was_removed_gets_the_page_keys(host:
 
 def test_enter_and_space_on_a_focused_button_press_that_button_only(host: str) -> None:
     with sync_playwright() as pw:
-        browser, page = _open(pw, host)
-        frame = _draw(page, "main", _unanswered(7, "store-main"))
+        browser, page, frame = _open_grid(pw, host)
         keys = frame.locator("#keys")
         keys.focus()
         for n, key in enumerate(("Enter", " ", "Enter")):
@@ -108,8 +125,7 @@ def test_enter_and_space_on_a_focused_button_press_that_button_only(host: str) -
 
 def test_the_submit_question_holds_for_the_next_key_only(host: str) -> None:
     with sync_playwright() as pw:
-        browser, page = _open(pw, host)
-        frame = _draw(page, "main", _unanswered(7, "store-main"))
+        browser, page, frame = _open_grid(pw, host)
         page.keyboard.press("Enter")
         wait_until(lambda: "4 of 4 images have no answer yet" in _message(frame), 10, "the question")
         # An answer instead of the second Enter: the question is gone, and the next Enter asks again.
@@ -132,8 +148,7 @@ def test_the_submit_question_holds_for_the_next_key_only(host: str) -> None:
 
 def test_the_accept_question_goes_once_answered(host: str) -> None:
     with sync_playwright() as pw:
-        browser, page = _open(pw, host)
-        frame = _draw(page, "main", _unanswered(7, "store-main", accept="confirm"))
+        browser, page, frame = _open_grid(pw, host, _unanswered(7, "store-main", accept="confirm"))
         page.keyboard.press("a")
         wait_until(lambda: 'Accept "cat" for this image?' in _message(frame), 10, "the question")
         page.keyboard.press("ArrowRight")
@@ -151,9 +166,8 @@ def test_the_accept_question_goes_once_answered(host: str) -> None:
 
 def test_esc_or_a_finished_change_on_a_page_slider_gives_the_keys_back(host: str) -> None:
     with sync_playwright() as pw:
-        browser, page = _open(pw, host)
         args = _unanswered(7, "store-main")
-        _draw(page, "main", args)
+        browser, page, _ = _open_grid(pw, host, args)
         # A slider of the page, as Streamlit draws its sliders (an input of type range).
         page.evaluate("() => { const s = document.createElement('input'); s.type = 'range'; s.id = 'size';"
                       " s.min = 0; s.max = 2; s.value = 1; document.body.prepend(s); }")
@@ -177,14 +191,6 @@ def test_esc_or_a_finished_change_on_a_page_slider_gives_the_keys_back(host: str
         browser.close()
 
 
-# A page that scrolls the grid far out of sight to reach its controls lower down, as the Label
-# page does with the "Relabel earlier images" panel under the batch.
-BELOW = ("() => { const d = document.createElement('div'); d.id = 'below'; d.style.marginTop = '2500px';"
-         " d.innerHTML = '<button id=help>?</button><details><summary id=more>More</summary></details>'"
-         " + '<input id=jump><select id=pick><option>0</option><option>1</option></select>';"
-         " document.body.append(d); }")
-
-
 def _tile_in_view(page: Any, grid: str, image_id: int) -> bool:
     return page.evaluate(
         """([grid, id]) => { const f = document.getElementById(grid);
@@ -203,17 +209,16 @@ def _held_back(page: Any, frame: Any, focused: int, answers: int = 0) -> None:
     assert len(_events(page, "label")) == answers
 
 
-def _away(page: Any, target: str) -> None:
+def _away(page: Any, target: str, focus: bool = True) -> None:
     page.evaluate("(id) => document.getElementById(id).scrollIntoView()", target)
-    page.locator(f"#{target}").focus()
+    if focus:
+        page.locator(f"#{target}").focus()
     wait_until(lambda: not _tile_in_view(page, "main", 1), 10, "the grid out of sight")
 
 
 def test_an_answer_key_never_goes_to_an_image_out_of_sight(host: str) -> None:
     with sync_playwright() as pw:
-        browser, page = _open(pw, host)
-        frame = _draw(page, "main", _unanswered(7, "store-main"))
-        page.evaluate(BELOW)
+        browser, page, frame = _open_grid(pw, host, below=True)
         # An image number typed on a button far below the grid: no answer, the grid comes to view.
         _away(page, "help")
         page.keyboard.type("12")
@@ -274,11 +279,8 @@ def test_keys_typed_in_the_grid_answer_even_while_the_image_is_still_scrolling_i
     """The labeling itself: with the keys in the grid, an answer key answers the focused image
     whatever the page's scroll (a fast labeler's next key arrives before the next image is in view)."""
     with sync_playwright() as pw:
-        browser, page = _open(pw, host)
-        frame = _draw(page, "main", _unanswered(7, "store-main"))
-        page.evaluate(BELOW)
-        page.evaluate("() => document.getElementById('help').scrollIntoView()")
-        wait_until(lambda: not _tile_in_view(page, "main", 1), 10, "the grid out of sight")
+        browser, page, frame = _open_grid(pw, host, below=True)
+        _away(page, "help", focus=False)
         # The keys in the grid's frame, as after the last answer, while the page is scrolled away.
         frame.locator("body").evaluate("() => window.focus()")
         wait_until(lambda: page.evaluate("() => document.activeElement.id === 'main'"), 10, "the keys in the grid")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from test_labels_skip_pending import batch_arrives
-from test_map_review import last_bulk, open_page, point, run_selected, traces
+from test_map_review import choose_class, lasso_unlabeled, last_bulk, press_label
 from test_pages_map_progress_export import demo
 
 from ralif.project import Project
@@ -16,16 +16,9 @@ __all__ = ["demo"]
 
 
 def test_a_round_finishing_during_the_click_does_not_get_its_batch_labeled(demo: Project, monkeypatch) -> None:
-    at = open_page(demo, monkeypatch)
-    c_unl, unl = traces(at)["unlabeled"]
-    old_batch = {b.image_id for b in demo.pending_batch()}
-    free = [i for i in range(len(unl)) if int(unl[i]) not in old_batch][:6]
-    points = [point(c_unl, i, unl) for i in free]
-    ids = sorted(int(unl[i]) for i in free)
-    at = run_selected(at, points)
-    ship = next(c for c in demo.classes() if c.name == "ship")
-    at.selectbox(key="map-class-0").set_value(ship.id)
-    at = run_selected(at, points)
+    lasso = lasso_unlabeled(demo, monkeypatch, 6)
+    points, ids, old_batch = lasso.points, sorted(lasso.ids), lasso.batch
+    at, ship = choose_class(lasso.at, demo, "ship", points)
     assert at.button(key="map-apply-0").proto.label == "Label as ship: the 6 unlabeled images shown"
     # The round finishes after the page chose what to write, just before the write itself.
     late = ids[1:3]
@@ -38,8 +31,7 @@ def test_a_round_finishing_during_the_click_does_not_get_its_batch_labeled(demo:
         return original(self, image_ids, class_id, source, **kw)
 
     monkeypatch.setattr(Project, "bulk_label", racing)
-    at.button(key="map-apply-0").click()
-    at = run_selected(at, points)
+    at = press_label(at, points)
     assert not at.exception, at.exception
     assert calls == [{"skip_pending": True}]
     written = [i for i in ids if i not in late]

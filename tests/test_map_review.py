@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 from test_pages_map_progress_export import demo
 
-from ralif.project import Project
+from ralif.project import ClassInfo, LabelState, Project
 from ralif.ui.state import PROJECT_KEY
 
 __all__ = ["demo"]
@@ -41,28 +42,16 @@ def run_selected(at: AppTest, points: list[dict[str, Any]]) -> AppTest:
 
 
 def test_review_deselect_label_undo(demo: Project, monkeypatch) -> None:
-    monkeypatch.setenv("RALIF_PROJECTS", str(demo.folder.parent))
-    at = AppTest.from_file(str(PAGE), default_timeout=120)
-    at.session_state[PROJECT_KEY] = str(demo.folder)
-    at.run()
-    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
-    c_unl, unl = next((c, decode(t["customdata"])) for c, t in enumerate(fig["data"]) if t["name"] == "unlabeled")
     # 30 points: more than one review page (24), all unlabeled, none of the batch to label now.
-    batch = {b.image_id for b in demo.pending_batch()}
-    free = [i for i in range(len(unl)) if int(unl[i]) not in batch][:30]
-    points = [{"curve_number": c_unl, "point_index": i, "point_number": i, "customdata": int(unl[i])}
-              for i in free]
-    ids = [int(unl[i]) for i in free]
-    before = {i: demo.label_of(i) for i in ids}
-    at = run_selected(at, points)
+    lasso = lasso_unlabeled(demo, monkeypatch, 30)
+    at, points, ids, before = lasso.at, lasso.points, lasso.ids, lasso.before
     assert not at.exception, at.exception
     # The first page shows 24 pictures, each with its own tick box; no class is chosen for the user.
     boxes = [b for b in at.checkbox if b.key and b.key.startswith("map-keep-0-")]
     assert len(boxes) == 24 and all(b.value for b in boxes)
     assert at.selectbox(key="map-class-0").value is None
     # Clicking Label without a class writes nothing.
-    at.button(key="map-apply-0").click()
-    at = run_selected(at, points)
+    at = press_label(at, points)
     assert any("Choose the class first" in e.value for e in at.error)
     assert all(demo.label_of(i).version == before[i].version for i in ids)
     # Two images are left out; the second page is reviewed too.
@@ -72,12 +61,9 @@ def test_review_deselect_label_undo(demo: Project, monkeypatch) -> None:
     at.number_input(key="map-page-0").set_value(2)
     at = run_selected(at, points)
     assert len([b for b in at.checkbox if b.key and b.key.startswith("map-keep-0-")]) == 6
-    ship = next(c for c in demo.classes() if c.name == "ship")
-    at.selectbox(key="map-class-0").set_value(ship.id)
-    at = run_selected(at, points)
+    at, ship = choose_class(at, demo, "ship", points)
     assert at.button(key="map-apply-0").proto.label == "Label as ship: the 28 unlabeled images reviewed on pages 1–2"
-    at.button(key="map-apply-0").click()
-    at = run_selected(at, points)
+    at = press_label(at, points)
     assert not at.exception, at.exception
     assert all(demo.label_of(i).class_id == ship.id for i in ids[2:])
     assert all(demo.label_of(i).state == "unlabeled" for i in left_out)
@@ -118,6 +104,43 @@ def open_page(project: Project, monkeypatch) -> AppTest:
     return at
 
 
+@dataclass
+class Lasso:
+    """The Map page after a lasso around unlabeled images, none of the batch to label now."""
+
+    at: AppTest
+    points: list[dict[str, Any]]
+    ids: list[int]                      # in the order of the points
+    batch: set[int]                     # the batch to label now when the page was opened
+    before: dict[int, LabelState]       # each image's label before the lasso
+
+
+def lasso_unlabeled(project: Project, monkeypatch, n: int) -> Lasso:
+    """Open the Map page and lasso its first ``n`` unlabeled images outside the batch to label now."""
+    at = open_page(project, monkeypatch)
+    c_unl, unl = traces(at)["unlabeled"]
+    batch = {b.image_id for b in project.pending_batch()}
+    free = [i for i in range(len(unl)) if int(unl[i]) not in batch][:n]
+    points = [point(c_unl, i, unl) for i in free]
+    ids = [int(unl[i]) for i in free]
+    before = {i: project.label_of(i) for i in ids}
+    return Lasso(run_selected(at, points), points, ids, batch, before)
+
+
+def choose_class(at: AppTest, project: Project, name: str,
+                 points: list[dict[str, Any]]) -> tuple[AppTest, ClassInfo]:
+    """Pick the class ``name`` in the panel: (the page rerun with the same selection, the class)."""
+    chosen = next(c for c in project.classes() if c.name == name)
+    at.selectbox(key="map-class-0").set_value(chosen.id)
+    return run_selected(at, points), chosen
+
+
+def press_label(at: AppTest, points: list[dict[str, Any]]) -> AppTest:
+    """Press the panel's bulk-label button; the page rerun with the same selection."""
+    at.button(key="map-apply-0").click()
+    return run_selected(at, points)
+
+
 def test_a_box_over_many_pages_labels_only_the_page_shown_and_never_the_batch(demo: Project, monkeypatch) -> None:
     """The audit's reproduction: a box around many pages of images and the whole batch to label now."""
     at = open_page(demo, monkeypatch)
@@ -137,12 +160,9 @@ def test_a_box_over_many_pages_labels_only_the_page_shown_and_never_the_batch(de
     said = [m.value for m in at.markdown] + [c.value for c in at.caption]
     page_label = at.number_input(key="map-page-0").label
     page1 = shown_ids(at)
-    ship = next(c for c in demo.classes() if c.name == "ship")
-    at.selectbox(key="map-class-0").set_value(ship.id)
-    at = run_selected(at, points)
+    at, ship = choose_class(at, demo, "ship", points)
     button = at.button(key="map-apply-0").proto.label
-    at.button(key="map-apply-0").click()
-    at = run_selected(at, points)
+    at = press_label(at, points)
     assert not at.exception, at.exception
     # The database first: exactly the 24 images shown were written; the pages never opened and the
     # batch (its audit images among them) are as they were.
@@ -163,14 +183,8 @@ def test_a_box_over_many_pages_labels_only_the_page_shown_and_never_the_batch(de
 
 
 def test_only_the_review_pages_opened_are_labeled(demo: Project, monkeypatch) -> None:
-    at = open_page(demo, monkeypatch)
-    c_unl, unl = traces(at)["unlabeled"]
-    batch = {b.image_id for b in demo.pending_batch()}
-    free = [i for i in range(len(unl)) if int(unl[i]) not in batch][:60]
-    points = [point(c_unl, i, unl) for i in free]
-    ids = sorted(int(unl[i]) for i in free)
-    before = {i: demo.label_of(i) for i in ids}
-    at = run_selected(at, points)
+    lasso = lasso_unlabeled(demo, monkeypatch, 60)
+    at, points, ids, before = lasso.at, lasso.points, sorted(lasso.ids), lasso.before
     page1 = shown_ids(at)
     # Page 2 is skipped: page 3 is opened straight from page 1, and one image on it left out.
     at.number_input(key="map-page-0").set_value(3)
@@ -179,12 +193,9 @@ def test_only_the_review_pages_opened_are_labeled(demo: Project, monkeypatch) ->
     assert len(page1) == 24 and len(page3) == 12
     at.checkbox(key=f"map-keep-0-{page3[0]}").uncheck()
     at = run_selected(at, points)
-    plane = next(c for c in demo.classes() if c.name == "airplane")
-    at.selectbox(key="map-class-0").set_value(plane.id)
-    at = run_selected(at, points)
+    at, _ = choose_class(at, demo, "airplane", points)
     button = at.button(key="map-apply-0").proto.label
-    at.button(key="map-apply-0").click()
-    at = run_selected(at, points)
+    at = press_label(at, points)
     assert not at.exception, at.exception
     want = sorted(page1 + page3[1:])
     assert last_bulk(demo) == want

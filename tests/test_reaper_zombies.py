@@ -21,7 +21,7 @@ def quick_job(job) -> dict:
     return {"done": True}
 
 
-def _state(pid: int) -> str | None:
+def process_state(pid: int) -> str | None:
     """The kernel's one-letter state of ``pid`` (``Z``: a zombie), None once it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -35,10 +35,10 @@ def _state(pid: int) -> str | None:
 def _wait_for(pid: int, wanted: set[str | None], timeout: float = 60.0) -> str | None:
     """Poll ``pid``'s state until it is one of ``wanted`` or ``timeout`` passes; the last state."""
     deadline = time.monotonic() + timeout
-    state = _state(pid)
+    state = process_state(pid)
     while state not in wanted and time.monotonic() < deadline:
         time.sleep(0.05)
-        state = _state(pid)
+        state = process_state(pid)
     return state
 
 
@@ -59,10 +59,10 @@ def test_an_ended_reaper_is_collected_and_its_exit_code_kept():
     try:
         assert _wait_for(left.pid, {"Z", None}) == "Z"
         time.sleep(0.3)
-        assert _state(left.pid) == "Z"
+        assert process_state(left.pid) == "Z"
     finally:
         left.join(10)
-    assert _state(left.pid) is None and left.exitcode == 0, left.exitcode
+    assert process_state(left.pid) is None and left.exitcode == 0, left.exitcode
 
     process = _detached_like_start_job(ctx)
     thread = reap_when_done(process)

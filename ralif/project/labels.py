@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,14 +35,6 @@ if TYPE_CHECKING:
 UNDOABLE_KINDS = ("label", "unlabel", "bulk", "oracle", "merge", "delete-class")
 # How many of an action's images its description carries (undo shows the first).
 SHOWN = 8
-
-
-@dataclass(frozen=True)
-class BulkLabelResult(BulkResult):
-    """A bulk label's result; ``skipped``: the images given that it left as they were because they
-    are in the pending batch (only when asked to, see :meth:`LabelsMixin.bulk_label`), ascending."""
-
-    skipped: list[int] = field(default_factory=list)
 
 
 class LabelsMixin:
@@ -170,7 +161,7 @@ class LabelsMixin:
         return LabelResult(image_id, shown, class_id, version, True, conflict, previous)
 
     def bulk_label(self, image_ids: Iterable[int], class_id: int | None, source: str = "bulk", *,
-                   skip_pending: bool = False) -> BulkLabelResult:
+                   skip_pending: bool = False) -> BulkResult:
         """Give many images the same label in one transaction (all or nothing).
 
         ``skip_pending``: leave alone the images of the batch pending on the Label page, read in the
@@ -200,13 +191,13 @@ class LabelsMixin:
                     conn.execute(f"DELETE FROM _ids WHERE id IN ({PENDING_BATCH})")
                     n -= len(skipped)
             if not n:
-                return BulkLabelResult(None, 0, 0, skipped)
+                return BulkResult(None, 0, 0, skipped)
             action = self._new_action(conn, "bulk", {"count": n, "class_id": class_id})
             changed = self._apply_labels(conn, None if class_id is None else int(class_id), state, source,
                                          action, source)
             if not changed:
                 conn.execute("DELETE FROM actions WHERE id = ?", (action,))
-        return BulkLabelResult(action if changed else None, changed, n - changed, skipped)
+        return BulkResult(action if changed else None, changed, n - changed, skipped)
 
     def next_undo(self) -> ActionInfo | None:
         """The action :meth:`undo_last` would take back now (to show it first), or None.

@@ -77,6 +77,9 @@ class BulkResult:
     action_id: int | None
     changed: int
     unchanged: int
+    # The images given that were left as they were because they are in the pending batch (only
+    # when asked to, see ``bulk_label``'s ``skip_pending``), ascending.
+    skipped: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
