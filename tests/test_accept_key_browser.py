@@ -38,7 +38,7 @@ def test_a_asks_refuses_and_skips_audit_images(tmp_path: Path) -> None:
             # The demo starts cold (no labels, no model, nothing to audit): one batch answered by
             # its simulated oracle brings a model and a batch with audit images.
             first = project.pending_round()
-            page.get_by_role("button", name="Answer the rest with true labels").click()
+            page.get_by_role("button", name="Fill the rest with true labels").click()
             wait_until(lambda: project.progress().pending_done == project.progress().pending, 30, "the answers")
             grid.get_by_role("button", name="Submit batch (Enter)").click()
             wait_until(lambda: project.pending_round() not in (None, first), 180, "the next batch", every=0.25)

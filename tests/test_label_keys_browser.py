@@ -125,7 +125,7 @@ def test_keys_after_a_submit_and_a_visit_to_another_page(label_page: tuple[Any, 
     page, _, project = label_page
     grid = page.frame_locator(GRID).first
     first = project.pending_round()
-    page.get_by_role("button", name="Answer the rest with true labels").click()
+    page.get_by_role("button", name="Fill the rest with true labels").click()
     wait_until(lambda: _answered(project) == 20, 30, "the batch answered")
     page_idle(page)
     grid.locator("#status").click(position={"x": 2, "y": 2})
@@ -219,7 +219,7 @@ def test_a_key_typed_below_the_batch_never_answers_an_image_out_of_sight(
 def test_label_reached_from_the_sidebar_takes_the_keys(label_page: tuple[Any, AppServer, Project]) -> None:
     page, _, project = label_page
     first = project.pending_round()
-    page.get_by_role("button", name="Answer the rest with true labels").click()
+    page.get_by_role("button", name="Fill the rest with true labels").click()
     wait_until(lambda: _answered(project) == 20, 30, "the batch answered")
     grid = page.frame_locator(GRID).first
     _follow(page, "Classes", page.get_by_text("Save settings").first)

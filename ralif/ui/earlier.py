@@ -61,15 +61,16 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
     rows = project.images_page(which, split=split, after_id=pages[-1], limit=PAGE_SIZE + 1)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    nav = st.columns([1, 1, 6])
-    if nav[0].button("← Previous", key="earlier_prev", disabled=len(pages) < 2):
+    # One row as wide as its parts (fixed column shares cut "← Previous" off at 1280 pixels).
+    nav = st.container(horizontal=True, vertical_alignment="center")
+    if nav.button("← Previous", key="earlier_prev", disabled=len(pages) < 2):
         st.session_state.setdefault(_PAGES_KEY, {})[state_key] = pages[:-1]
         st.rerun()
-    if nav[1].button("Next →", key="earlier_next", disabled=not more):
+    if nav.button("Next →", key="earlier_next", disabled=not more):
         st.session_state.setdefault(_PAGES_KEY, {})[state_key] = [*pages, rows[-1].image_id]
         st.rerun()
-    nav[2].caption(f"Page {len(pages)} · images {rows[0].image_id if rows else '-'} to "
-                   f"{rows[-1].image_id if rows else '-'}")
+    nav.caption(f"Page {len(pages)} · images {rows[0].image_id if rows else '-'} to "
+                f"{rows[-1].image_id if rows else '-'}")
     if name_filter:
         rows = [r for r in rows if name_filter.lower() in r.path.lower()]
     return rows, f"{which}:{split}:{pages[-1]}"

@@ -76,7 +76,9 @@ header, notes, status_slot, grid_slot = (st.container() for _ in range(4))
 
 batch = project.pending_batch()
 oracle = bool(batch and project.settings.get("simulated_oracle"))
-title_col, counts_col, tools = header.columns([2, 4, 2] if oracle else [2, 6, 0.01], vertical_alignment="center")
+# At 1280x720 the title's share holds "Label · CIFAR-10 demo" and the oracle's its whole button text.
+title_col, counts_col, tools = header.columns([2.2, 3.8, 2] if oracle else [2.2, 5.8, 0.01],
+                                              vertical_alignment="center")
 title_col.title(f"Label · {lit(project.name)}", anchor=False)
 per_class = ", ".join(f"{lit(name)} {n:,}" for name, n in prog.per_class.items()) or "no classes yet"
 counts_col.markdown(common.progress_line(prog), help=f"Labeled per class: {per_class}")
@@ -94,11 +96,11 @@ classes = project.classes()
 
 if batch:
     if oracle:
-        tools.button("Answer the rest with true labels", key="oracle_fill",
+        tools.button("Fill the rest with true labels", key="oracle_fill",
                      on_click=_fill_with_oracle, args=(project,), disabled=prog.pending_done >= prog.pending,
                      help="Simulated oracle: demo and simulation projects know every image's true class; this "
                           "answers the unanswered images of the batch with it. Switch it off on the Classes "
-                          "page.", width="stretch")
+                          "page.", width="stretch", wrap=True)
     if not classes:
         with notes.form("quick_classes"):
             st.markdown("**This project has no classes yet.** Name them to start labeling; keys 1–9 and 0 "

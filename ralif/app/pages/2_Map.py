@@ -184,7 +184,7 @@ def _selection_panel(p: Project, data: proj.MapData, projection: proj.Projection
     offered = st.session_state.get(f"map-offer-{gen}", [])
     st.session_state[f"map-offer-{gen}"] = targets.tolist()
     if st.button(review.button_text(targets, cand.ids, int(at), REVIEW_PAGE, only_new, lit(what)), type="primary",
-                 disabled=not len(targets), key=f"map-apply-{gen}",
+                 disabled=not len(targets), key=f"map-apply-{gen}", wrap=True,
                  help="Writes exactly the images counted here; Undo on this page takes it back."):
         if not chosen:
             st.error("Choose the class first: nothing was labeled.")

@@ -74,13 +74,14 @@ def _written(kind: str, mime: str | None = None) -> None:
     if path is None or not path.exists():
         return
     st.success(f"Written to {code(common.display_path(path))}")
+    # wrap: a long file name takes a second line in a narrow column instead of being cut off.
     if path.is_file():
         st.download_button(f"Download {lit(path.name)}", path.read_bytes(), file_name=path.name, mime=mime,
-                           key=f"dl-{kind}", on_click="ignore", icon=":material/download:")
+                           key=f"dl-{kind}", on_click="ignore", icon=":material/download:", wrap=True)
     elif kind == "Model":
         st.download_button(f"Download {lit(path.name)}.zip", _zip_folder(path), file_name=f"{path.name}.zip",
                            mime="application/zip", key=f"dl-{kind}", on_click="ignore",
-                           icon=":material/download:")
+                           icon=":material/download:", wrap=True)
 
 
 labels_col, model_col = st.columns(2, gap="large")
@@ -90,10 +91,13 @@ with labels_col:
                          help="They get an empty label and state 'unsure'.")
     dest = st.text_input("Folder (optional)", key="export_labels_dest",
                          placeholder="default: the project's exports folder")
-    c1, c2, _ = st.columns([1, 1, 2])
-    if c1.button("Export CSV", type="primary", key="export_csv", disabled=not (progress.labeled or unsure)):
+    # A row that is as wide as its buttons (and wraps when the column is narrow): columns of fixed
+    # shares cut the buttons' words off at 1280 pixels.
+    buttons = st.container(horizontal=True)
+    if buttons.button("Export labels as CSV", type="primary", key="export_csv",
+                      disabled=not (progress.labeled or unsure)):
         _run("CSV", lambda: project.export_csv(_dest(dest, "labels", ".csv"), include_unsure=unsure))
-    if c2.button("Export JSON", key="export_json", disabled=not (progress.labeled or unsure)):
+    if buttons.button("Export labels as JSON", key="export_json", disabled=not (progress.labeled or unsure)):
         _run("JSON", lambda: project.export_json(_dest(dest, "labels", ".json"), include_unsure=unsure))
     _written("CSV", "text/csv")
     _written("JSON", "application/json")
@@ -106,7 +110,7 @@ with labels_col:
     split = st.checkbox("Separate pool/ and test/ folders", key="export_split")
     folder = st.text_input("Folder (optional)", key="export_folder_dest",
                            placeholder="default: exports/imagefolder-<time>")
-    if st.button("Export ImageFolder", key="export_imagefolder", disabled=not progress.labeled):
+    if st.button("Export ImageFolder", key="export_imagefolder", disabled=not progress.labeled, wrap=True):
         target = Path(folder).expanduser() if folder.strip() else None
         _run("ImageFolder", lambda: project.export_imagefolder(target, mode=mode or "copy", split_folders=split))
     _written("ImageFolder")
@@ -121,16 +125,17 @@ with model_col:
     else:
         st.caption(f"The model of the last round: {code(weights.name)}. The export holds its weights and a JSON "
                    f"description (classes, encoder), loadable with `ralif predict --model <folder>`.")
-        if st.button("Export model", type="primary", key="export_model"):
+        if st.button("Export model", type="primary", key="export_model", wrap=True):
             _run("Model", lambda: project.export_model())
         _written("Model")
 
-    st.subheader("Earlier exports")
-    exports = sorted((project.folder / "exports").glob("[!.]*"), key=lambda f: f.stat().st_mtime, reverse=True)
-    if exports:
-        st.dataframe([{"name": f.name + ("/" if f.is_dir() else ""),
-                       "written": dt.datetime.fromtimestamp(f.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S"),
-                       "size": f"{f.stat().st_size / 1024:,.1f} KiB" if f.is_file() else "folder"}
-                      for f in exports[:50]], hide_index=True)
-    else:
-        st.caption("None yet.")
+# The whole width: in a half column the table's last column was out of sight.
+st.subheader("Earlier exports")
+exports = sorted((project.folder / "exports").glob("[!.]*"), key=lambda f: f.stat().st_mtime, reverse=True)
+if exports:
+    st.dataframe([{"name": f.name + ("/" if f.is_dir() else ""),
+                   "written": dt.datetime.fromtimestamp(f.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S"),
+                   "size": f"{f.stat().st_size / 1024:,.1f} KiB" if f.is_file() else "folder"}
+                  for f in exports[:50]], hide_index=True)
+else:
+    st.caption("None yet.")

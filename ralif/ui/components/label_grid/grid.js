@@ -387,6 +387,7 @@ function updateTile(t, it, index) {
   if (view.state === "labeled") {
     const c = classById(view.class_id);
     chip = el("span", "chip", c ? c.name : (it.class_name || "deleted class"));
+    chip.title = chip.textContent;   // the whole name, where a long one is cut to the tile's width
     chip.style.background = classColor(view.class_id);
   } else if (view.state === "unsure") {
     chip = el("span", "chip unsure", "skipped");
