@@ -32,6 +32,7 @@ from ralif.images import (
     walk_folders_once,
     walk_image_files,
 )
+from ralif.project.validation import MAX_CLASS_NAME
 
 DECISIONS = ("class", "unlabeled", "ignore")
 LOOSE_KEY = "."           # images directly in the scanned folder (or in a split folder)
@@ -96,6 +97,7 @@ class SourceGroup:
     unreadable: int = 0
     can_be_class: bool = True
     note: str | None = None
+    problem: str | None = None      # why the name cannot be a class (the images can come unlabeled)
     paths: list[str] = field(default_factory=list, repr=False)
     hashes: list[str] = field(default_factory=list, repr=False)
     splits: list[str] = field(default_factory=list, repr=False)
@@ -115,6 +117,7 @@ class SourcePreview:
     duplicates: list[list[str]]
     notes: list[str] = field(default_factory=list)
     other_files: list[tuple[str, str]] = field(default_factory=list)
+    label_conflicts: list[tuple[str, str]] = field(default_factory=list)   # a manifest's, (path, why)
 
     @property
     def total(self) -> int:
@@ -137,10 +140,11 @@ class SourcePreview:
             "description": self.description, "images": self.total, "notes": list(self.notes),
             "groups": [{"key": g.key, "title": g.title, "images": g.count, "per_split": g.per_split,
                         "unreadable": g.unreadable, "proposed": g.proposed, "reason": g.reason,
-                        "note": g.note, "samples": g.samples} for g in self.groups],
+                        "note": g.note, "problem": g.problem, "samples": g.samples} for g in self.groups],
             "unreadable": [f"{p}: {r}" for p, r in self.problems],
             "duplicates": self.duplicates,
             "other_files": [f"{p}: {r}" for p, r in self.other_files],
+            "label_conflicts": [f"{p}: {r}" for p, r in self.label_conflicts],
         }
 
 
@@ -159,7 +163,9 @@ class ImportPlan:
     ``entries`` holds every image the decisions keep, identical copies included: the import sees
     them all and reports the copies it skips. ``imported`` is what the project will hold (the first
     of each set of identical files, as the import keeps it, without a label when the copies disagree
-    on one); the counts and the summary are of ``imported``, so the preview says what is imported."""
+    on one); the counts and the summary are of ``imported``, so the preview says what is imported.
+    ``listed_conflicts`` are the images a manifest lists under two labels, ``merged`` says which
+    folders (or labels) make one class."""
 
     source: str
     entries: list[PlanEntry]
@@ -169,9 +175,15 @@ class ImportPlan:
     imported: list[PlanEntry] = field(init=False, repr=False)
     duplicates: list[list[str]] = field(init=False)      # [the copy kept, the copies skipped ...]
     label_conflicts: list[str] = field(init=False)
+    listed_conflicts: list[tuple[str, str]] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.imported, self.duplicates, self.label_conflicts = _as_imported(self.entries)
+        # Only those the decisions import: an ignored row's conflict changes nothing.
+        unlabeled = {e.path for e in self.imported if e.label is None}
+        self.listed_conflicts = [(p, why) for p, why in self.listed_conflicts if p in unlabeled]
+        self.label_conflicts = [f"{p}: {why}" for p, why in self.listed_conflicts] + self.label_conflicts
 
     @property
     def classes(self) -> list[str]:
@@ -220,6 +232,7 @@ class ImportPlan:
                 # Unreadable files are reported once, with the first list.
                 problems=list(self.problems) if not out else [],
                 root=self.source,
+                label_conflicts=list(self.listed_conflicts) if not out else [],
             )
         return out
 
@@ -325,7 +338,9 @@ def scan_folder(root: str | os.PathLike[str], *, decode: bool = True, samples: i
         g.samples = _samples(g.paths, samples)
         g.proposed, g.reason, g.can_be_class, g.note = _propose(
             g.key, only_folder=len(folders) == 1 and len(kept) == 1)
-    kept.sort(key=lambda g: (g.key == LOOSE_KEY, g.proposed != "class", g.key.lower()))
+        g.problem = class_name_problem(g.key) if g.can_be_class else None
+    # By the name as shown (spaces collapsed), so a ' cat' sorts beside the 'cat' it merges with.
+    kept.sort(key=lambda g: (g.key == LOOSE_KEY, g.proposed != "class", " ".join(g.key.split()).lower()))
     layout, description = _describe(path, kept, split_names)
     notes = []
     csvs = sorted(e.name for e in os.scandir(path) if e.is_file() and e.name.lower().endswith(".csv"))
@@ -383,14 +398,14 @@ def scan_manifest(csv_path: str | os.PathLike[str], *, decode: bool = True, samp
     """A CSV manifest (``path`` and optional ``label`` columns) grouped by label; rows with an empty
     label or one that says "unknown" are proposed as unlabeled."""
     images = load_manifest(csv_path, decode=decode, progress=progress)
+    conflicts = len(images.label_conflicts)
     groups: dict[str, SourceGroup] = {}
     for p, h, y in zip(images.paths, images.hashes, images.labels.tolist()):
         key = images.classes[y] if y >= 0 else NO_LABEL_KEY
         g = groups.get(key)
         if g is None:
             if key == NO_LABEL_KEY:
-                g = SourceGroup(key, "(no label)", 0, [], "unlabeled", "rows with an empty label",
-                                can_be_class=False)
+                g = SourceGroup(key, "(no label)", 0, [], "unlabeled", "", can_be_class=False)
             elif looks_unlabeled(key):
                 g = SourceGroup(key, key, 0, [], "unlabeled", f"the label {key!r} says these images have "
                                                               f"no label")
@@ -407,13 +422,23 @@ def scan_manifest(csv_path: str | os.PathLike[str], *, decode: bool = True, samp
     kept = sorted(groups.values(), key=lambda g: (g.proposed != "class", g.key.lower()))
     for g in kept:
         g.samples = _samples(g.paths, samples)
+        g.problem = class_name_problem(g.key) if g.can_be_class else None
+    if NO_LABEL_KEY in groups:
+        empty = groups[NO_LABEL_KEY].count - conflicts
+        groups[NO_LABEL_KEY].reason = ", and ".join(
+            ([f"{_counted(empty, 'row')} with an empty label"] if empty else [])
+            + ([f"{_counted(conflicts, 'image')} listed under two different labels"] if conflicts else []))
     classes = sum(g.proposed == "class" for g in kept)
     unl = sum(g.count for g in kept if g.proposed == "unlabeled")
     description = (f"CSV manifest: {_counted(len(images), 'image')}, {_counted(classes, 'label')} used as "
                    f"{'a class' if classes == 1 else 'classes'}, {_counted(unl, 'row')} without a usable label")
     notes = [f"{g.title}: {g.note}" for g in kept if g.note]
+    if images.repeated_rows:
+        notes.append(f"{_counted(images.repeated_rows, 'row')} {'repeats' if images.repeated_rows == 1 else 'repeat'} "
+                     f"an image listed before (imported once)")
     return SourcePreview(os.path.abspath(os.fspath(csv_path)), "manifest", "manifest", description, kept,
-                         list(images.problems), _duplicates(images.paths, images.hashes), notes)
+                         list(images.problems), _duplicates(images.paths, images.hashes), notes,
+                         label_conflicts=list(images.label_conflicts))
 
 
 def preview_source(source: str | os.PathLike[str], *, decode: bool = True, samples: int = _SAMPLES,
@@ -469,6 +494,12 @@ def build_plan(preview: SourcePreview, decisions: Mapping[str, str] | None = Non
             raise ValueError(f"{preview.group(real).title} cannot be a class: there is no folder or label "
                              f"name to call it; choose unlabeled or ignore")
         chosen[real] = decision
+    refused = [g for g in preview.groups if chosen[g.key] == "class" and g.problem]
+    if refused:
+        what = "folder" if preview.kind == "folder" else "label"
+        text = "; ".join(f"the {what} {g.key!r} cannot be a class: {g.problem}" for g in refused)
+        raise ValueError(f"{text[:1].upper()}{text[1:]}. Rename the {what}{'s' if len(refused) > 1 else ''}, "
+                         f"or import {'its' if len(refused) == 1 else 'their'} images as unlabeled or ignore them")
     entries: list[PlanEntry] = []
     ignored = 0
     for g in preview.groups:
@@ -484,7 +515,43 @@ def build_plan(preview: SourcePreview, decisions: Mapping[str, str] | None = Non
     # preview counts and names it as the project will.
     spelling = canonical_spellings(e.label for e in entries if e.label is not None)
     entries = [e if e.label is None else replace(e, label=spelling[" ".join(e.label.split())]) for e in entries]
-    return ImportPlan(preview.source, entries, chosen, list(preview.problems), ignored)
+    merged = _merged([g for g in preview.groups if chosen[g.key] == "class"], spelling,
+                     "folders" if preview.kind == "folder" else "labels")
+    return ImportPlan(preview.source, entries, chosen, list(preview.problems), ignored,
+                      listed_conflicts=list(preview.label_conflicts), merged=merged)
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why a folder or label name cannot be a class name, or None when it can."""
+    size = len(" ".join(name.split()))
+    if not size:
+        return "the name is only spaces"
+    if size > MAX_CLASS_NAME:
+        return f"the name has {size:,} characters; a class name can have at most {MAX_CLASS_NAME}"
+    return None
+
+
+def _merged(groups: Sequence[SourceGroup], spelling: Mapping[str, str], what: str) -> list[str]:
+    """A sentence for each class that several of ``groups`` (those decided as classes) make."""
+    by_class: dict[str, list[SourceGroup]] = {}
+    for g in groups:
+        by_class.setdefault(spelling[" ".join(g.key.split())], []).append(g)
+    out = []
+    for name, members in by_class.items():
+        if len(members) < 2:
+            continue
+        images: dict[str, int] = {}
+        for g in members:
+            clean = " ".join(g.key.split())
+            images[clean] = images.get(clean, 0) + g.count
+        most = sum(n == images[name] for n in images.values()) == 1
+        why = ("" if len(images) == 1 else " (the spelling most of their images use)" if most
+               else " (as many images use each spelling: the first found is kept)")
+        parts = [f"{g.key!r} ({_counted(g.count, 'image')})" for g in members]
+        listed = f"{', '.join(parts[:-1])} and {parts[-1]}"
+        out.append(f"{what} {listed} are one class, {name!r}{why}: class names do not tell case and "
+                   f"spacing apart")
+    return out
 
 
 # ----------------------------------------------------------------------------- text
@@ -514,6 +581,11 @@ def format_preview(preview: SourcePreview, plan: ImportPlan | None = None, *, li
         lines += [f"  {' = '.join(d)}" for d in duplicates[:limit]]
     lines += [f"Note: {n}" for n in preview.notes]
     if plan is not None:
+        lines += [f"Note: {n}" for n in plan.merged]
+        if plan.label_conflicts:
+            lines.append(f"Under two different labels: {_counted(len(plan.label_conflicts), 'image')} "
+                         f"(imported once, without a label)")
+            lines += [f"  {c}" for c in plan.label_conflicts[:limit]]
         lines.append(f"Plan: {plan.summary()}")
     lines.append("Change a decision with --as NAME=class|unlabeled|ignore"
                  + (" ('.' names the images not in a folder)." if preview.kind == "folder" else "."))

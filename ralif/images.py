@@ -61,6 +61,8 @@ class ImageList:
     ``labels`` holds class indices into ``classes`` and -1 where the label is unknown. ``hashes``
     are the sha256 hex digests of the file bytes, aligned with ``paths``. ``problems`` lists the
     files that were skipped, with the reason; ``duplicates`` groups paths with identical bytes.
+    ``label_conflicts`` holds (path, why) for the images a manifest lists under two different labels
+    (kept once, unlabeled), ``repeated_rows`` the manifest rows that list an image again.
     """
 
     paths: list[str]
@@ -70,6 +72,8 @@ class ImageList:
     problems: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
     root: str | None = None
+    label_conflicts: list[tuple[str, str]] = field(default_factory=list)
+    repeated_rows: int = 0
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
@@ -321,9 +325,13 @@ def _build_list(paths: Sequence[str], labels: Sequence[int], classes: list[str],
     )
 
 
-def no_images_error(where: str, problems: Sequence[tuple[str, str]]) -> ValueError:
-    exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
-    msg = f"no readable images in {where} (looked for {exts})"
+def no_images_error(where: str, problems: Sequence[tuple[str, str]], listed: int | None = None) -> ValueError:
+    """The error for a folder (or a manifest, given the number of files it ``listed``) without images."""
+    if listed is not None:
+        msg = f"no readable images in {where}: none of the {listed:,} files it lists can be read"
+    else:
+        exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
+        msg = f"no readable images in {where} (looked for {exts})"
     if problems:
         first = "; ".join(f"{os.path.basename(p)}: {r}" for p, r in problems[:3])
         msg += f"; {len(problems)} file(s) were skipped, e.g. {first}"
@@ -428,8 +436,10 @@ def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True,
     """Images listed in a CSV with a ``path`` column and an optional ``label`` column.
 
     Relative paths are resolved against the CSV's folder. Empty labels are unknown (-1). Files that
-    are missing, unreadable or listed twice are reported in ``problems``; the CSV order is kept.
-    ``progress(done, total)`` follows the file checks.
+    are missing or unreadable are reported in ``problems``; the CSV order is kept. A file listed in
+    several rows is imported once: with their label when they agree (up to case and spaces, an empty
+    label agreeing with any), else without one and reported in ``label_conflicts``, as the import
+    does for identical files in two class folders. ``progress(done, total)`` follows the file checks.
     """
     csv_file = os.path.abspath(os.fspath(csv_path))
     if not os.path.isfile(csv_file):
@@ -457,40 +467,56 @@ def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True,
             line = raw[:bad.start].count(b"\n") + 1
             where = f" (byte 0x{raw[bad.start]:02x} on line {line})"
         raise ValueError(f"manifest {csv_file} is not UTF-8 text{where}; save it as CSV UTF-8") from exc
-    seen: set[str] = set()
-    paths: list[str] = []
-    names: list[str] = []
+    if not any(rel for rel, _ in rows):
+        what = f"has no path in any of its {len(rows):,} rows" if rows else "has no rows under its header"
+        raise ValueError(f"the manifest {csv_file} {what}: list one image per row, its path and optionally "
+                         f"its label")
+    rows_of: dict[str, list[str]] = {}      # file -> the label of each row that lists it
     problems: list[tuple[str, str]] = []
+    missing: set[str] = set()
     for rel, label in rows:
         if not rel:
             continue
         full = os.path.normpath(os.path.join(base, os.path.expanduser(rel)))
-        if full in seen:
-            problems.append((full, "listed more than once in the manifest"))
-            continue
-        seen.add(full)
-        if not os.path.exists(full) and not os.path.islink(full):
+        if full not in rows_of and not os.path.exists(full) and not os.path.islink(full):
             # A manifest written on one system may spell accented names in the other Unicode
             # normal form than the file system holds them (macOS vs Linux); both are tried.
             forms = (unicodedata.normalize(form, full) for form in ("NFC", "NFD"))
             other = next((alt for alt in forms if alt != full and os.path.exists(alt)), None)
             if other is None:
-                problems.append((full, "file not found"))
+                if full not in missing:
+                    missing.add(full)
+                    problems.append((full, "file not found"))
                 continue
             full = other
-            if full in seen:
-                problems.append((full, "listed more than once in the manifest"))
-                continue
-            seen.add(full)
-        paths.append(full)
-        names.append(label)
+        rows_of.setdefault(full, []).append(label)
+    paths = list(rows_of)
+    agreed = {p: _agreed_label(labels) for p, labels in rows_of.items()}
+    names = [agreed[p][0] for p in paths]
     classes = sort_class_names(n for n in names if n)
     index = {c: i for i, c in enumerate(classes)}
     images = _build_list(paths, [index[n] if n else -1 for n in names], classes, base,
                          problems=problems, decode=decode, progress=progress)
     if not images.paths:
-        raise no_images_error(csv_file, images.problems)
+        raise no_images_error(csv_file, images.problems, listed=len(paths) + len(missing))
+    for p in images.paths:
+        if labels := agreed[p][1]:
+            images.label_conflicts.append((p, f"the manifest lists it under the labels "
+                                              f"{' and '.join(map(repr, labels))}; imported without a label"))
+        else:
+            images.repeated_rows += len(rows_of[p]) - 1
     return images
+
+
+def _agreed_label(labels: Sequence[str]) -> tuple[str, list[str]]:
+    """(the label the manifest rows listing one file agree on, or ""; the labels they disagree on)."""
+    first: dict[str, str] = {}
+    for name in labels:
+        if name:
+            first.setdefault(class_key(name), name)
+    if len(first) > 1:
+        return "", list(first.values())
+    return next(iter(first.values()), ""), []
 
 
 def _high_depth_to_l(im: Image.Image) -> Image.Image:

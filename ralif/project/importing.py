@@ -85,6 +85,7 @@ class ImportMixin:
         for split, lists in (("pool", pool), ("test", test)):
             for lst in lists:
                 report.problems += [(str(p), r) for p, r in lst.problems]
+                report.label_conflicts += [f"{p}: {r}" for p, r in lst.label_conflicts]
                 for p, h, y in zip(lst.paths, lst.hashes, lst.labels.tolist()):
                     entries.append((os.path.abspath(p), h, split, lst.classes[y] if y >= 0 else None))
         # Identical bytes: keep the first copy (pool before test), report the group.

@@ -19,6 +19,7 @@ LAYOUTS = ("auto", "imagefolder", "flat")
 DEFAULT_BATCH = 20
 FOLDERS = ("cache", "models", "exports", "jobs")
 UNDOABLE = ("label", "unlabel", "bulk", "oracle")
+MAX_CLASS_NAME = 200        # characters, after spaces are collapsed
 
 
 def check_source(source: str) -> None:
@@ -32,8 +33,8 @@ def clean_name(name: str) -> str:
     cleaned = " ".join(name.split())
     if not cleaned:
         raise ProjectError("a class name cannot be empty")
-    if len(cleaned) > 200:
-        raise ProjectError("a class name can have at most 200 characters")
+    if len(cleaned) > MAX_CLASS_NAME:
+        raise ProjectError(f"a class name can have at most {MAX_CLASS_NAME} characters")
     return cleaned
 
 

@@ -73,20 +73,42 @@ def _scan(text: str, slot: Any) -> None:
         bar.empty()
 
 
-def _group_row(g: SourceGroup, key: str) -> str:
-    c1, c2, c3 = st.columns([3, 3, 2])
+def _columns() -> list[Any]:
+    return st.columns([3, 3, 2])
+
+
+def _group_row(g: SourceGroup, key: str, what: str) -> str:
+    c1, c2, c3 = _columns()
+    # Markdown bold fails on text with a space inside either end ("** x **" shows its asterisks), and
+    # the class name is the name with its spaces collapsed anyway: that is what is shown in bold.
+    shown = " ".join(g.title.split()) or "(a name of spaces only)"
+    options = list(DECISIONS) if g.can_be_class else [d for d in DECISIONS if d != "class"]
+    # The layout's header names the column; the label itself is what a screen reader announces for
+    # each box, so it names the folder.
+    decision = str(c3.selectbox(f"Import {lit(shown)} as", options, index=options.index(g.proposed), key=key,
+                                format_func=lambda d: DECISION_TEXT[d], label_visibility="collapsed"))
     splits = ""
     if len(g.per_split) > 1 or set(g.per_split) - {"all"}:
         splits = " (" + ", ".join(f"{n:,} {s}" for s, n in sorted(g.per_split.items())) + ")"
     bad = f" · {g.unreadable:,} unreadable" if g.unreadable else ""
-    c1.markdown(f"**{lit(g.title)}** · {counted(g.count, 'image')}{splits}{bad}  \n{lit(g.reason)}")
+    c1.markdown(f"**{lit(shown)}** · {counted(g.count, 'image')}{splits}{bad}  \n{lit(g.reason)}")
+    if shown != g.title:
+        c1.caption(f"The {what} name is exactly “{_spaced(g.title)}”: spaces at its ends, and repeated "
+                   f"spaces, are not part of a class name.")
     if g.note:
         c1.caption(lit(g.note))
+    if g.problem and decision == "class":
+        c1.error(f"This {what} cannot be a class: {lit(g.problem)}. Rename the {what}, or import its images "
+                 f"as unlabeled or ignore them.")
     if g.samples:
         c2.image(g.samples, width=_THUMB_PX)
-    options = list(DECISIONS) if g.can_be_class else [d for d in DECISIONS if d != "class"]
-    return str(c3.selectbox("Import as", options, index=options.index(g.proposed), key=key,
-                            format_func=lambda d: DECISION_TEXT[d]))
+    return decision
+
+
+def _spaced(text: str) -> str:
+    """``text`` for Markdown with every space kept: the page would fold a run of spaces into one and
+    drop one at an end, and those spaces are the point of showing the exact name."""
+    return lit(text).replace(" ", "\u00a0")
 
 
 def _files_table(files: list[tuple[str, str]]) -> None:
@@ -102,9 +124,12 @@ def show_preview(preview: SourcePreview, scan: int) -> dict[str, str]:
     for note in preview.notes:
         st.info(lit(note))
     decisions = {}
+    what = "folder" if preview.kind == "folder" else "label"
     with st.container(border=True):
+        for column, title in zip(_columns(), (what.capitalize(), "Examples", "Import as")):
+            column.caption(f"**{title}**")
         for i, g in enumerate(preview.groups):
-            decisions[g.key] = _group_row(g, f"new_dec_{scan}_{i}")
+            decisions[g.key] = _group_row(g, f"new_dec_{scan}_{i}", what)
     if preview.problems:
         with st.expander(f"{counted(len(preview.problems), 'file')} cannot be read and will be skipped"):
             _files_table(preview.problems)
@@ -120,6 +145,8 @@ def show_plan(plan: ImportPlan) -> None:
     """What will be imported, counted as the import will count it, and the identical copies it skips
     (of the images the decisions keep: a copy in an ignored folder is not imported anyway)."""
     st.markdown(f"**Will import:** {lit(plan.summary())}")
+    for merged in plan.merged:
+        st.info(lit(merged[:1].upper() + merged[1:]))
     if plan.duplicates:
         groups = counted(len(plan.duplicates), "group")
         with st.expander(f"{groups} of identical files (the first copy is kept)"):
@@ -240,7 +267,10 @@ def create_section(root: Path) -> None:
                                          pool=len(plan.imported) if plan else None)
     opts = _settings()
     ready = plan is not None and choice is not None
-    if st.button("Create project", type="primary", key="new_create", disabled=not ready,
-                 on_click=_new_attempt) and ready:
+    create = st.button("Create project", type="primary", key="new_create", disabled=not ready,
+                       on_click=_new_attempt)
+    if plan is None:
+        st.caption("Create project is off until the problem shown under the preview is solved.")
+    if create and ready:
         assert plan is not None and choice is not None
         _create(root, name, plan, choice, opts)
