@@ -25,6 +25,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL import features as _pil_features
 from torch.utils.data import Dataset
 
+from ralif.csv_cells import from_spreadsheet_cell as cell
+
 _AVIF = bool(_pil_features.check("avif"))
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
                              | ({".avif"} if _AVIF else set()))
@@ -56,14 +58,11 @@ class ImageDecodeError(RuntimeError):
 
 @dataclass
 class ImageList:
-    """An ordered collection of valid images with optional labels.
-
-    ``labels`` holds class indices into ``classes`` and -1 where the label is unknown. ``hashes``
-    are the sha256 hex digests of the file bytes, aligned with ``paths``. ``problems`` lists the
-    files that were skipped, with the reason; ``duplicates`` groups paths with identical bytes.
-    ``label_conflicts`` holds (path, why) for the images a manifest lists under two different labels
-    (kept once, unlabeled), ``repeated_rows`` the manifest rows that list an image again.
-    """
+    """An ordered collection of valid images with optional labels: ``labels`` holds class indices
+    into ``classes`` (-1: unknown), ``hashes`` the sha256 of each file's bytes, ``problems`` the
+    files skipped with the reason, ``duplicates`` groups of paths with identical bytes,
+    ``label_conflicts`` (path, why) for images a manifest lists under two different labels (kept
+    once, unlabeled), ``repeated_rows`` the manifest rows that list an image again."""
 
     paths: list[str]
     labels: np.ndarray
@@ -453,7 +452,8 @@ def load_manifest(csv_path: str | os.PathLike[str], decode: bool = True,
                 raise ValueError(f"manifest {csv_file} has no 'path' column (columns: "
                                  f"{', '.join(c for c in columns if c) or 'none'})")
             path_col, label_col = columns["path"], columns.get("label")
-            rows = [((r.get(path_col) or "").strip(), (r.get(label_col) or "").strip() if label_col else "")
+            # The exports quote cells a spreadsheet would run as formulas (ralif.csv_cells): unquoted here.
+            rows = [(cell((r.get(path_col) or "").strip()), cell((r.get(label_col) or "").strip()) if label_col else "")
                     for r in reader]
     except UnicodeDecodeError as exc:
         # Spreadsheet programs often save CSV in a legacy code page, and the bare codec error names

@@ -35,6 +35,7 @@ def _cache_root(model: Path) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ralif.csv_cells import spreadsheet_cell
     from ralif.images import load_manifest, scan_images
     from ralif.project.rounds import load_model
 
@@ -49,9 +50,10 @@ def run(args: argparse.Namespace) -> int:
         fields += [f"p_{name}" for name in model.class_names]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(fields)
+    # Class names and file names are user text, and the file is read in spreadsheets.
+    writer.writerow([spreadsheet_cell(f) for f in fields])
     for i, path in enumerate(images.paths):
-        row = [path, model.class_names[top[i]], f"{probs[i, top[i]]:.4f}"]
+        row = [spreadsheet_cell(path), spreadsheet_cell(model.class_names[top[i]]), f"{probs[i, top[i]]:.4f}"]
         if args.probabilities:
             row += [f"{p:.4f}" for p in probs[i]]
         writer.writerow(row)

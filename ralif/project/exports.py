@@ -5,6 +5,9 @@ reader (or a crash) never sees a half-written file or folder; an existing export
 with the new one in one step where the system allows (:func:`ralif.atomic.replace_dir`), so a
 crash while replacing it does not leave it missing either. ImageFolder exports turn class names
 into safe folder names: nothing a user typed as a class name can reach outside the export folder.
+CSV files are opened in spreadsheets, which run a cell starting with ``=``, ``+``, ``-`` or ``@`` as
+a formula: such text cells get a leading ``'`` (:func:`ralif.csv_cells.spreadsheet_cell`), which the
+manifest and label readers take off again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ralif.atomic import atomic_write, replace_dir, sweep_temps, temp_path
+from ralif.csv_cells import spreadsheet_cell
 from ralif.project.dbfile import file_fault
 
 if TYPE_CHECKING:
@@ -32,8 +36,6 @@ EXPORT_MODES = ("copy", "symlink")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 _MAX_NAME = 100
-
-
 def safe_folder_name(name: str, fallback: str) -> str:
     """A folder name for ``name`` that is one path component on every common file system:
     no separators, no ``.``/``..``, no characters Windows forbids, no reserved device names."""
@@ -93,7 +95,8 @@ def label_rows(project: Project, include_unsure: bool = False) -> list[dict[str,
 
 def export_labels_csv(project: Project, dest: str | os.PathLike[str] | None = None,
                       include_unsure: bool = False) -> Path:
-    """CSV with ``path, label, round, time, source, split, image_id`` (time in UTC, ISO 8601)."""
+    """CSV with ``path, label, round, time, source, split, image_id`` (time in UTC, ISO 8601);
+    text cells a spreadsheet would run as a formula are written as :func:`spreadsheet_cell` says."""
     path = Path(dest) if dest is not None else _default_dest(project, "labels", ".csv")
     buf = io.StringIO()
     fields = ["path", "label", "round", "time", "source", "split", "image_id"]
@@ -101,7 +104,7 @@ def export_labels_csv(project: Project, dest: str | os.PathLike[str] | None = No
         fields.insert(2, "state")
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(label_rows(project, include_unsure))
+    writer.writerows({k: spreadsheet_cell(v) for k, v in row.items()} for row in label_rows(project, include_unsure))
     return _atomic_text(path, buf.getvalue())
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ralif.csv_cells import from_spreadsheet_cell as cell
 from ralif.project.classes import canonical_names
 from ralif.project.errors import ProjectError
 from ralif.project.records import (
@@ -207,7 +208,8 @@ class ImportMixin:
             cols = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
             if "path" not in cols or "label" not in cols:
                 raise ProjectError(f"{csv_file} needs 'path' and 'label' columns (has {', '.join(cols) or 'none'})")
-            pairs = [((r.get(cols["path"]) or "").strip(), (r.get(cols["label"]) or "").strip()) for r in reader]
+            pairs = [(cell((r.get(cols["path"]) or "").strip()), cell((r.get(cols["label"]) or "").strip()))
+                     for r in reader]
         pairs = [(os.path.normpath(os.path.join(csv_file.parent, p)), clean_name(y)) for p, y in pairs if p and y]
         wanted: dict[str, str] = {}
         clashes = []
