@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,13 @@ PENDING = "#ff7f0e"
 # Hover text of a pending batch image in place of the model's guess.
 HIDDEN_GUESS = "<br>to label now: no model guess shown"
 COLOR_MODES = ("labels", "truth", "predicted", "entropy")
+
+
+def plot_text(text: object) -> str:
+    """User text as Plotly shows it literally: Plotly reads a few HTML tags in names and hover text
+    (links among them), and turns ``&lt;`` back into ``<``. Quotes stay as they are, as Plotly
+    knows no ``&quot;`` and would show it as typed."""
+    return html.escape(str(text), quote=False)
 
 
 def class_palette(n: int) -> list[str]:
@@ -75,7 +83,8 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
     keep[earlier] = True
     rows = display_rows(n, keep, max_points, seed)
 
-    names = np.asarray([*class_names, "—"], dtype=object)
+    shown = [plot_text(name) for name in class_names]
+    names = np.asarray([*shown, "—"], dtype=object)
     label_pos = class_pos(data.class_id)
     state_text = np.where(data.state[rows] == LABELED, names[label_pos[rows]],
                           np.where(data.state[rows] == UNSURE, "unsure (skipped)", "unlabeled"))
@@ -113,8 +122,8 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
         add("unsure (skipped)", unsure, color="#7f7f7f", size=5, symbol="x", opacity=0.8)
         labeled = rows[data.state[rows] == LABELED]
         lp = label_pos[labeled]
-        for k, name in enumerate(class_names):
-            add(str(name), labeled[lp == k], color=palette[k], size=7, line={"width": 0.5, "color": "white"})
+        for k, name in enumerate(shown):
+            add(name, labeled[lp == k], color=palette[k], size=7, line={"width": 0.5, "color": "white"})
         add("deleted class", labeled[lp < 0], color="#444", size=6)
     elif color_by in ("truth", "predicted"):
         # The true class is not the model's guess: the batch keeps it (and its star on top).
@@ -122,8 +131,8 @@ def map_figure(data: MapData, class_ids: Sequence[int], class_names: Sequence[st
         pos = class_pos(data.true_class_id) if color_by == "truth" else pred_pos
         rp = pos[coloured]
         add("unknown", coloured[rp < 0], color=GREY, size=4, opacity=0.55)
-        for k, name in enumerate(class_names):
-            add(str(name), coloured[rp == k], color=palette[k], size=5, opacity=0.85)
+        for k, name in enumerate(shown):
+            add(name, coloured[rp == k], color=palette[k], size=5, opacity=0.85)
     else:
         coloured = rows[~hidden[rows]]
         ent = entropy[coloured]
