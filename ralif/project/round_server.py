@@ -13,7 +13,9 @@ new server. The server leaves on its own after ``idle_s`` seconds without a roun
 process that started it is gone and it is idle.
 
 Its own status file (``jobs/round-server.json``) is that of an ordinary background job whose phase
-is ``idle``, ``round N`` or ``exiting``.
+is ``idle``, ``round N`` or ``exiting``, and names the folder the server serves (``serves``): a
+project folder copied while its server ran carries the original's file, whose pid is alive but
+serves the original; the copy must start a server of its own.
 """
 
 from __future__ import annotations
@@ -52,8 +54,29 @@ def server_status_path(folder: str | os.PathLike[str]) -> Path:
     return Path(folder) / "jobs" / SERVER_STATUS
 
 
+def served_folder(folder: str | os.PathLike[str]) -> str:
+    """The folder a server started for ``folder`` opens the project by (the server finds the
+    database by this path)."""
+    return str(Path(folder).expanduser().resolve())
+
+
+def serves_folder(status: dict[str, Any], folder: str | os.PathLike[str]) -> bool | None:
+    """Whether the server of ``status`` serves the project at ``folder``: the folder it names is
+    that folder (another name for it counts too: a symbolic link, another spelling of the path).
+    None for a record that names no folder (written before servers named theirs, or by a server
+    still starting)."""
+    served = status.get("serves")
+    if not isinstance(served, str) or not served:
+        return None
+    try:
+        return os.path.samefile(served, folder)
+    except OSError:
+        return False  # the folder it names is gone (moved, deleted): it serves nothing here
+
+
 def server_alive(folder: str | os.PathLike[str]) -> bool:
-    """Whether a round server for the project at ``folder`` runs and will take new rounds."""
+    """Whether a round server for the project at ``folder`` runs and will take new rounds. A server
+    of another folder (the record came with a copy of the project) does not count."""
     path = server_status_path(folder)
     try:
         status = read_status(path)
@@ -67,7 +90,16 @@ def server_alive(folder: str | os.PathLike[str]) -> bool:
     if status.get("state") != "running":
         return False
     pid = status.get("pid")
-    return pid is not None and pid_alive(int(pid), status.get("pid_started_at")) is not False
+    if pid is None or pid_alive(int(pid), status.get("pid_started_at")) is False:
+        return False
+    serves = serves_folder(status, folder)
+    if serves is None and status.get("phase") == "starting":
+        # The worker marks the job running a moment before the server names its folder; one
+        # that stays unnamed past the grace is another folder's, caught starting by a copy.
+        return time.time() - float(status.get("started_at") or status.get("created_at") or 0) < _START_GRACE_S
+    # A record naming no folder comes from a server of an earlier version: its pid is all there is
+    # to go by. Taking it for dead would start a second server on a folder it may well serve.
+    return serves is not False
 
 
 @contextlib.contextmanager
@@ -107,8 +139,12 @@ def stop_server(folder: str | os.PathLike[str], grace_s: float = 10.0) -> None:
     next check, or the server is killed after ``grace_s`` seconds (the round is then failed and can
     be run again)."""
     path = server_status_path(folder)
-    if path.is_file():
-        job_for(path).cancel(grace_s=grace_s)
+    if not path.is_file():
+        return
+    with contextlib.suppress(OSError, ValueError):
+        if serves_folder(read_status(path), folder) is False:
+            return  # another folder's server, named by a copied record: never stop (or kill) it
+    job_for(path).cancel(grace_s=grace_s)
 
 
 def _warm_up(book: RoundBook) -> None:
@@ -204,10 +240,25 @@ def _record_owed(book: RoundBook, owed: dict[int, tuple[str, str]]) -> None:
         del owed[number]
 
 
+def _queued_here(book: RoundBook, job_path: str) -> bool:
+    """Whether the round's status file lies in this project's jobs folder. A round that waited when
+    the project folder was copied names the original's file: the original's server reports there."""
+    try:
+        return os.path.samefile(Path(job_path).parent, book.folder / "jobs")
+    except OSError:
+        return False
+
+
 def _take(book: RoundBook, number: int, job_path: str) -> bool:
-    """Take the round, or fail it with why it cannot be taken (the database cannot be written)."""
+    """Take the round, or fail it with why it cannot be taken (the database cannot be written, or
+    it was queued in the folder this project was copied from)."""
     from ralif.project.rounds import failure_reason
 
+    if not _queued_here(book, job_path):
+        with contextlib.suppress(StoreError, sqlite3.Error):
+            book.fail(number, "the round was queued in the folder this project was copied from; run it again",
+                      only_if_running=True, job_path=job_path)
+        return False
     try:
         return book.take(number, job_path)
     except StoreError as exc:
@@ -229,6 +280,7 @@ def serve_rounds(job: JobContext, folder: str, idle_s: float = DEFAULT_IDLE_S,
     # Ctrl-C in the app's terminal reaches this process too; the app stopping is noticed below
     # (the parent is gone), and a round under way is finished rather than failed half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    job.set_field("serves", served_folder(folder))
     job.report({"rounds": 0}, phase="warming up", force=True)
     book = RoundBook.open(folder)
     warmed = book.queued_for_server() is None
