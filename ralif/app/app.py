@@ -64,15 +64,27 @@ def project_list(root: Path, project: Project | None) -> None:
             st.switch_page(LABEL_PAGE)
 
     with st.expander("Open a project folder elsewhere"):
-        other = st.text_input("Project folder", key="open_other", placeholder="/data/my-project").strip()
-        if st.button("Open folder", key="open_other_btn"):
-            try:
-                Project.open(other)
-            except errors.USER_ERRORS as exc:
-                errors.show_error(exc, f"Cannot open {other}.")
-            else:
-                set_project(other)
-                st.switch_page(LABEL_PAGE)
+        # A form, so that Enter in the field opens the folder as the button does (outside a form
+        # Enter only stores the text).
+        with st.form("open_other_form", border=False):
+            other = st.text_input("Project folder", key="open_other", placeholder="/data/my-project").strip()
+            submitted = st.form_submit_button("Open folder", key="open_other_btn")
+        if submitted:
+            open_elsewhere(other)
+
+
+def open_elsewhere(folder: str) -> None:
+    """Open the project in ``folder`` and go to labeling; a clear box when it cannot be opened."""
+    if not folder:
+        st.error("Type the path of a project folder first.")
+        return
+    try:
+        Project.open(folder)
+    except errors.USER_ERRORS as exc:
+        errors.show_error(exc, f"Cannot open {folder}.")
+    else:
+        set_project(folder)
+        st.switch_page(LABEL_PAGE)
 
 
 def import_report() -> None:
@@ -130,10 +142,19 @@ def page_title(path: Path) -> str:
     return re.sub(r"^\d+[_ ]*", "", path.stem).replace("_", " ") or path.stem
 
 
+def to_home() -> None:
+    """``/projects``, the Projects page's name, leads to the page itself (served at ``/``)."""
+    st.switch_page(home_page)
+
+
 common.setup_page("ralif")
-home_page = st.Page(home, title="Projects", icon=":material/home:", default=True, url_path="projects")
+home_page = st.Page(home, title="Projects", icon=":material/home:", default=True)
 common.set_home(home_page)
-pages = [home_page]
+# The default page is served at / whatever its url_path: without this hidden alias, /projects
+# (the page's name) would be "Page not found".
+pages = [home_page, st.Page(to_home, title="Projects", url_path="projects", visibility="hidden")]
+
+
 def page_order(path: Path) -> tuple[int, str]:
     """``pages/2_Map.py`` -> ``(2, "2_Map.py")``: pages in the order of their number prefix."""
     number = re.match(r"\d+", path.name)

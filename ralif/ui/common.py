@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +65,36 @@ def display_path(path: str | os.PathLike[str]) -> str:
     return str(p)
 
 
-def encoder_label(spec: str) -> str:
-    """The encoder spec without the machine's folders (an embeddings file by its name); plain text,
-    to be escaped with ``lit`` before it goes into Markdown."""
+def is_weights_file(weights: str) -> bool:
+    """Whether the weights part of an encoder spec is a file (a tag such as ``openai`` is not)."""
+    return os.path.isabs(weights) or "/" in weights or "\\" in weights
+
+
+def encoder_label(spec: str, model: str | None = None, resnet: Mapping[str, Any] | None = None) -> str:
+    """The encoder as the encoder choice names it, without the machine's folders (a file by its
+    name); a spec no choice names as it is. Plain text, to be escaped with ``lit`` before it goes
+    into Markdown.
+
+    ``model`` and ``resnet``: the project's model kind and ResNet settings. A ResNet18 model is
+    named by them: its spec (``pixels:8``) only serves the first batch, picked before any network
+    is trained, and would tell a person nothing."""
+    if model == "resnet18":
+        variant = str((resnet or {}).get("variant") or "cifar")
+        return "ResNet18 ImageNet, fine-tuned every round" if variant == "imagenet" else "ResNet18 from scratch"
     kind, _, rest = spec.partition(":")
-    return f"precomputed embeddings ({Path(rest).name})" if kind == "precomputed" else spec
+    kind = kind.lower()
+    if kind == "precomputed":
+        return f"precomputed embeddings ({Path(rest).name})"
+    if kind in ("clip", "open_clip", "openclip"):
+        name, _, weights = rest.partition(":")
+        if is_weights_file(weights):
+            return f"CLIP {name}, weights from {Path(weights).name}"
+        return f"CLIP {name} ({weights or 'openai'})"
+    if kind == "resnet18" and rest == "imagenet":
+        return "ResNet18 ImageNet, frozen + linear head"
+    if kind.startswith("resnet18") and is_weights_file(rest):
+        return f"ResNet18, weights from {Path(rest).name}"
+    return spec
 
 
 def progress_line(prog: Progress) -> str:

@@ -10,7 +10,9 @@ pressed) leaves the partial file, and the next download resumes it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
@@ -39,6 +41,59 @@ PAGE_FIXES = ("In this page: choose another encoder above (one whose weights are
               "file you have. Nothing else changes: labels and images are kept as they are.")
 ARCHS = {"resnet18": "ResNet18 state dict", "clip": "open_clip model"}
 _UPDATE_S = 0.15        # at most this often a progress message goes to the browser
+# The inputs of the choice (their keys after the form's prefix), and what the settings panel's were
+# last set from.
+_INPUTS = ("encoder", "clip_model", "clip_tag", "emb_path", "ckpt_arch", "ckpt_model", "ckpt_path", "encoder_spec",
+           "spec_model")
+_SETTINGS_OF = "ralif_settings_encoder_of"
+
+
+@dataclasses.dataclass(frozen=True)
+class Current:
+    """A project's encoder settings as the choice that gives them, with what that choice's inputs
+    hold (so the panel opens on what the project uses)."""
+
+    key: str
+    clip: tuple[str, str] | None = None     # CLIP model and open_clip tag
+    path: str = ""                          # the embeddings or checkpoint file
+    arch: str = "resnet18"                  # the checkpoint's network
+    spec: str = ""                          # "Another encoder (spec)"
+    model: str = "clip-linear"
+
+
+def current_choice(model: str, spec: str, resnet: Mapping[str, Any] | None = None) -> Current:
+    """The choice among ``KEYS`` that gives a project's ``model``, encoder ``spec`` and ``resnet``
+    settings; "Another encoder (spec)" for a spec no named choice gives."""
+    kind, _, rest = spec.strip().partition(":")
+    kind = kind.lower()
+    if model == "resnet18":
+        if str((resnet or {}).get("variant") or "cifar") == "imagenet":
+            return Current("resnet18-imagenet-finetune")
+        if spec == catalog.resnet18_scratch_choice(has_gpu=False).spec:
+            return Current("resnet18-scratch")
+        return Current("spec", spec=spec, model=model)
+    if kind == "precomputed":
+        return Current("precomputed", path=rest)
+    if kind in ("clip", "open_clip", "openclip"):
+        name, _, weights = rest.partition(":")
+        if common.is_weights_file(weights):
+            return Current("checkpoint", clip=(name, ""), path=weights, arch="clip")
+        tag = weights or catalog.DEFAULT_CLIP[1]
+        if name in catalog.clip_models() and tag in catalog.clip_tags(name):
+            return Current("clip", clip=(name, tag))
+        return Current("spec", spec=spec, model=model)  # e.g. random weights: the CLIP choice lists none
+    if spec == catalog.resnet18_frozen_choice().spec:
+        return Current("resnet18-imagenet-frozen")
+    if kind == "resnet18" and common.is_weights_file(rest):
+        return Current("checkpoint", path=rest, arch="resnet18")
+    return Current("spec", spec=spec, model=model)
+
+
+def _index(options: list[str], wanted: str | None, fallback: str) -> int:
+    for value in (wanted, fallback):
+        if value in options:
+            return options.index(value)
+    return 0
 
 
 def _default_key() -> str:
@@ -50,14 +105,15 @@ def _default_key() -> str:
     return str(st.session_state[key])
 
 
-def _clip_inputs(prefix: str) -> tuple[str, str]:
+def _clip_inputs(prefix: str, current: tuple[str, str] | None = None) -> tuple[str, str]:
     models = catalog.clip_models()
-    default = models.index(catalog.DEFAULT_CLIP[0]) if catalog.DEFAULT_CLIP[0] in models else 0
+    wanted = current or (None, None)
     c1, c2 = st.columns(2)
-    model = str(c1.selectbox("CLIP model", models, index=default, key=f"{prefix}_clip_model"))
+    model = str(c1.selectbox("CLIP model", models, index=_index(models, wanted[0], catalog.DEFAULT_CLIP[0]),
+                             key=f"{prefix}_clip_model"))
     tags = catalog.clip_tags(model) or [catalog.DEFAULT_CLIP[1]]
-    tag_default = tags.index(catalog.DEFAULT_CLIP[1]) if catalog.DEFAULT_CLIP[1] in tags else 0
-    tag = c2.selectbox("Pretrained weights (open_clip tag)", tags, index=tag_default, key=f"{prefix}_clip_tag")
+    tag = c2.selectbox("Pretrained weights (open_clip tag)", tags,
+                       index=_index(tags, wanted[1], catalog.DEFAULT_CLIP[1]), key=f"{prefix}_clip_tag")
     return str(model), str(tag)
 
 
@@ -110,9 +166,11 @@ def scratch_choice(labels: int | None, pool: int | None = None, *, gpu: bool | N
                                warning="; ".join(warnings) + "." if warnings else None)
 
 
-def _build(prefix: str, key: str, labels: int | None, pool: int | None) -> EncoderChoice:
+def _build(prefix: str, key: str, labels: int | None, pool: int | None, now: Current | None) -> EncoderChoice:
+    # The inputs of the project's own choice open on what it uses; the others on their defaults.
+    now = now if now is not None and now.key == key else Current(key)
     if key == "clip":
-        return catalog.clip_choice(*_clip_inputs(prefix))
+        return catalog.clip_choice(*_clip_inputs(prefix, now.clip))
     if key == "resnet18-imagenet-frozen":
         return catalog.resnet18_frozen_choice()
     if key == "resnet18-imagenet-finetune":
@@ -120,38 +178,45 @@ def _build(prefix: str, key: str, labels: int | None, pool: int | None) -> Encod
     if key == "resnet18-scratch":
         return scratch_choice(labels, pool)
     if key == "precomputed":
-        path = st.text_input("Embeddings file (.npz with 'features' and 'paths')", key=f"{prefix}_emb_path",
-                             placeholder="/data/embeddings.npz").strip().strip("'\"")
+        path = st.text_input("Embeddings file (.npz with 'features' and 'paths')", value=now.path,
+                             key=f"{prefix}_emb_path", placeholder="/data/embeddings.npz").strip().strip("'\"")
         return catalog.precomputed_choice(path or None)
     if key == "checkpoint":
         c1, c2 = st.columns(2)
-        arch = c1.selectbox("Network of the file", ["resnet18", "clip"], key=f"{prefix}_ckpt_arch",
-                            format_func=lambda a: ARCHS[a])
+        arch = c1.selectbox("Network of the file", list(ARCHS), index=_index(list(ARCHS), now.arch, "resnet18"),
+                            key=f"{prefix}_ckpt_arch", format_func=lambda a: ARCHS[a])
         model = catalog.DEFAULT_CLIP[0]
         if arch == "clip":
-            picked = c2.selectbox("CLIP model", catalog.clip_models(), key=f"{prefix}_ckpt_model",
-                                  index=None, placeholder="choose the file's architecture")
+            models = catalog.clip_models()
+            wanted = now.clip[0] if now.clip else None
+            picked = c2.selectbox("CLIP model", models, key=f"{prefix}_ckpt_model",
+                                  index=models.index(wanted) if wanted in models else None,
+                                  placeholder="choose the file's architecture")
             model = str(picked or model)
-        path = st.text_input("Weights file", key=f"{prefix}_ckpt_path",
+        path = st.text_input("Weights file", value=now.path, key=f"{prefix}_ckpt_path",
                              placeholder="/data/weights/resnet18.pth").strip().strip("'\"")
         return catalog.checkpoint_choice(path or None, str(arch), str(model))
     c1, c2 = st.columns([3, 1])
-    spec = c1.text_input("Encoder spec", key=f"{prefix}_encoder_spec", placeholder="resnet18-32:none").strip()
-    kind = c2.selectbox("Model", ["clip-linear", "resnet18"], key=f"{prefix}_spec_model")
+    spec = c1.text_input("Encoder spec", value=now.spec, key=f"{prefix}_encoder_spec",
+                         placeholder="resnet18-32:none").strip()
+    kinds = ["clip-linear", "resnet18"]
+    kind = c2.selectbox("Model", kinds, index=_index(kinds, now.model, "clip-linear"), key=f"{prefix}_spec_model")
     return catalog.spec_choice(spec, str(kind))
 
 
-def pick_encoder(prefix: str, *, labels: int | None = None, pool: int | None = None) -> EncoderChoice | None:
+def pick_encoder(prefix: str, *, labels: int | None = None, pool: int | None = None,
+                 current: Current | None = None) -> EncoderChoice | None:
     """The encoder radio with what the selected choice needs and does (``labels``, ``pool``: the
     project's, or the import plan's, for the cost of a from-scratch round); a download button when
-    its weights are missing. Returns the choice, or None while it still needs a file path (or the
-    typed spec is wrong, which is said in the page)."""
-    default = _default_key()
+    its weights are missing. It opens on ``current`` (a project's own choice), else on the
+    recommended one. Returns the choice, or None while it still needs a file path (or the typed
+    spec is wrong, which is said in the page)."""
+    default = current.key if current is not None else _default_key()
     key = st.radio("Encoder and model", KEYS, index=KEYS.index(default), key=f"{prefix}_encoder",
                    format_func=lambda k: TITLES[k], horizontal=False,
                    help="How images become features, and what is trained on your labels each round.")
     try:
-        choice = _build(prefix, str(key), labels, pool)
+        choice = _build(prefix, str(key), labels, pool, current)
     except (ValueError, ProjectError) as exc:
         st.error(lit(exc))
         return None
@@ -227,22 +292,42 @@ def ensure_weights(choice: EncoderChoice, prefix: str) -> bool:
     return download_weights(choice.weights, prefix)
 
 
+def _project_encoder(project: Project) -> tuple[str, str, dict[str, Any]]:
+    """The project's model kind, encoder spec and ResNet settings."""
+    settings = project.settings
+    resnet = settings.get("resnet")
+    return str(settings.get("model")), str(settings.get("encoder")), dict(resnet) if isinstance(resnet, dict) else {}
+
+
+def _follow_project(project: Project, now: tuple[str, str, dict[str, Any]]) -> None:
+    """Inputs left from another project, or from before the encoder changed, would open the panel
+    on that choice: they are dropped, so it opens on what this project uses now."""
+    seen = json.dumps([str(project.folder), *now], sort_keys=True, default=str)
+    if st.session_state.get(_SETTINGS_OF) == seen:
+        return
+    for name in _INPUTS:
+        st.session_state.pop(f"settings_{name}", None)
+    st.session_state[_SETTINGS_OF] = seen
+
+
 def encoder_settings(project: Project) -> None:
     """The open project's encoder, changeable: the features are computed again (once, through the
     cache) at the next round and every label stays."""
-    spec = project.encoder_spec
+    now = _project_encoder(project)
+    current = current_choice(*now)
+    _follow_project(project, now)
     status = project.round_status()
     failed = status.get("status") == "failed"
     # The name quoted: "Encoder and model of One class" read as if the model had one class.
     with st.expander(f"Encoder and model of the project '{lit(project.name)}': "
-                     f"{lit(common.encoder_label(spec))}", expanded=failed):
+                     f"{lit(common.encoder_label(now[1], now[0], now[2]))}", expanded=failed):
         if failed:
             st.warning(f"The last round failed: {lit(status.get('error') or 'no reason recorded')}. If the "
                        f"encoder is the cause, choose another one here; the round then runs again with it.")
         st.caption("Switching recomputes the image features at the next round (once: they are cached per "
                    "encoder, so switching back costs nothing) and keeps every label.")
         prog = project.progress()
-        choice = pick_encoder("settings", labels=prog.labeled, pool=prog.pool)
+        choice = pick_encoder("settings", labels=prog.labeled, pool=prog.pool, current=current)
         if st.button("Use this encoder", key="settings_apply", type="primary", disabled=choice is None):
             assert choice is not None
             if not ensure_weights(choice, "settings"):
@@ -254,7 +339,8 @@ def encoder_settings(project: Project) -> None:
                 return
             labeled = project.progress().labeled
             error = round_panel.start(project) if failed else None
-            common.flash("success", f"Encoder changed to {lit(common.encoder_label(project.encoder_spec))}; "
+            model, spec, resnet = _project_encoder(project)
+            common.flash("success", f"Encoder changed to {lit(common.encoder_label(spec, model, resnet))}; "
                                     f"{'the' if labeled == 1 else 'all'} {counted(labeled, 'label')} "
                                     f"{'is' if labeled == 1 else 'are'} kept. The next round computes the "
                                     f"features with it." + (f" {lit(error)}" if error else ""))
