@@ -320,21 +320,25 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
         return ImageRow(row["id"], row["path"], row["split"], label_state(row["id"], row, self._class_names()))
 
     def images_page(self, which: str | int = "all", *, split: str = "pool", after_id: int = 0,
-                    limit: int = 100) -> list[ImageRow]:
+                    limit: int = 100, path_contains: str = "") -> list[ImageRow]:
         """One page of images in id order (keyset paging: pass the last id as ``after_id``).
-        ``which``: ``all``, ``unlabeled``, ``labeled``, ``unsure`` or a class id."""
+        ``which``: ``all``, ``unlabeled``, ``labeled``, ``unsure`` or a class id. ``path_contains``:
+        only images whose path holds this text, literally (no wildcards), ASCII letters in either
+        case (SQLite folds no others); the page still stops at ``limit`` matches."""
         cols = ("SELECT i.id, i.path, i.split, l.class_id, l.state, l.source, l.round, l.created_at, l.version")
+        match = " AND (instr(lower(i.path), ?) > 0 OR instr(i.path, ?) > 0)" if path_contains else ""
+        text: tuple[str, ...] = (path_contains.lower(), path_contains) if path_contains else ()
         if which in ("all", "unlabeled"):
             extra = " AND (l.state IS NULL OR l.state = 'cleared')" if which == "unlabeled" else ""
             sql = (f"{cols} FROM images i LEFT JOIN labels l ON l.image_id = i.id WHERE i.split = ? AND i.id > ?"
-                   f"{extra} ORDER BY i.id LIMIT ?")
-            params: tuple[Any, ...] = (split, int(after_id), int(limit))
+                   f"{extra}{match} ORDER BY i.id LIMIT ?")
+            params: tuple[Any, ...] = (split, int(after_id), *text, int(limit))
         elif which in ("labeled", "unsure") or (isinstance(which, int) and not isinstance(which, bool)):
             # Driven from the labels' own indexes, so a rare class is found without scanning the split.
             cond, value = ("l.state = ?", which) if isinstance(which, str) else ("l.class_id = ?", int(which))
             sql = (f"{cols} FROM labels l CROSS JOIN images i ON i.id = l.image_id WHERE {cond}"
-                   " AND l.image_id > ? AND i.split = ? ORDER BY l.image_id LIMIT ?")
-            params = (value, int(after_id), split, int(limit))
+                   f" AND l.image_id > ? AND i.split = ?{match} ORDER BY l.image_id LIMIT ?")
+            params = (value, int(after_id), split, *text, int(limit))
         else:
             raise ProjectError("which must be all, unlabeled, labeled, unsure or a class id")
         rows = self.store.query(sql, params)

@@ -12,7 +12,7 @@ import streamlit as st
 
 from ralif.project import ImageRow, Project, ProjectError
 from ralif.ui.grid import Applied, TabMemory, label_grid, row_items
-from ralif.ui.text import lit
+from ralif.ui.text import code, lit
 
 PAGE_SIZE = 24
 _VIEW_KEY = "ralif_earlier_view"
@@ -49,16 +49,19 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
     jump = cols[2].number_input("Go to image id", min_value=0, step=1, value=0, key="earlier_jump",
                                 help="0 shows the list; an image id shows that image.")
     name_filter = cols[3].text_input("File name contains", key="earlier_name",
-                                     help="Filters the images of the current page.")
+                                     help="Finds, among all the images the choices beside it show, those whose "
+                                          "path (file name or folders) contains this text; letters A-Z match in "
+                                          "either case.")
     if jump:
         try:
             return [project.image(int(jump))], f"image {jump}"
         except ProjectError as exc:
             st.warning(lit(exc))
             return [], "none"
-    state_key = (str(project.folder), str(which), split)
+    # A new search starts again at its first page.
+    state_key = (str(project.folder), str(which), split, name_filter)
     pages: list[int] = st.session_state.get(_PAGES_KEY, {}).get(state_key, [0])
-    rows = project.images_page(which, split=split, after_id=pages[-1], limit=PAGE_SIZE + 1)
+    rows = project.images_page(which, split=split, after_id=pages[-1], limit=PAGE_SIZE + 1, path_contains=name_filter)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     # One row as wide as its parts (fixed column shares cut "← Previous" off at 1280 pixels).
@@ -69,11 +72,10 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
     if nav.button("Next →", key="earlier_next", disabled=not more):
         st.session_state.setdefault(_PAGES_KEY, {})[state_key] = [*pages, rows[-1].image_id]
         st.rerun()
+    found = f" whose path contains {code(name_filter)}" if name_filter else ""
     nav.caption(f"Page {len(pages)} · images {rows[0].image_id if rows else '-'} to "
-                f"{rows[-1].image_id if rows else '-'}")
-    if name_filter:
-        rows = [r for r in rows if name_filter.lower() in r.path.lower()]
-    return rows, f"{which}:{split}:{pages[-1]}"
+                f"{rows[-1].image_id if rows else '-'}{found}")
+    return rows, f"{which}:{split}:{pages[-1]}:{name_filter}"
 
 
 def panel(project: Project, memory: TabMemory, applied: Applied, expanded: bool) -> None:

@@ -40,6 +40,21 @@ NOTICE_THUMB_PX = 64
 # Writes that failed for a reason outside the request (the disk, the folder): the event is kept
 # by the grid, unsaved, and sent again on the next page run, instead of being dropped.
 NOT_SENT = (DiskFullError, ReadOnlyError, ProjectReplacedError, ProjectGoneError)
+# Why a write failed, in the few words the grid's status line has room for.
+_PROBLEMS: tuple[tuple[type[BaseException], str], ...] = (
+    (DiskFullError, "the disk is full"),
+    (ReadOnlyError, "the project is read-only"),
+    (ProjectGoneError, "the project folder was moved or deleted"),
+    (ProjectReplacedError, "the project folder was replaced"),
+)
+
+
+def save_problem(exc: BaseException) -> str | None:
+    """Why ``exc`` kept a change from being saved, in a few words (None: no known reason)."""
+    for kind, text in _PROBLEMS:
+        if isinstance(exc, kind):
+            return text
+    return None
 
 
 @dataclass
@@ -55,6 +70,9 @@ class TabMemory:
     notice_count: int = 0
     # The action a first u showed (it lies outside the batch on screen): a second u undoes it.
     undo_confirm: int | None = None
+    # Per grid, why its last write failed, until a later write succeeds: the grid keeps the
+    # unsaved actions and says why they wait, across visits to other pages too.
+    save_problems: dict[str, str] = field(default_factory=dict)
 
     def remember(self, event_id: str) -> None:
         self.processed[event_id] = None
@@ -124,6 +142,7 @@ def apply_events(project: Project, value: Any, memory: TabMemory, grid_key: str)
         # Sent by a grid drawn for another project (this tab switched projects): not ours to apply.
         return out
     valid = [ev for ev in events if isinstance(ev, dict) and isinstance(ev.get("id"), str)]
+    notices, applied = memory.notice_count, 0
     for k, ev in enumerate(valid):
         eid = ev["id"]
         if eid in memory.processed:
@@ -138,14 +157,22 @@ def apply_events(project: Project, value: Any, memory: TabMemory, grid_key: str)
             text = (f"Not saved yet ({out.unsaved} action(s) kept in this page, sent again automatically): "
                     f"{exc}")
             memory.notice(grid_key, text, "error")
+            memory.save_problems[grid_key] = save_problem(exc) or str(exc)
             out.messages.append(("error", text))
             break
         except (ProjectError, KeyError, TypeError, ValueError) as exc:
             # A refused event (a class deleted in another tab, say) is reported, not retried forever.
             memory.notice(grid_key, f"Not saved: {exc}", "error")
             out.messages.append(("error", f"An action was not saved: {exc}"))
+        applied += 1
         out.acked.append(eid)
         memory.remember(eid)
+    if applied and not out.unsaved and grid_key in memory.save_problems:
+        del memory.save_problems[grid_key]
+        # The failure the grid still shows is over: it must not stay up beside "every answer
+        # saved" (a message of this run, a conflict say, replaces it anyway).
+        if memory.notice_count == notices:
+            memory.notice(grid_key, "Saved: the answers that were waiting in this page are in the project now.")
     return out
 
 
@@ -378,6 +405,7 @@ def label_grid(*, key: str, items: list[dict[str, Any]], classes: Sequence[Class
         acked=acked, notice=memory.current_notice(key), focus_hint=focus_hint,
         capture_page_keys=capture_page_keys, image_px=image_px, empty=empty, sticky=sticky,
         accept=None if accept is None else {"mode": accept.mode, "reason": accept.reason},
+        save_problem=memory.save_problems.get(key),
         # Unsent actions are kept per tab and project, so a reload resends them to the right place.
         store_key=store_key(project, key))
 

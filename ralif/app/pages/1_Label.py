@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from ralif.project import Project, ProjectError
-from ralif.ui import common, earlier, round_panel
-from ralif.ui.grid import apply_pending, batch_items, label_grid, tab_memory
+from ralif.ui import common, earlier, errors, round_panel
+from ralif.ui.grid import apply_pending, batch_items, label_grid, save_problem, tab_memory
 from ralif.ui.quality_panel import render_audit
 from ralif.ui.state import require_project
 from ralif.ui.text import lit
@@ -23,8 +23,16 @@ outcome = ("", "")
 if main.submit is not None:
     # The library's one rule: unanswered images stay unlabeled, and the grid's second Enter is the
     # explicit yes that lets the batch go with some left (the notice says how many).
-    notice = project.submit_and_start(main.submit, allow_unanswered=main.allow_unanswered)
-    outcome = (notice.kind, lit(notice.message))
+    try:
+        notice = project.submit_and_start(main.submit, allow_unanswered=main.allow_unanswered)
+        outcome = (notice.kind, lit(notice.message))
+    except errors.USER_ERRORS as exc:
+        # A full disk or a read-only folder: the batch stays, with every answer in it, and the
+        # grid stays too, so that Enter can submit again once the cause is fixed.
+        outcome = ("error", errors.error_text(exc, "The batch was not submitted."))
+        why = save_problem(exc)
+        memory.notice("label_grid", f"The batch was not submitted{': ' + why if why else ''}. Your answers are "
+                                    "kept; press Enter to submit again once this is fixed.", "error")
 start_error = round_panel.ensure_running(project)
 
 

@@ -290,12 +290,26 @@ function drawStatus() {
   if (S.selected.size) st.append(el("span", null, `${S.selected.size} selected: a class key labels them all (Esc clears)`));
   if (S.outbox.length) {
     const waited = Date.now() - (S.outbox[0].t || Date.now());
-    st.append(el("span", waited > RESEND_MS * 3 ? "offline" : "saving",
-                 waited > RESEND_MS * 3 ? `${S.outbox.length} action(s) not saved yet: waiting for the app…`
-                                        : "saving…"));
+    // Once the app has said why a write failed (a full disk, a read-only folder) the person can
+    // act on it; blaming a slow app would send them waiting for nothing.
+    const problem = S.args.save_problem;
+    if (problem) st.append(el("span", "offline", unsavedText(problem)));
+    else st.append(el("span", waited > RESEND_MS * 3 ? "offline" : "saving",
+                      waited > RESEND_MS * 3 ? `${unsavedCount()} not saved yet: waiting for the app…` : "saving…"));
   } else if (S.items.length) {
     st.append(el("span", "saved", "✓ every answer saved"));
   }
+}
+
+function unsavedCount() {
+  const n = S.outbox.length;
+  const answers = S.outbox.every((ev) => ev.type === "label" || ev.type === "clear" || ev.type === "bulk");
+  return `${n} ${answers ? "answer" : "action"}${n === 1 ? "" : "s"}`;
+}
+
+function unsavedText(problem) {
+  return `${unsavedCount()} not saved yet: ${problem}; ` +
+         `${S.outbox.length === 1 ? "it is" : "they are"} kept in this page and sent again automatically`;
 }
 
 function drawHelp() {
@@ -481,12 +495,13 @@ function onRender(args) {
   const ids = new Set(S.items.map((it) => it.id));
   for (const id of Array.from(S.selected)) if (!ids.has(id)) S.selected.delete(id);
   if (args.batch_id !== S.batchId) {
-    // A new batch: start at its first image.
+    // A new batch: start at its first image without an answer. Answers restored from the outbox
+    // above count: the app has not seen them yet, and a key typed on one would overwrite it.
     S.batchId = args.batch_id;
     S.selected.clear();
     S.anchor = null;
     S.confirmSubmit = null;
-    const firstOpen = S.items.findIndex((it) => it.state === "unlabeled");
+    const firstOpen = S.items.findIndex((it) => shown(it).state === "unlabeled");
     S.focus = Math.max(0, firstOpen);
     if (!first) say("", "");
   } else {
