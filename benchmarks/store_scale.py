@@ -213,7 +213,7 @@ def full_scans(conn: sqlite3.Connection, statements: list[str]) -> dict[str, lis
 
 
 def label_page(p: Project, recent: list[int], classes: list[int]) -> list[Step]:
-    """One run of pages/1_Label.py with a pending batch and no new events (what each helper of
+    """One run of views/1_Label.py with a pending batch and no new events (what each helper of
     ralif/ui calls, in page order), plus the "Relabel earlier images" panel in its default
     "Recent" view."""
     return [
@@ -249,12 +249,12 @@ def browse_views(p: Project, classes: list[int], last_pool_id: int) -> list[Step
 
 
 def map_page(p: Project, projection: proj.Projection, truth: np.ndarray, lasso: list[int]) -> list[Step]:
-    """One run of pages/2_Map.py right after a label (so its cached map data is rebuilt), with a
+    """One run of views/2_Map.py right after a label (so its cached map data is rebuilt), with a
     lasso selection shown in the side panel. The projection file's own reading is not a store
     cost and is left out (the page caches it by file time)."""
 
     def change_marks() -> Any:
-        # pages/2_Map.py: _change_marks
+        # views/2_Map.py: _change_marks
         return (p.store.query_one("SELECT COALESCE(MAX(id), 0) FROM label_history")[0],
                 p.store.query_one("SELECT COUNT(*), COALESCE(MAX(round), 0) FROM selections"),
                 p.store.query_one("SELECT COUNT(*), COALESCE(SUM(deleted), 0) FROM classes"))
@@ -282,7 +282,7 @@ def map_cached(p: Project, projection: proj.Projection) -> list[Step]:
 
 
 def progress_page(p: Project) -> list[Step]:
-    """One run of pages/3_Progress.py on a simulation project whose Random reference is stored
+    """One run of views/3_Progress.py on a simulation project whose Random reference is stored
     (the read path of every run once it has been computed)."""
     return [
         ("name + progress (sidebar)", lambda: (p.name, p.progress())),

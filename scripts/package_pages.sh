@@ -5,20 +5,21 @@
 #
 # What it does (in a git checkout with `git mv`, so history follows the files; elsewhere with `mv`):
 #   app.py             -> ralif/app/app.py
-#   pages/N_Name.py    -> ralif/app/pages/N_Name.py    (every numbered page)
+#   views/N_Name.py    -> ralif/app/views/N_Name.py    (every numbered page)
 #   assets/demo/       -> ralif/app/assets/demo/       (the demo's images and embeddings)
 #   .streamlit/config.toml is copied to ralif/app/.streamlit/config.toml: `ralif app` runs from
 #   the package folder and reads it there; the top-level copy stays for `streamlit run app.py`
 #   (tests/test_packaging.py checks that the two copies are identical).
-# and leaves a thin top-level app.py and pages/N_Name.py that run the packaged files with
+# and leaves a thin top-level app.py and views/N_Name.py that run the packaged files with
 # `ralif.app.run_packaged`, so `streamlit run app.py`, the browser tests and the page tests
-# (AppTest.from_file("pages/1_Label.py")) keep working and run the code that is installed.
+# (AppTest.from_file("views/1_Label.py")) keep working and run the code that is installed.
 #
 # The app's own paths need no edit: its page list is globbed beside the packaged app.py, and the
-# paths it hands to st.Page and st.switch_page ("pages/1_Label.py") are resolved by Streamlit
-# against the main script's folder, which holds a pages/ folder in both layouts (the packaged
+# paths it hands to st.Page and st.switch_page ("views/1_Label.py") are resolved by Streamlit
+# against the main script's folder, which holds a views/ folder in both layouts (the packaged
 # pages when `ralif app` runs ralif/app/app.py, the thin ones when `streamlit run app.py` runs in
-# a checkout).
+# a checkout). The folder is not called pages: Streamlit would list that one itself, and a new
+# server's first page would show that listing instead of the app's navigation.
 #
 # It then points the code that found the demo at the repository's assets/demo to the packaged copy,
 # and lets ralif/app import streamlit in tests/test_layout.py.
@@ -72,28 +73,28 @@ else
 fi
 
 # 2. The numbered pages.
-for page in pages/[0-9]*.py; do
+for page in views/[0-9]*.py; do
   [ -e "$page" ] || continue
   name=$(basename "$page")
   if is_thin "$page"; then
     continue
-  elif [ -e "$APP/pages/$name" ]; then
-    echo "package_pages: both $page and $APP/pages/$name hold the page; merge them by hand first" >&2; exit 1
+  elif [ -e "$APP/views/$name" ]; then
+    echo "package_pages: both $page and $APP/views/$name hold the page; merge them by hand first" >&2; exit 1
   fi
-  move "$page" "$APP/pages/$name"
+  move "$page" "$APP/views/$name"
   title=$(echo "${name%.py}" | sed -E 's/^[0-9]+_*//; s/_/ /g')
-  thin "$page" "pages/$name" "The $title page"
-  echo "$page -> $APP/pages/$name"
+  thin "$page" "views/$name" "The $title page"
+  echo "$page -> $APP/views/$name"
 done
 # A page added to the package later gets its top-level stand-in as well.
-for packaged in "$APP"/pages/[0-9]*.py; do
+for packaged in "$APP"/views/[0-9]*.py; do
   [ -e "$packaged" ] || continue
   name=$(basename "$packaged")
-  if [ ! -e "pages/$name" ]; then
-    mkdir -p pages
+  if [ ! -e "views/$name" ]; then
+    mkdir -p views
     title=$(echo "${name%.py}" | sed -E 's/^[0-9]+_*//; s/_/ /g')
-    thin "pages/$name" "pages/$name" "The $title page"
-    echo "pages/$name: thin wrapper added"
+    thin "views/$name" "views/$name" "The $title page"
+    echo "views/$name: thin wrapper added"
   fi
 done
 
@@ -144,10 +145,10 @@ for path in users:
     ])
 # The layout test lets the app import streamlit; the packaged app is the app.
 edit("tests/test_layout.py", [
-    (r'allowed = \(ROOT / "ralif" / "ui", ROOT / "pages", ROOT / "app.py"\)',
-     'allowed = (ROOT / "ralif" / "ui", ROOT / "ralif" / "app", ROOT / "pages", ROOT / "app.py")'),
-    (r"imported only by the app \(``ralif/ui/``, ``pages/``, ``app.py``\)",
-     "imported only by the app (``ralif/ui/``, ``ralif/app/``, ``pages/``, ``app.py``)"),
+    (r'allowed = \(ROOT / "ralif" / "ui", ROOT / "views", ROOT / "app.py"\)',
+     'allowed = (ROOT / "ralif" / "ui", ROOT / "ralif" / "app", ROOT / "views", ROOT / "app.py")'),
+    (r"imported only by the app \(``ralif/ui/``, ``views/``, ``app.py``\)",
+     "imported only by the app (``ralif/ui/``, ``ralif/app/``, ``views/``, ``app.py``)"),
 ])
 for rel in changed:
     print(f"{rel}: paths updated")

@@ -147,7 +147,7 @@ def test_home_explains_a_bad_path_and_previews_bad_and_duplicate_files(
 
 
 def test_label_events_are_written_once_and_conflicts_are_shown(demo: Project, no_worker: list[str]) -> None:
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     assert not at.exception
     assert "**0** of 2,000 images labeled" in texts(at)
     batch = demo.pending_batch()
@@ -203,7 +203,7 @@ def test_label_events_are_written_once_and_conflicts_are_shown(demo: Project, no
 
 
 def test_submit_needs_every_image_then_starts_the_round(demo: Project, no_worker: list[str]) -> None:
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     batch = demo.pending_batch()
     send(at, "label_grid", {"id": "s-1", "type": "submit", "round": 1})
     assert "20 of 20 images of the batch still need a label or a skip" in at.warning[0].value
@@ -233,7 +233,7 @@ def test_round_panel_says_what_the_round_does(demo: Project, monkeypatch: pytest
     monkeypatch.setattr(Project, "round_status", lambda self: running)
     cancelled: list[bool] = []
     monkeypatch.setattr(Project, "cancel_round", lambda self: cancelled.append(True) or running)
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     assert not at.exception
     panel = next(m.value for m in at.markdown if "Training and selecting" in m.value)
     assert re.search(r"Round 2: training the model, epoch 4 of 30, loss 1\.234 · [3-9] s", panel), panel
@@ -253,7 +253,7 @@ def test_a_failed_round_shows_the_reason_and_a_retry(demo: Project, monkeypatch:
     monkeypatch.setattr("ralif.head.fit_head", broken)
     with pytest.raises(RuntimeError):
         demo.run_round()
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     assert "Round 2 failed: RuntimeError: disk on fire" in at.error[0].value
     at.button(key="round_retry").click().run()
     assert no_worker == [str(demo.folder)]
@@ -287,7 +287,7 @@ def test_texts_of_the_status_panel_and_tiles() -> None:
 def test_classes_page_renames_merges_and_saves_settings(demo: Project) -> None:
     demo.oracle_label_batch()
     counts = {c.name: c.count for c in demo.classes()}
-    at = page("pages/5_Classes.py", demo).run()
+    at = page("views/5_Classes.py", demo).run()
     assert not at.exception
     cat = demo.class_id("cat")
     at.selectbox(key="rename_which").set_value(cat)

@@ -76,7 +76,7 @@ def test_the_classes_page_says_which_class_is_there(project, monkeypatch):
     from ralif.ui.state import PROJECT_KEY
 
     monkeypatch.setenv("RALIF_PROJECTS", str(project.folder.parent))
-    page = Path(__file__).resolve().parents[1] / "pages" / "5_Classes.py"
+    page = Path(__file__).resolve().parents[1] / "views" / "5_Classes.py"
     at = AppTest.from_file(str(page), default_timeout=60)
     at.session_state[PROJECT_KEY] = str(project.folder)
     at.run()

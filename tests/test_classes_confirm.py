@@ -10,7 +10,7 @@ from ralif.project import Project
 from ralif.ui.state import PROJECT_KEY
 from ralif.ui.text import counted
 
-PAGE = Path(__file__).resolve().parents[1] / "pages" / "5_Classes.py"
+PAGE = Path(__file__).resolve().parents[1] / "views" / "5_Classes.py"
 
 
 def test_merge_and_delete_confirm_with_counts(tmp_path: Path, monkeypatch) -> None:

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from ralif.project import Project
 from ralif.ui.state import PROJECT_KEY
 
-PAGE = Path(__file__).resolve().parents[1] / "pages" / "5_Classes.py"
+PAGE = Path(__file__).resolve().parents[1] / "views" / "5_Classes.py"
 
 
 def _page(folder: Path) -> AppTest:

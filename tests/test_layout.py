@@ -2,7 +2,7 @@
 
 * no module of ``ralif/project/`` imports the ``Project`` facade (imports under
   ``if TYPE_CHECKING:`` aside): the facade sits on top of its parts, never under them;
-* ``streamlit`` is imported only by the app (``ralif/ui/``, ``ralif/app/``, ``pages/``, ``app.py``);
+* ``streamlit`` is imported only by the app (``ralif/ui/``, ``ralif/app/``, ``views/``, ``app.py``);
 * no private name (one leading underscore) is imported from another module, nor read as an
   attribute of an imported module;
 * no source file is over 600 lines;
@@ -30,7 +30,7 @@ def _sources(*tops: str) -> list[Path]:
     return out
 
 
-SOURCES = _sources("ralif", "pages", "app.py", "benchmarks")
+SOURCES = _sources("ralif", "views", "app.py", "benchmarks")
 
 
 def _module_name(path: Path) -> str:
@@ -113,7 +113,7 @@ def test_project_parts_never_import_the_facade():
 
 
 def test_streamlit_only_in_the_app():
-    allowed = (ROOT / "ralif" / "ui", ROOT / "ralif" / "app", ROOT / "pages", ROOT / "app.py")
+    allowed = (ROOT / "ralif" / "ui", ROOT / "ralif" / "app", ROOT / "views", ROOT / "app.py")
     bad = []
     for path in SOURCES:
         if any(path == a or a in path.parents for a in allowed):
@@ -121,7 +121,7 @@ def test_streamlit_only_in_the_app():
         for node, target, _, _ in _imports(path):
             if target.split(".")[0] == "streamlit":
                 bad.append(_where(path, node))
-    assert not bad, "streamlit imported outside ralif/ui, pages and app.py:\n" + "\n".join(bad)
+    assert not bad, "streamlit imported outside ralif/ui, ralif/app, views and app.py:\n" + "\n".join(bad)
 
 
 def _private_uses(path: Path) -> list[str]:

@@ -22,7 +22,7 @@ from ralif.project import ClassInfo, LabelState, Project
 from ralif.ui.state import PROJECT_KEY
 
 __all__ = ["demo"]
-PAGE = Path(__file__).resolve().parents[1] / "pages" / "2_Map.py"
+PAGE = Path(__file__).resolve().parents[1] / "views" / "2_Map.py"
 
 
 def decode(values: Any) -> np.ndarray:

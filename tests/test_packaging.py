@@ -29,7 +29,7 @@ from ralif.ui.launch import free_port
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "ralif" / "app"
 # The app's files inside the wheel, whichever layout this checkout has.
-WHEEL_MUST_HOLD = ("ralif/app/__init__.py", "ralif/app/app.py", "ralif/app/pages/1_Label.py",
+WHEEL_MUST_HOLD = ("ralif/app/__init__.py", "ralif/app/app.py", "ralif/app/views/1_Label.py",
                    "ralif/app/.streamlit/config.toml", "ralif/app/assets/demo/embeddings.npz",
                    "ralif/app/assets/demo/README.md", "ralif/ui/components/label_grid/index.html",
                    "ralif/ui/components/label_grid/grid.js")
@@ -68,7 +68,7 @@ def _provided(dependencies: list[str]) -> set[str]:
 
 
 def _app_sources() -> list[Path]:
-    tops = [ROOT / "ralif", ROOT / "app.py", ROOT / "pages"]
+    tops = [ROOT / "ralif", ROOT / "app.py", ROOT / "views"]
     return [p for top in tops for p in ([top] if top.is_file() else sorted(top.rglob("*.py")))]
 
 
@@ -122,7 +122,7 @@ def test_checkout_wrappers_run_the_packaged_pages() -> None:
     twin, and both copies of the Streamlit settings agree."""
     if not (APP_DIR / "app.py").is_file():
         pytest.skip("the app's pages are still at the top of this checkout (scripts/package_pages.sh moves them)")
-    for packaged in [APP_DIR / "app.py", *sorted((APP_DIR / "pages").glob("[0-9]*.py"))]:
+    for packaged in [APP_DIR / "app.py", *sorted((APP_DIR / "views").glob("[0-9]*.py"))]:
         rel = packaged.relative_to(APP_DIR).as_posix()
         wrapper = ROOT / rel
         assert wrapper.is_file(), f"{rel} has no top-level wrapper (run scripts/package_pages.sh)"
@@ -143,7 +143,7 @@ def _source_tree(dest: Path) -> Path:
     shutil.copy2(ROOT / "pyproject.toml", dest)
     shutil.copytree(ROOT / "ralif", dest / "ralif", ignore=ignore)
     if not (APP_DIR / "app.py").is_file():
-        for name in ("app.py", "pages", ".streamlit", "assets", "scripts"):
+        for name in ("app.py", "views", ".streamlit", "assets", "scripts"):
             src = ROOT / name
             (shutil.copytree(src, dest / name, ignore=ignore) if src.is_dir() else shutil.copy2(src, dest / name))
         out = subprocess.run(["bash", str(dest / "scripts" / "package_pages.sh")], cwd=dest, capture_output=True,

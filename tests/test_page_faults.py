@@ -28,7 +28,7 @@ def _label_in_file(db: Path, image_id: int) -> int | None:
 
 def test_a_folder_replaced_under_the_page_is_reopened_and_answers_go_to_it(
         demo: Project, no_worker: list[str], tmp_path: Path) -> None:  # noqa: F811
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     assert not at.exception
     a, b = (x.image_id for x in demo.pending_batch()[:2])
     cat = demo.class_id("cat")
@@ -48,7 +48,7 @@ def test_a_folder_replaced_under_the_page_is_reopened_and_answers_go_to_it(
 
 def test_a_deleted_project_folder_gets_a_clear_box_and_nothing_is_written(
         demo: Project, no_worker: list[str]) -> None:  # noqa: F811
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     assert not at.exception
     shutil.rmtree(demo.folder)
     at.run()
@@ -60,7 +60,7 @@ def test_a_deleted_project_folder_gets_a_clear_box_and_nothing_is_written(
 
 def test_an_answer_sent_on_a_full_disk_is_saved_when_space_returns(
         demo: Project, no_worker: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     a = demo.pending_batch()[0].image_id
     cat = demo.class_id("cat")
     real_write = Store.write
@@ -82,7 +82,7 @@ def test_an_answer_sent_on_a_full_disk_is_saved_when_space_returns(
 
 def test_a_full_disk_on_the_label_page_shows_a_box_not_an_exception(
         demo: Project, no_worker: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     a = demo.pending_batch()[0].image_id
 
     def full(self: Store):
@@ -101,12 +101,12 @@ def test_a_read_only_project_shows_its_pages_and_starts_no_round(
     demo.submit_batch()     # a queued round, which a writable project's page would start
     release(demo.folder / DB_NAME)
     monkeypatch.setattr(store_mod, "writable", lambda path: False)
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     assert not at.exception
     assert no_worker == [], "a round was started on a read-only project"
-    export = page("pages/4_Export.py", demo).run()
+    export = page("views/4_Export.py", demo).run()
     assert not export.exception
     assert "open read-only" in texts(export)
-    for path in ("pages/2_Map.py", "pages/3_Progress.py"):
+    for path in ("views/2_Map.py", "views/3_Progress.py"):
         other = page(path, demo).run()
         assert not other.exception, path

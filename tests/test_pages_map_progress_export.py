@@ -25,7 +25,7 @@ from ralif.project.rounds import encoder_id_for
 from ralif.ui.common import display_path
 from ralif.ui.state import PROJECT_KEY
 
-PAGES = Path(__file__).resolve().parents[1] / "pages"
+PAGES = Path(__file__).resolve().parents[1] / "views"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from ralif import projection as proj
 from ralif.project import Project
 from ralif.ui.state import PROJECT_KEY
 
-PAGE = Path(__file__).resolve().parents[1] / "pages" / "3_Progress.py"
+PAGE = Path(__file__).resolve().parents[1] / "views" / "3_Progress.py"
 
 
 @pytest.fixture(scope="module")

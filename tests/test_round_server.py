@@ -128,7 +128,7 @@ def test_a_killed_server_fails_the_round_with_the_reason_and_retry_works(demo: P
     # The Label page says so, with the reason, and offers the retry.
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "pages" / "1_Label.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "views" / "1_Label.py"), default_timeout=60)
     at.session_state["ralif_project_dir"] = str(demo.folder)
     at.run()
     assert not at.exception

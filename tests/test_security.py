@@ -95,7 +95,7 @@ def test_a_project_named_in_the_url_must_be_a_project(tmp_path: Path, monkeypatc
     Project.create_demo(root / "demo", assets=DEMO, run_first_round=False)
     (tmp_path / "elsewhere").mkdir()
     for value in ("../elsewhere", str(tmp_path / "elsewhere"), "demo/../../elsewhere"):
-        at = AppTest.from_file(str(ROOT / "pages" / "4_Export.py"), default_timeout=60)
+        at = AppTest.from_file(str(ROOT / "views" / "4_Export.py"), default_timeout=60)
         at.query_params["project"] = value
         at.run()
         assert not at.exception

@@ -28,7 +28,7 @@ def _refuse_writes(monkeypatch: pytest.MonkeyPatch, fault: Any) -> None:
 
 def test_the_grid_is_told_why_answers_wait_and_when_they_are_saved(
         demo: Project, no_worker: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     a, b = (x.image_id for x in demo.pending_batch()[:2])
     cat = demo.class_id("cat")
     events = [{"id": f"w-{i}", "type": "label", "image_id": i, "class_id": cat, "version": 0} for i in (a, b)]
@@ -61,7 +61,7 @@ def test_the_grid_is_told_why_answers_wait_and_when_they_are_saved(
 
 def test_a_submit_that_cannot_be_written_keeps_the_page_and_the_grid(
         demo: Project, no_worker: list[str], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    at = page("pages/1_Label.py", demo).run()
+    at = page("views/1_Label.py", demo).run()
     batch = [x.image_id for x in demo.pending_batch()]
     number = demo.pending_round()
     real_write = Store.write
@@ -130,7 +130,7 @@ def test_the_panel_finds_images_beyond_its_first_page(demo: Project, no_worker: 
     everything = demo.images_page("all", limit=10**6)
     last = everything[-1]
     needle = "/".join(last.path.rsplit("/", 2)[-2:])
-    at = page("pages/1_Label.py", demo)
+    at = page("views/1_Label.py", demo)
     at.session_state[EARLIER_VIEW] = "Browse all"
     at.run()
     assert last.image_id not in {i["id"] for i in _browse(at)}

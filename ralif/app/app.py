@@ -2,8 +2,10 @@
 
 The home page opens a project or creates one. On the very first launch, when no project exists
 yet, the bundled CIFAR-10 demo is created and opened, so the first thing a new user sees is a
-batch to label (offline, on a CPU). Every other page is a file in ``pages/``, listed in the order
-of its number prefix.
+batch to label (offline, on a CPU). Every other page is a file in ``views/``, listed in the order
+of its number prefix. The folder is not named ``pages``: Streamlit lists a folder of that name beside
+the main script by itself, and until a run calls ``st.navigation`` a new server would show that
+listing (a sidebar entry "app", "Page not found" for ``/projects``) instead of this navigation.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from ralif.ui.state import client_id, current_project, projects_root, set_projec
 from ralif.ui.text import counted
 
 HERE = Path(__file__).resolve().parent
-LABEL_PAGE = "pages/1_Label.py"
+LABEL_PAGE = "views/1_Label.py"
 REPORT_KEY = new_project.REPORT_KEY
 DEMO_TRIED_KEY = "ralif_demo_tried"
 
@@ -138,7 +140,7 @@ def home() -> None:
 
 
 def page_title(path: Path) -> str:
-    """``pages/2_Map.py`` -> ``Map`` (the number only orders the pages)."""
+    """``views/2_Map.py`` -> ``Map`` (the number only orders the pages)."""
     return re.sub(r"^\d+[_ ]*", "", path.stem).replace("_", " ") or path.stem
 
 
@@ -156,12 +158,13 @@ pages = [home_page, st.Page(to_home, title="Projects", url_path="projects", visi
 
 
 def page_order(path: Path) -> tuple[int, str]:
-    """``pages/2_Map.py`` -> ``(2, "2_Map.py")``: pages in the order of their number prefix."""
+    """``views/2_Map.py`` -> ``(2, "2_Map.py")``: pages in the order of their number prefix."""
     number = re.match(r"\d+", path.name)
     return (int(number[0]) if number else 0, path.name)
 
 
-numbered = sorted((HERE / "pages").glob("[0-9]*.py"), key=page_order)
+# Each page's URL (/Label, /Map, ...) comes from its file name, not from its folder.
+numbered = sorted((HERE / "views").glob("[0-9]*.py"), key=page_order)
 pages += [st.Page(str(p.relative_to(HERE)), title=page_title(p)) for p in numbered]
 try:
     st.navigation(pages).run()

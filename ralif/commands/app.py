@@ -39,7 +39,7 @@ def app_script() -> Path | None:
     if packaged is not None:
         return packaged
     checkout = Path(ralif.__file__).resolve().parent.parent / "app.py"
-    return checkout if checkout.is_file() and (checkout.parent / "pages").is_dir() else None
+    return checkout if checkout.is_file() and (checkout.parent / "views").is_dir() else None
 
 
 def command(script: Path, port: int) -> list[str]:

@@ -1,4 +1,4 @@
-"""The Export page: runs the packaged ``ralif/app/pages/4_Export.py``.
+"""The Export page: runs the packaged ``ralif/app/views/4_Export.py``.
 
 The app ships inside the package (``pip install ralif``, then ``ralif app``); this file keeps
 ``streamlit run app.py`` and the page tests working in a source checkout. Edit the packaged file.
@@ -6,4 +6,4 @@ The app ships inside the package (``pip install ralif``, then ``ralif app``); th
 
 from ralif.app import run_packaged
 
-run_packaged("pages/4_Export.py")
+run_packaged("views/4_Export.py")

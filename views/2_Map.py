@@ -1,4 +1,4 @@
-"""The Progress page: runs the packaged ``ralif/app/pages/3_Progress.py``.
+"""The Map page: runs the packaged ``ralif/app/views/2_Map.py``.
 
 The app ships inside the package (``pip install ralif``, then ``ralif app``); this file keeps
 ``streamlit run app.py`` and the page tests working in a source checkout. Edit the packaged file.
@@ -6,4 +6,4 @@ The app ships inside the package (``pip install ralif``, then ``ralif app``); th
 
 from ralif.app import run_packaged
 
-run_packaged("pages/3_Progress.py")
+run_packaged("views/2_Map.py")

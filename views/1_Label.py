@@ -1,4 +1,4 @@
-"""The Label page: runs the packaged ``ralif/app/pages/1_Label.py``.
+"""The Label page: runs the packaged ``ralif/app/views/1_Label.py``.
 
 The app ships inside the package (``pip install ralif``, then ``ralif app``); this file keeps
 ``streamlit run app.py`` and the page tests working in a source checkout. Edit the packaged file.
@@ -6,4 +6,4 @@ The app ships inside the package (``pip install ralif``, then ``ralif app``); th
 
 from ralif.app import run_packaged
 
-run_packaged("pages/1_Label.py")
+run_packaged("views/1_Label.py")

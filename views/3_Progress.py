@@ -1,4 +1,4 @@
-"""The Classes page: runs the packaged ``ralif/app/pages/5_Classes.py``.
+"""The Progress page: runs the packaged ``ralif/app/views/3_Progress.py``.
 
 The app ships inside the package (``pip install ralif``, then ``ralif app``); this file keeps
 ``streamlit run app.py`` and the page tests working in a source checkout. Edit the packaged file.
@@ -6,4 +6,4 @@ The app ships inside the package (``pip install ralif``, then ``ralif app``); th
 
 from ralif.app import run_packaged
 
-run_packaged("pages/5_Classes.py")
+run_packaged("views/3_Progress.py")

@@ -1,4 +1,4 @@
-"""The Map page: runs the packaged ``ralif/app/pages/2_Map.py``.
+"""The Classes page: runs the packaged ``ralif/app/views/5_Classes.py``.
 
 The app ships inside the package (``pip install ralif``, then ``ralif app``); this file keeps
 ``streamlit run app.py`` and the page tests working in a source checkout. Edit the packaged file.
@@ -6,4 +6,4 @@ The app ships inside the package (``pip install ralif``, then ``ralif app``); th
 
 from ralif.app import run_packaged
 
-run_packaged("pages/2_Map.py")
+run_packaged("views/5_Classes.py")
