@@ -30,5 +30,5 @@ bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
 lint: venv
-	$(BIN)/ruff check ralif benchmarks
+	$(BIN)/ruff check ralif benchmarks tests
 	$(BIN)/mypy

@@ -469,7 +469,7 @@ def child(spec: dict[str, Any]) -> None:
                 raise ValueError(f"unknown activity {spec['activity']!r}")
             points.log("done", counts=dict(points.counts))
             code = 0
-        except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
+        except BaseException:  # reported to the parent, which fails the test
             points.log("error", traceback=traceback.format_exc())
     finally:
         os._exit(code)

@@ -13,7 +13,7 @@ from test_e2e_browser import (
     pytestmark,
     screenshot,
     sync_playwright,
-    wait_until,  # noqa: F401,
+    wait_until,
 )
 
 from ralif import projection as proj

@@ -24,7 +24,7 @@ def test_counts_pairs_below_random_and_the_gain_none_below_would_need(tmp_path: 
     (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
     out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True,
                          check=True).stdout
-    row = [line for line in out.splitlines() if "| ralif |" in line][0].strip("|").split("|")
+    row = next(line for line in out.splitlines() if "| ralif |" in line).strip("|").split("|")
     d = np.array(list(gains.values()))
     sd = d.std(ddof=1)
     assert [c.strip() for c in row[4:]] == [
@@ -47,7 +47,7 @@ def test_merged_runs_pair_strategies_by_seed_and_refuse_a_random_that_differs(tm
     a, b = run("a", "ralif", 0.01, (0, 1, 2)), run("b", "margin", 0.0, (0, 1, 2))
     out = subprocess.run([sys.executable, str(SCRIPT), "--merge", "--against", "ralif", str(a), str(b)],
                          capture_output=True, text=True, check=True).stdout
-    margin = [line for line in out.splitlines() if "| margin |" in line][0]
+    margin = next(line for line in out.splitlines() if "| margin |" in line)
     assert margin.startswith("| a + b | margin | 3 |")
     # Margin is 0.01 behind on every cycle after the first of each seed: AUCA ratio about 0.02 lower.
     diff = float(margin.rstrip(" |").split("|")[-1].split("[")[0])

@@ -9,6 +9,7 @@ saves the pictures of the documentation (home, label, label-training, classes) i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -253,10 +254,8 @@ def test_label_a_batch_with_the_keyboard_submit_and_reload(browser_page: tuple[P
     page.get_by_text("Training and selecting").first.wait_for(timeout=40_000)
     if os.environ.get("RALIF_SCREENSHOTS"):
         # The picture is taken once the submitted batch has left the page (one grid is left).
-        try:
+        with contextlib.suppress(AssertionError):
             wait_until(lambda: page.locator(GRID).count() == 1, 10, "the batch grid to go")
-        except AssertionError:
-            pass
         screenshot(page, "label-training", full=False)
     old = {b.image_id for b in batch}
 

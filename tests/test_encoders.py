@@ -105,7 +105,7 @@ def test_resnet18_random_at_32px():
 def test_resnet18_weights_from_cache_or_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     start = time.perf_counter()
-    with pytest.raises(RuntimeError, match="resnet18-f37072fd.pth") as info:
+    with pytest.raises(RuntimeError, match=r"resnet18-f37072fd\.pth") as info:
         TorchvisionResNet18Encoder(weights="imagenet", image_size=32, device="cpu")
     assert time.perf_counter() - start < 5
     assert str(tmp_path / "torch") in str(info.value)

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from ralif.evaluation import (
-    auca, auca_ratio, cycles_below, mean_interval, paired_permutation_test, paired_seed_test,
+    auca,
+    auca_ratio,
+    cycles_below,
+    mean_interval,
+    paired_permutation_test,
+    paired_seed_test,
 )
 
 

@@ -51,7 +51,7 @@ def test_put_get_many_and_reopen(tmp_path):
     cache = FeatureCache(tmp_path / "cache", "enc:a/b c", shard_size=3)
     hashes = [f"{i:064x}" for i in range(8)]
     feats = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
-    assert cache.put_many(hashes[:7] + [hashes[0]], np.vstack([feats[:7], feats[:1]])) == 7
+    assert cache.put_many([*hashes[:7], hashes[0]], np.vstack([feats[:7], feats[:1]])) == 7
     assert len(cache.shards) == 3  # 3 + 3 + 1 rows
     assert cache.put_many(hashes[:2], feats[:2]) == 0  # already cached
     query = [hashes[5], hashes[7], hashes[0], hashes[5]]
@@ -219,12 +219,12 @@ def test_embed_command_weights_override_and_missing_weights(tmp_path, capsys, mo
     make_images(tmp_path / "imgs", per_class=1)
     base = ["embed", "--images", str(tmp_path / "imgs"), "--cache", str(tmp_path / "cache"),
             "--device", "cpu", "--num-workers", "0"]
-    assert main(base + ["--encoder", "resnet18-32:imagenet", "--pretrained", "none"]) == 0
+    assert main([*base, "--encoder", "resnet18-32:imagenet", "--pretrained", "none"]) == 0
     assert json.loads(capsys.readouterr().out)["encoder"] == "torchvision:resnet18:random0:32px"
 
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(base + ["--encoder", "clip:ViT-B-32:openai"]) == 1
+    assert main([*base, "--encoder", "clip:ViT-B-32:openai"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ralif embed: error:") and "--pretrained" in err
 

@@ -26,7 +26,7 @@ from test_e2e_browser import (
     launch,
     pytestmark,
     sync_playwright,
-    wait_until,  # noqa: F401,
+    wait_until,
 )
 
 from ralif.project import Project

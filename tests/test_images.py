@@ -115,7 +115,7 @@ def test_bad_files_are_reported_and_skipped(tmp_path, monkeypatch):
     assert len(scan) == 6
     assert not any(os.path.relpath(p, tmp_path).startswith("bad") for p in scan.paths)
 
-    with pytest.raises(ImageDecodeError, match="bomb_warning.png"):
+    with pytest.raises(ImageDecodeError, match=r"bomb_warning\.png"):
         load_rgb(bad / "bomb_warning.png")
 
 

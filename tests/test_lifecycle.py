@@ -165,8 +165,8 @@ def test_auca_against_random_per_seed():
 def _imports(path: Path) -> list[tuple[str, list[str], bool]]:
     """(module, names, under TYPE_CHECKING) for each ``from ralif... import`` of a file."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    guarded = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-               for n in ast.walk(node)}
+    guarded = {id(n) for node in ast.walk(tree)
+               if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
     return [(node.module, [a.name for a in node.names], id(node) in guarded) for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ralif")]
 

@@ -33,7 +33,8 @@ def test_a_finished_map_job_is_collected_by_the_status_reads_of_the_page(demo_pr
         # it on later runs. The worker may still be exiting when its final state is first read.
         deadline = time.monotonic() + 120
         status = projection_status(project) or {}
-        while (status.get("state") not in FINAL_STATES or process_state(pid) is not None) and time.monotonic() < deadline:
+        while ((status.get("state") not in FINAL_STATES or process_state(pid) is not None)
+               and time.monotonic() < deadline):
             time.sleep(0.05)
             status = projection_status(project) or {}
         assert status.get("state") == "done", status

@@ -118,7 +118,7 @@ def test_relative_influence_is_the_first_order_estimate_over_the_root_self_influ
     x, _, lab, unl, head = problem()
     state = pool_state(head, x, unl)
     sol = solve_influence(head, x, lab, state.grad, method="cholesky")
-    got, kind = newton_delta_pool_loss(head, x, lab, unl, state.probs, sol, kind="exact",
+    got, _kind = newton_delta_pool_loss(head, x, lab, unl, state.probs, sol, kind="exact",
                                        correction=relative_correction)
     x_l = head.design(x, lab)
     hinv = torch.linalg.inv(dense_hessian(x_l, torch.softmax(x_l @ head.weight.T, 1), head.l2))

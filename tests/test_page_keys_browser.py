@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from test_e2e_browser import launch, pytestmark, sync_playwright, wait_until
@@ -62,7 +62,7 @@ def grid_args(batch: int, store: str) -> dict[str, Any]:
 
 
 class _Files(http.server.SimpleHTTPRequestHandler):
-    slow: set[str] = set()   # files served a second late, as on a loaded machine
+    slow: ClassVar[set[str]] = set()   # files served a second late, as on a loaded machine
 
     def do_GET(self) -> None:
         if self.path.rsplit("/", 1)[-1] in self.slow:

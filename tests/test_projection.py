@@ -1,5 +1,5 @@
-"""The pool map: UMAP fit on a subsample, the rest placed by neighbours or transform, determinism, the on-disk cache, clear
-errors, the background job, what the map draws, and the Random reference of simulation mode.
+"""The pool map: UMAP fit on a subsample, the rest placed by neighbours or transform, determinism, the
+on-disk cache, clear errors, the background job, what the map draws, and the Random reference of simulation mode.
 
 UMAP runs on a few hundred synthetic points (numba compiles once per test process, about ten
 seconds); the worker test uses a pool too small for UMAP so it never pays that cost in a child.

@@ -46,7 +46,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "ran.txt"
     evil = tmp_path / "weights.pt"
     torch.save({"fc.weight": torch.zeros(2, 2), "trap": _Payload(marker)}, evil)
-    with pytest.raises(Exception, match="(?i)weights only|unsupported|global"):
+    with pytest.raises(Exception, match=r"(?i)weights only|unsupported|global"):
         _load_state_dict(str(evil))
     assert not marker.exists()
 

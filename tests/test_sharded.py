@@ -18,6 +18,7 @@ from ralif.encoders import Encoder, build_encoder, extract_features
 from ralif.feature_cache import FeatureCache
 from ralif.head import fit_head
 from ralif.images import scan_images
+from ralif.ranking import top_k_lowest
 from ralif.sharded import (
     MemmapSource,
     ShardError,
@@ -31,7 +32,6 @@ from ralif.sharded import (
     sharded_fill_cache,
 )
 from ralif.strategies import make_strategy
-from ralif.ranking import top_k_lowest
 from ralif.strategies.ralif import RalifStrategy
 from ralif.worker import main_script_hidden
 
@@ -110,7 +110,8 @@ def test_unsorted_partial_pool(shards, cluster, data):
     n = 90
     ref = RalifStrategy().scores(head, x, labeled, pool).numpy()
     res = sharded_candidates(head, x, labeled, pool, n, np.random.default_rng(3), client=client, shards=shards)
-    np.testing.assert_array_equal(res.candidates, pool[top_k_lowest(torch.from_numpy(ref), n, np.random.default_rng(3))])
+    want = pool[top_k_lowest(torch.from_numpy(ref), n, np.random.default_rng(3))]
+    np.testing.assert_array_equal(res.candidates, want)
     assert res.info["shards"] == sum(bool(((pool >= lo) & (pool < hi)).any()) for lo, hi in shard_bounds(2000, shards))
 
 
@@ -121,7 +122,8 @@ def test_more_shards_than_rows(cluster, data):
     pool = np.setdiff1d(np.arange(40), labeled)
     ref = RalifStrategy().scores(head, x, labeled, pool).numpy()
     res = sharded_candidates(head, x, labeled, pool, 12, np.random.default_rng(3), client=client, shards=500)
-    np.testing.assert_array_equal(res.candidates, pool[top_k_lowest(torch.from_numpy(ref), 12, np.random.default_rng(3))])
+    want = pool[top_k_lowest(torch.from_numpy(ref), 12, np.random.default_rng(3))]
+    np.testing.assert_array_equal(res.candidates, want)
     assert res.info["shards"] == 30  # one per pool row: empty and labeled-only shards are skipped
 
 

@@ -280,7 +280,8 @@ def test_a_schema_1_project_from_before_the_marker_is_migrated_and_marked(tmp_pa
     conn.execute("COMMIT")
     conn.close()
     store = Store(db)
-    assert [r[0] for r in store.query("SELECT version FROM schema_version ORDER BY version")] == list(range(1, SCHEMA_VERSION + 1))
+    versions = [r[0] for r in store.query("SELECT version FROM schema_version ORDER BY version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
     assert store.query_one("PRAGMA application_id")[0] == APPLICATION_ID
     assert [r[0] for r in store.query("SELECT name FROM classes")] == ["cat"]
 

@@ -23,7 +23,7 @@ def test_blocked_typicality_equals_the_full_distance_matrix():
 
 
 def test_a_pool_above_the_cap_is_read_through_a_seeded_share():
-    x, y = blobs(3000, 8, 4, 1, spread=5.0)
+    x, _y = blobs(3000, 8, 4, 1, spread=5.0)
     labeled = np.arange(4)
     unlabeled = np.arange(4, 3000)
     a = typ.typical_batch(x, labeled, unlabeled, 12, np.random.default_rng(0), dims=4, max_pool=500)

@@ -91,7 +91,8 @@ def test_undo_past_the_batch_on_screen_needs_a_second_u(demo_project_no_round: P
     assert p.label_of(ids[0]).class_id == dog
     note = memory.current_notice(GRID_KEY)
     assert note is not None and note["kind"] == "warn" and "Press u again" in note["text"]
-    assert f"image {Path(rows[0].path).name} set to" in note["text"] and note["thumb"] and note["caption"] == f"{Path(rows[0].path).name}: dog"
+    name = Path(rows[0].path).name
+    assert f"image {name} set to" in note["text"] and note["thumb"] and note["caption"] == f"{name}: dog"
     _apply(p, grid, memory, type="undo", on_screen=ids[1:])
     assert p.label_of(ids[0]).state == "unlabeled"
     # Nothing left: said so, nothing else changes.
