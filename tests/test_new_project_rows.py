@@ -76,6 +76,13 @@ def test_a_name_too_long_for_a_class_is_flagged_on_its_row_and_create_is_off(tmp
     assert "Created **long**" in texts(at)
 
 
+def test_folders_that_make_one_class_are_named_while_another_row_blocks_the_plan(tmp_path: Path) -> None:
+    src = _folders(tmp_path / "src", {LONG: 1, "Dog": 1, "dog": 3})
+    at = scan(home(), "Both", src)
+    assert at.button(key="new_create").disabled
+    assert "Folders 'Dog' (1 image) and 'dog' (3 images) are one class" in texts(at)
+
+
 def test_an_image_listed_under_two_labels_is_a_conflict_not_an_unreadable_file(tmp_path: Path) -> None:
     for i, name in enumerate(("truck/0021.png", "truck/0022.png", "car/0001.png", "car/0002.png")):
         _png(tmp_path / name, RED if i < 2 else BLUE, i)

@@ -141,6 +141,16 @@ def show_preview(preview: SourcePreview, scan: int) -> dict[str, str]:
     return decisions
 
 
+def _merges_beside(preview: SourcePreview, decisions: dict[str, str]) -> list[str]:
+    """The folders that make one class, for a plan refused over a name that cannot be a class: the
+    user fixing that row should not learn of the merge only afterwards."""
+    with_rows_fixed = {**decisions, **{g.key: "unlabeled" for g in preview.groups if g.problem}}
+    try:
+        return build_plan(preview, with_rows_fixed).merged
+    except ValueError:
+        return []
+
+
 def show_plan(plan: ImportPlan) -> None:
     """What will be imported, counted as the import will count it, and the identical copies it skips
     (of the images the decisions keep: a copy in an ignored folder is not imported anyway)."""
@@ -260,6 +270,8 @@ def create_section(root: Path) -> None:
         plan = build_plan(preview, decisions)
     except ValueError as exc:
         st.error(lit(exc))
+        for merged in _merges_beside(preview, decisions):
+            st.info(lit(merged[:1].upper() + merged[1:]))
     else:
         show_plan(plan)
     st.markdown("##### Encoder and model")
