@@ -79,7 +79,10 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
 
 
 def panel(project: Project, memory: TabMemory, applied: Applied, expanded: bool) -> None:
-    with st.expander("Relabel earlier images", expanded=expanded):
+    # A fixed key gives the panel one identity from run to run, whatever comes and goes above it
+    # (the round's status, the notes, the box saying there is no batch), so the browser keeps it
+    # open or closed as the user left it instead of drawing a new, closed one.
+    with st.expander("Relabel earlier images", expanded=expanded, key="earlier_panel"):
         view = st.segmented_control("View", ["Recent (this tab)", "Browse all"], key=_VIEW_KEY,
                                     default="Recent (this tab)", label_visibility="collapsed")
         if view == "Browse all":
