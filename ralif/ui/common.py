@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from streamlit.errors import StreamlitAPIException
 import ralif
 from ralif.project import Progress, Project
 from ralif.ui.text import code, lit
+from ralif.worker import FINAL_STATES
 
 _FLASH_KEY = "ralif_flash"
 # The home page as the navigation knows it (set by app.py on every run), for links back to it.
@@ -95,6 +96,16 @@ def encoder_label(spec: str, model: str | None = None, resnet: Mapping[str, Any]
     if kind.startswith("resnet18") and is_weights_file(rest):
         return f"ResNet18, weights from {Path(rest).name}"
     return spec
+
+
+def job_progress(status: Mapping[str, Any] | None, describe: Callable[[Mapping[str, Any]], str]) -> None:
+    """A background job's progress bar, for a fragment that polls the job: once the job is over the
+    whole page runs again, to show what it made."""
+    status = status or {}
+    if status.get("state") in FINAL_STATES:
+        st.rerun()
+    fraction = float((status.get("progress") or {}).get("fraction") or 0.0)
+    st.progress(min(1.0, fraction), text=describe(status))
 
 
 def progress_line(prog: Progress) -> str:

@@ -91,12 +91,8 @@ def _computing(p: Project) -> None:
 
 @st.fragment(run_every=1.0)
 def _watch(p: Project) -> None:
-    status = proj.projection_status(p) or {}
-    if status.get("state") in FINAL_STATES:
-        st.rerun()
-    fraction = float((status.get("progress") or {}).get("fraction") or 0.0)
-    phase = status.get("phase") or "starting"
-    st.progress(min(1.0, fraction), text=f"Computing the map ({phase}): {status.get('message') or '…'}")
+    common.job_progress(proj.projection_status(p), lambda s: f"Computing the map ({s.get('phase') or 'starting'}): "
+                                                             f"{s.get('message') or '…'}")
 
 
 # -- the selection panel --------------------------------------------------------------------------

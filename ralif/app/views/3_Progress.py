@@ -21,9 +21,9 @@ from ralif import projection as proj
 from ralif.map.baseline import compare_with_random, reference_unavailable
 from ralif.project import Project
 from ralif.ui import common
-from ralif.ui.literal import lit
 from ralif.ui.quality_panel import comparison_caption, render_audit
 from ralif.ui.state import require_project
+from ralif.ui.text import lit
 from ralif.worker import FINAL_STATES
 
 common.setup_page("Progress")
@@ -56,11 +56,7 @@ def _layout(fig: go.Figure, x: str, y: str, height: int = 340) -> go.Figure:
 # -- the Random reference (simulation mode) -------------------------------------------------------
 @st.fragment(run_every=1.0)
 def _watch_baseline(p: Project) -> None:
-    status = proj.random_baseline_status(p) or {}
-    if status.get("state") in FINAL_STATES:
-        st.rerun()
-    fraction = float((status.get("progress") or {}).get("fraction") or 0.0)
-    st.progress(min(1.0, fraction), text=f"Random reference: {status.get('message') or 'starting'}")
+    common.job_progress(proj.random_baseline_status(p), lambda s: f"Random reference: {s.get('message') or 'starting'}")
 
 
 def _random_reference(p: Project, counts: list[int]) -> dict | None:
