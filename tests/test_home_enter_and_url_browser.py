@@ -23,58 +23,51 @@ def app(tmp_path: Path):
     # One project in the projects folder (so the first launch makes no demo), one elsewhere.
     Project.create(tmp_path / "projects" / "here", tmp_path / "imgs", encoder="pixels:2", batch_size=3)
     Project.create(tmp_path / "elsewhere" / "shop", tmp_path / "imgs", encoder="pixels:2", batch_size=3)
-    with AppServer(tmp_path / "projects") as server:
-        yield server, tmp_path
+    with AppServer(tmp_path / "projects") as server, sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900}), server, tmp_path
+        finally:
+            browser.close()
 
 
 def test_enter_opens_the_folder_and_projects_url_is_the_home_page(app) -> None:
-    server, tmp_path = app
-    assert sync_playwright is not None
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page, server, tmp_path = app
+    # The server's very first request.
+    page.goto(f"{server.url}/projects")
+    page.get_by_text("Open a project folder elsewhere").wait_for(timeout=60_000)
+    page_idle(page)
+    assert page.locator("[role=dialog]").count() == 0, page.locator("[role=dialog]").first.inner_text()
+    assert page.url.rstrip("/") == server.url
 
-        # The server's very first request.
-        page.goto(f"{server.url}/projects")
-        page.get_by_text("Open a project folder elsewhere").wait_for(timeout=60_000)
-        page_idle(page)
-        assert page.locator("[role=dialog]").count() == 0, page.locator("[role=dialog]").first.inner_text()
-        assert page.url.rstrip("/") == server.url
+    page.get_by_text("Open a project folder elsewhere").click()
+    field = page.get_by_label("Project folder")
+    field.fill(str(tmp_path / "nowhere"))
+    field.press("Enter")
+    box = page.locator("[data-testid=stAlert]").filter(has_text="Cannot open")
+    box.wait_for(timeout=30_000)
+    assert "no ralif project" in box.inner_text()
 
-        page.get_by_text("Open a project folder elsewhere").click()
-        field = page.get_by_label("Project folder")
-        field.fill(str(tmp_path / "nowhere"))
-        field.press("Enter")
-        box = page.locator("[data-testid=stAlert]").filter(has_text="Cannot open")
-        box.wait_for(timeout=30_000)
-        assert "no ralif project" in box.inner_text()
-
-        field.fill(str(tmp_path / "elsewhere" / "shop"))
-        field.press("Enter")
-        page.get_by_text("Label · shop").wait_for(timeout=60_000)
-        assert "elsewhere/shop" in page.locator("[data-testid=stSidebar]").inner_text()
-        browser.close()
+    field.fill(str(tmp_path / "elsewhere" / "shop"))
+    field.press("Enter")
+    page.get_by_text("Label · shop").wait_for(timeout=60_000)
+    assert "elsewhere/shop" in page.locator("[data-testid=stSidebar]").inner_text()
 
 
 def test_a_new_servers_first_page_has_the_apps_navigation(app) -> None:
     """Streamlit lists a folder named pages beside the entry script by itself, and a new server would
     show that listing (an "app" link, "Page not found" for /projects) until a run reaches the
     app's st.navigation; the app's pages are in views/ so that it never does."""
-    server, _ = app
-    assert sync_playwright is not None
-    with sync_playwright() as pw:
-        browser = launch(pw)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        # A tab that was on the Label page reconnects to a restarted server.
-        page.goto(f"{server.url}/Label")
-        page.locator("[data-testid=stSidebarNavLink]").first.wait_for(timeout=60_000)
-        page_idle(page)
-        links = [a.inner_text() for a in page.locator("[data-testid=stSidebarNavLink]").all()]
-        dialogs = page.locator("[role=dialog]").count()
-        page.goto(f"{server.url}/projects")
-        page.locator("[data-testid=stSidebarNavLink]").first.wait_for(timeout=60_000)
-        page_idle(page)
-        dialogs += page.locator("[role=dialog]").count()
-        browser.close()
+    page, server, _ = app
+    # A tab that was on the Label page reconnects to a restarted server.
+    page.goto(f"{server.url}/Label")
+    page.locator("[data-testid=stSidebarNavLink]").first.wait_for(timeout=60_000)
+    page_idle(page)
+    links = [a.inner_text() for a in page.locator("[data-testid=stSidebarNavLink]").all()]
+    dialogs = page.locator("[role=dialog]").count()
+    page.goto(f"{server.url}/projects")
+    page.locator("[data-testid=stSidebarNavLink]").first.wait_for(timeout=60_000)
+    page_idle(page)
+    dialogs += page.locator("[role=dialog]").count()
     assert not any(link.strip() == "app" for link in links) and any("Projects" in link for link in links), links
     assert dialogs == 0

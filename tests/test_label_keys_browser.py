@@ -7,7 +7,8 @@ the grid takes the keys from the sidebar link that led to the page."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,26 @@ from ralif.ui.launch import AppServer
 __all__ = ["pytestmark"]
 
 
-@pytest.fixture()
-def label_page(tmp_path: Path) -> Iterator[tuple[Any, AppServer, Project]]:
-    with AppServer(tmp_path / "projects", log=str(tmp_path / "app.log")) as app, sync_playwright() as pw:
+@contextlib.contextmanager
+def demo_label_page(tmp_path: Path, env: dict[str, str] | None = None, ready: Callable[[Any], None] = page_idle,
+                    timeout_ms: int = 60_000) -> Iterator[tuple[Any, AppServer]]:
+    """(page, app): the demo's Label page at 1280×720, its batch drawn and ``ready`` waited for."""
+    with AppServer(tmp_path / "projects", log=str(tmp_path / "app.log"), env=env) as app, sync_playwright() as pw:
         browser = launch(pw)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
             page.goto(app.url)
-            page.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=60_000)
-            page_idle(page)
-            yield page, app, Project.open(app.projects / "demo")
+            page.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=timeout_ms)
+            ready(page)
+            yield page, app
         finally:
             browser.close()
+
+
+@pytest.fixture()
+def label_page(tmp_path: Path) -> Iterator[tuple[Any, AppServer, Project]]:
+    with demo_label_page(tmp_path) as (page, app):
+        yield page, app, Project.open(app.projects / "demo")
 
 
 def _message(page: Any) -> str:

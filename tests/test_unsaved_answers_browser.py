@@ -19,16 +19,14 @@ import pytest
 from test_e2e_browser import (
     GRID,
     click_until_done,
-    launch,
     page_idle,
     pytestmark,
     settle,
-    sync_playwright,
     wait_until,
 )
+from test_label_keys_browser import demo_label_page
 
 from ralif.project import Project
-from ralif.ui.launch import AppServer
 
 __all__ = ["pytestmark"]
 
@@ -74,16 +72,8 @@ def full_disk_app(tmp_path: Path) -> Iterator[tuple[Any, Project, Disk]]:
     disk = Disk(tmp_path / "disk-full")
     path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH", "")) if p)
     env = {"PYTHONPATH": path, FLAG_ENV: str(disk.flag)}
-    with AppServer(tmp_path / "projects", log=str(tmp_path / "app.log"), env=env) as app, sync_playwright() as pw:
-        browser = launch(pw)
-        try:
-            page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
-            page.goto(app.url)
-            page.frame_locator(GRID).first.locator(".tile").first.wait_for(timeout=90_000)
-            settle(page)
-            yield page, Project.open(app.projects / "demo"), disk
-        finally:
-            browser.close()
+    with demo_label_page(tmp_path, env, ready=settle, timeout_ms=90_000) as (page, app):
+        yield page, Project.open(app.projects / "demo"), disk
 
 
 def _grid(page: Any) -> Any:
