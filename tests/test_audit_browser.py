@@ -19,7 +19,7 @@ from test_e2e_browser import (
 from ralif import projection as proj
 from ralif.project import Project
 from ralif.ui.launch import AppServer
-from ralif.ui.literal import JOINER
+from ralif.ui.text import JOINER
 
 # The imported marks skip this module where Chromium or Playwright is missing.
 __all__ = ["pytestmark"]

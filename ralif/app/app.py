@@ -17,9 +17,8 @@ import streamlit as st
 
 from ralif.project import Project, ProjectError
 from ralif.ui import common, encoder_picker, errors, new_project, projects
-from ralif.ui.literal import code, lit
 from ralif.ui.state import client_id, current_project, projects_root, set_project
-from ralif.ui.text import counted
+from ralif.ui.text import code, counted, lit
 
 HERE = Path(__file__).resolve().parent
 LABEL_PAGE = "views/1_Label.py"

@@ -13,7 +13,7 @@ from ralif.audit import AccuracyEstimate
 from ralif.map.baseline import RandomComparison
 from ralif.project import Project
 from ralif.project.audits import AuditSummary
-from ralif.ui.literal import lit
+from ralif.ui.text import lit
 
 _ACCEPT_WORDS = {"allow": "on", "confirm": "allowed only after a confirmation", "off": "off"}
 
