@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import re
 
-# Every ASCII punctuation character may be backslash-escaped in CommonMark; escaping all of them is
-# simpler and safer than choosing the ones that matter in each context.
+# Every ASCII punctuation character may be backslash-escaped in CommonMark; ``lit`` escapes those of
+# them that can act where they stand (tests/test_ui_text.py renders every case with a CommonMark parser).
 _PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
 _AUTOLINK = re.compile(r"(?i)(https?|www|ftp)(?=[:.])|(?=@)")
 JOINER = "\u2060"
+# Punctuation that Markdown and Streamlit's extensions never act on inside one line of text.
+_INERT = set(",!('\"/;?%^{}")
 
 
 def no_autolink(text: object) -> str:
@@ -39,13 +41,24 @@ def lit(text: object) -> str:
 
     def escape(m: re.Match[str]) -> str:
         ch, i = m.group(1), m.start()
-        # Newlines are gone, so a few characters act only where they stand first: a hyphen starts a
-        # list or rule, a period after a number an ordered list; a comma never acts, nor a colon
-        # before a space (a directive or shortcode needs a letter after it). Left plain, messages
-        # such as "CIFAR-10" or "RuntimeError: disk full." read the same in the Markdown source.
-        if ch == "," or (ch == "-" and i != lead) or (ch == "." and i != after_number):
+        # A backslash is read out by screen readers wherever the text is also an input's accessible
+        # name, so only characters that can act where they stand are escaped. Newlines are gone, so
+        # block markers act only first (a list, heading, quote or rule; a number's "." or ")" an
+        # ordered list); a colon before a space is no directive or shortcode; "!" and "(" act only
+        # with a "[" or "]", which are escaped; "&" only starts an entity before a name or "#"; "_"
+        # between two letters or digits can neither open nor close emphasis (CommonMark's flanking
+        # rule), so "golden_retriever" stays as typed.
+        if ch in _INERT:
+            return ch
+        if ch in "-+#>=" and i != lead:
+            return ch
+        if ch in ".)" and i != after_number:
             return ch
         if ch == ":" and (i + 1 == len(s) or s[i + 1].isspace()):
+            return ch
+        if ch == "&" and not (i + 1 < len(s) and (s[i + 1].isalnum() or s[i + 1] == "#")):
+            return ch
+        if ch == "_" and 0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum():
             return ch
         return "\\" + ch
 
