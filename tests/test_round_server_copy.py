@@ -16,6 +16,7 @@ import pytest
 
 from ralif.processes import process_start_time
 from ralif.project import Project
+from ralif.project.lifecycle import RoundState
 from ralif.project.round_server import server_alive, server_status_path, stop_server
 from ralif.worker import pid_alive, read_status, write_queued_status
 
@@ -115,25 +116,58 @@ def test_which_records_count_as_this_folders_server(tmp_path: Path) -> None:
     assert not server_alive(here)
 
 
-def test_a_round_waiting_when_the_folder_was_copied_is_not_run_into_the_originals_file(
-        original: Project, tmp_path: Path) -> None:
-    from ralif.ui import round_panel
-
+def _copy_with_a_round_of_the_original(
+        original: Project, tmp_path: Path, phase: str) -> tuple[Project, int, Path, bytes]:
+    """A copy of ``original`` made while its newest round was queued for its server (``phase``
+    ``server-queued``) or being run by it (``taken``, the worker's status file saying so)."""
     original.oracle_label_batch()
     original.submit_batch()
-    # A round queued for a server that has not taken it yet (no server runs for the original here).
     job = original.folder / "jobs" / "round-0002-waiting.json"
     write_queued_status(job, "round-2", "round-server")
     number = original.round_book.claim(job_path=str(job), mark_queued=True, for_server=True)
-    before = job.read_bytes()
-
+    if phase == "taken":
+        assert original.round_book.take(number, str(job))
+        st = read_status(job)
+        job.write_text(json.dumps({**st, "state": "running", "phase": "training", "pid": os.getpid(),
+                                   "started_at": time.time()}))
     copy = Project.open(shutil.copytree(original.folder, tmp_path / "copy", symlinks=True))
+    return copy, number, job, job.read_bytes()
+
+
+@pytest.mark.parametrize("phase", ["server-queued", "taken"])
+def test_a_round_of_the_original_is_queued_again_in_the_copy_and_runs_there(
+        original: Project, tmp_path: Path, phase: str) -> None:
+    from ralif.ui import round_panel
+
+    copy, number, job, before = _copy_with_a_round_of_the_original(original, tmp_path, phase)
+    try:
+        # Nothing will finish the copy's round but a run of its own: it is waiting again, not failed.
+        status = copy.round_status()
+        assert status["status"] == "queued" and status["round"] == number and not status["error"], status
+        # Opening the Label page starts it in the copy, with the copy's own status file.
+        assert round_panel.ensure_running(copy) is None
+        status = _wait(lambda: (s := copy.round_status())["status"] in ("ready", "failed") and s)
+        assert status["status"] == "ready" and status["round"] == number, status
+        assert job.read_bytes() == before, "the original's status file is the original's"
+        assert original.round_status()["status"] == "running"       # still its own server's
+    finally:
+        stop_server(copy.folder, grace_s=5.0)
+
+
+def test_a_server_that_meets_the_originals_round_first_fails_it_and_retry_runs_it(
+        original: Project, tmp_path: Path) -> None:
+    """The copy's server can look before any page has reaped the copy's rounds: it must not run the
+    round into the original's file."""
+    from ralif.ui import round_panel
+
+    copy, number, job, before = _copy_with_a_round_of_the_original(original, tmp_path, "server-queued")
     try:
         copy.ensure_round_server()
-        status = _wait(lambda: (s := copy.round_status())["status"] in ("ready", "failed") and s)
+        status = _wait(lambda: (s := copy.round_book.status()).state in (RoundState.READY, RoundState.FAILED)
+                       and s.as_dict())
         assert status["status"] == "failed" and "copied from" in status["error"], status
         assert job.read_bytes() == before, "the original's status file is the original's"
-        assert original.round_status()["status"] == "running"       # still waiting for its own server
+        assert original.round_status()["status"] == "running"
         # Retry in the copy queues the round with the copy's own status file; its server runs it.
         assert round_panel.start(copy) is None
         status = _wait(lambda: (s := copy.round_status())["status"] in ("ready", "failed") and s)

@@ -331,11 +331,17 @@ class RoundBook:
         return number + 1
 
     def reap(self) -> None:
-        """A round left 'running' by a worker or process that died is marked failed."""
+        """A round left 'running' by a worker or process that died is marked failed; one that was
+        running in the folder this project was copied from is queued again here."""
         rows = self.store.query("SELECT number, job_path, runner_pid, runner_start, started_at FROM rounds"
                                 " WHERE status = 'running'")
         for number, job_path, pid, started, claimed_at in rows:
             reason = None
+            if job_path and not self._in_jobs_folder(job_path):
+                # The original's worker reports to the original's file and records its result in the
+                # original's database: nothing will ever finish this copy's round but a run of its own.
+                self._requeue(int(number), str(job_path))
+                continue
             if job_path and not Path(job_path).is_file():
                 # A claimed background round whose worker has not reported by then never will.
                 if claimed_at is not None and now() - claimed_at > START_TIMEOUT_S:
@@ -352,6 +358,22 @@ class RoundBook:
                 reason = "the process running the round stopped before it finished"
             if reason:
                 self.fail(int(number), str(reason), only_if_running=True)
+
+    def _in_jobs_folder(self, job_path: str) -> bool:
+        """Whether a round's status file lies in this project's own jobs folder (a copied folder's
+        rounds name the original's)."""
+        parent = Path(job_path).parent
+        try:
+            return os.path.samefile(parent, self.folder / "jobs")
+        except OSError:
+            # Either folder gone: compare the spelled paths, so a missing file is reaped as before.
+            return os.path.abspath(parent) == os.path.abspath(self.folder / "jobs")
+
+    def _requeue(self, number: int, job_path: str) -> None:
+        with self.store.write() as conn:
+            conn.execute("UPDATE rounds SET status = 'queued', phase = NULL, job_path = NULL, error = NULL,"
+                         " runner_pid = NULL, runner_start = NULL, started_at = NULL"
+                         " WHERE number = ? AND status = 'running' AND job_path = ?", (number, job_path))
 
     def claim(self, job_path: str | None, check_only: bool = False,
               mark_queued: bool = False, for_server: bool = False) -> int:
