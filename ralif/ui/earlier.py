@@ -16,6 +16,7 @@ from ralif.ui.text import code, lit
 
 PAGE_SIZE = 24
 _VIEW_KEY = "ralif_earlier_view"
+_OPEN_KEY = "ralif_earlier_open"       # open the panel on the next Label page run, once
 _PAGES_KEY = "ralif_earlier_pages"      # keyset paging: the after_id of every page shown so far
 
 
@@ -78,13 +79,25 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
     return rows, f"{which}:{split}:{pages[-1]}:{name_filter}"
 
 
+def open_on_held_out() -> None:
+    """The next Label page opens this panel on the held-out images that have no label (the
+    Progress page's way to the labels that score the model)."""
+    st.session_state[_VIEW_KEY] = "Browse all"
+    st.session_state["earlier_which"] = "Unlabeled"
+    st.session_state["earlier_split"] = "test"
+    st.session_state[_OPEN_KEY] = True
+
+
 def panel(project: Project, memory: TabMemory, applied: Applied, expanded: bool) -> None:
     # A fixed key gives the panel one identity from run to run, whatever comes and goes above it
     # (the round's status, the notes, the box saying there is no batch), so the browser keeps it
     # open or closed as the user left it instead of drawing a new, closed one.
+    expanded = bool(st.session_state.pop(_OPEN_KEY, False)) or expanded
     with st.expander("Relabel earlier images", expanded=expanded, key="earlier_panel"):
+        # The view's start lives in the session state (not default=): open_on_held_out sets it too.
+        st.session_state.setdefault(_VIEW_KEY, "Recent (this tab)")
         view = st.segmented_control("View", ["Recent (this tab)", "Browse all"], key=_VIEW_KEY,
-                                    default="Recent (this tab)", label_visibility="collapsed")
+                                    label_visibility="collapsed")
         if view == "Browse all":
             rows, page_id = _rows_browse(project)
             empty = "No images match."

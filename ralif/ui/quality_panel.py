@@ -13,7 +13,8 @@ from ralif.audit import AccuracyEstimate
 from ralif.map.baseline import RandomComparison
 from ralif.project import Project
 from ralif.project.audits import AuditSummary
-from ralif.ui.text import lit
+from ralif.project.records import Progress
+from ralif.ui.text import counted, lit
 
 _ACCEPT_WORDS = {"allow": "on", "confirm": "allowed only after a confirmation", "off": "off"}
 
@@ -86,3 +87,19 @@ def comparison_caption(c: RandomComparison) -> str:
             f"{', '.join(f'{v:.3f}' for v in c.per_seed)}; their 95 % interval for the ratio is "
             f"{c.low:.3f} to {c.high:.3f}: {c.verdict}. With few rounds the interval is wide, so a ratio a "
             f"little under or over 1 is not yet a verdict either way.")
+
+
+def no_accuracy_reason(progress: Progress) -> str:
+    """Why the Progress page has no held-out accuracy yet, in the words of what the user can do."""
+    if progress.test == 0:
+        return ("No held-out accuracy: this project sets no images aside to test the model on. Where the audit "
+                "is on, its random images (above) estimate the accuracy instead.")
+    if progress.test_labeled == 0:
+        unlabeled = "the held-out image has no label" if progress.test == 1 else \
+            f"none of the {progress.test:,} held-out images has a label"
+        return (f"No held-out accuracy yet: {unlabeled}, so there is nothing to score the model against. Label "
+                f"them with the button below (or Label page → Relabel earlier images → Browse all → Split: "
+                f"test); the next round that trains a model is measured on them.")
+    scored = counted(progress.test_labeled, "labeled held-out image")
+    return (f"No held-out accuracy yet: it is measured on the {scored} after each round that trains a model, "
+            f"which needs labels of at least two classes.")

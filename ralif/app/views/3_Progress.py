@@ -20,8 +20,8 @@ import streamlit as st
 from ralif import projection as proj
 from ralif.map.baseline import compare_with_random, reference_unavailable
 from ralif.project import Project
-from ralif.ui import common
-from ralif.ui.quality_panel import comparison_caption, render_audit
+from ralif.ui import common, earlier
+from ralif.ui.quality_panel import comparison_caption, no_accuracy_reason, render_audit
 from ralif.ui.state import require_project
 from ralif.ui.text import lit
 from ralif.worker import FINAL_STATES
@@ -42,7 +42,7 @@ m2.metric("Skipped (unsure)", f"{progress.unsure:,}")
 m3.metric("Round", progress.round, help=f"status: {progress.round_status or 'none'}")
 m4.metric("Held-out accuracy", "—" if last_acc is None else f"{last_acc:.1%}",
           delta=None if len(measured) < 2 else f"{(last_acc - measured[-2]['accuracy']) * 100:+.1f} pts",
-          help=f"on {measured[-1]['test_count']:,} held-out images" if measured else "no held-out set or model yet")
+          help=f"on {measured[-1]['test_count']:,} held-out images" if measured else no_accuracy_reason(progress))
 
 render_audit(project)
 
@@ -87,8 +87,10 @@ def _random_reference(p: Project, counts: list[int]) -> dict | None:
 # -- accuracy against labels ----------------------------------------------------------------------
 st.subheader("Accuracy on the held-out set")
 if not measured:
-    st.info("No accuracy yet: it is measured after each round that trains a model (labels of at least two "
-            "classes) on a project with a held-out set.")
+    st.info(no_accuracy_reason(progress))
+    if progress.test > progress.test_labeled and st.button("Label the held-out images", key="label-held-out"):
+        earlier.open_on_held_out()
+        st.switch_page("views/1_Label.py")
 else:
     counts = [int(r["labeled_count"]) for r in measured]
     acc = np.array([r["accuracy"] for r in measured])
@@ -161,9 +163,14 @@ def _when(t: float | None) -> str:
     return "" if t is None else dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M")
 
 
+def _shown(value: float | None, fmt: str) -> str:
+    """A cell as text: a round that has no value yet shows an empty cell, not the word None."""
+    return "" if value is None else format(value, fmt)
+
+
 st.dataframe(
     [{"round": r["number"], "status": r["status"], "strategy": r["strategy"], "batch": r["batch_size"],
-      "labels used": r["labeled_count"], "accuracy": None if r["accuracy"] is None else round(r["accuracy"], 4),
-      "seconds": None if r["seconds"] is None else round(r["seconds"], 2), "cold start": bool(r["cold_start"]),
+      "labels used": _shown(r["labeled_count"], ","), "accuracy": _shown(r["accuracy"], ".1%"),
+      "seconds": _shown(r["seconds"], ".2f"), "cold start": bool(r["cold_start"]),
       "finished": _when(r["finished_at"]), "error": r["error"] or ""} for r in reversed(rounds)],
     hide_index=True)
