@@ -72,6 +72,8 @@ class EncoderChoice:
 
     def status_text(self) -> str:
         """One line: where the weights are, or what the download costs."""
+        if self.spec is None and self.needs_file:
+            return "type an encoder spec first" if self.key == "spec" else "give the file's path first"
         if self.weights is None:
             return "no download needed"
         if self.weights_present:

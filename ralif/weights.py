@@ -238,11 +238,20 @@ def _request(url: str, method: str = "GET", headers: dict[str, str] | None = Non
 
 
 def _offline_fixes(source: WeightsSource, target: str) -> list[str]:
+    if source.hf_repo is not None and source.dest is None:
+        # The hub finds a file only in its own layout (models--ORG--NAME/snapshots/REVISION/...), so
+        # a lone file copied into the cache is never seen: the whole repository folder must travel.
+        folder = _hf_repo_dir(source.hf_repo)
+        elsewhere = (f"on a machine with internet access run `python -m ralif weights download {source.spec}`, "
+                     f"then copy its folder {folder.name} (from that machine's Hugging Face cache) to {folder}; "
+                     f"or give the downloaded file's path as a local checkpoint")
+    else:
+        elsewhere = f"download on a machine with internet access and copy the file to {target}"
     return [
         ("choose an encoder whose weights are already on this machine, or one that needs none "
          "(precomputed embeddings, or ResNet18 from scratch)"),
         "give the path of a weights file you have (a local checkpoint)",
-        f"download on a machine with internet access and copy the file to {target}",
+        elsewhere,
     ]
 
 

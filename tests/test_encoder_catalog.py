@@ -130,3 +130,11 @@ def test_weights_list_command(empty_caches, capsys):
     rows = {r["key"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["clip"]["spec"] == "clip:ViT-B-32:openai" and rows["clip"]["weights_present"] is False
     assert rows["clip"]["recommended"] and "40 labels" in rows["resnet18-scratch"]["warning"]
+
+
+def test_a_choice_waiting_for_its_file_or_spec_says_so() -> None:
+    from ralif.encoder_catalog import precomputed_choice, spec_choice
+
+    assert spec_choice("").status_text() == "type an encoder spec first"
+    assert precomputed_choice(None).status_text() == "give the file's path first"
+    assert spec_choice("pixels:8").status_text() == "no download needed"

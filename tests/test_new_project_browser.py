@@ -236,6 +236,15 @@ def test_offline_the_page_says_so_and_a_file_path_fixes_it(
             page.get_by_text("seems to be offline").first.wait_for(timeout=60_000)
             shows(page, "cannot be reached", "choose another encoder above", "The project was not created")
             assert not (projects / "offline").exists()
+            # A second try: the reason once (kept in the encoder panel), a one-line repeat below it; no
+            # promise of a download on confirm, and nothing said of labels a new project does not have.
+            page.get_by_role("button", name="Create project").click()
+            shows(page, "still cannot be downloaded")
+            time.sleep(1.0)
+            text = body(page)
+            assert text.count("seems to be offline") == 1, text
+            assert "downloaded when you confirm" not in text and "labels and images are kept" not in text
+            assert "models--" in text, "the hub's folder, not a lone file, is what to copy"
             choose(page, "Local checkpoint file", "Weights file")
             fill(page, "Weights file", str(weights_file))
             page.get_by_text("no download needed").first.wait_for(timeout=30_000)

@@ -38,7 +38,9 @@ TITLES = {
 }
 PAGE_FIXES = ("In this page: choose another encoder above (one whose weights are on this machine, or "
               "one that needs none), or choose \"Local checkpoint file\" and give the path of a weights "
-              "file you have. Nothing else changes: labels and images are kept as they are.")
+              "file you have.")
+# Said only where a project exists already (its settings), never on the new-project form.
+KEPT = " Nothing else changes: labels and images are kept as they are."
 ARCHS = {"resnet18": "ResNet18 state dict", "clip": "open_clip model"}
 _UPDATE_S = 0.15        # at most this often a progress message goes to the browser
 # The inputs of the choice (their keys after the form's prefix), and what the settings panel's were
@@ -233,23 +235,30 @@ def pick_encoder(prefix: str, *, labels: int | None = None, pool: int | None = N
             clicked = st.button(f"Download the weights now ({size}){resume}" if size else
                                 "Download the weights now", key=f"{prefix}_download")
             slot = st.empty()   # the same page shape whether or not a download runs in it
+            failed = _failure(prefix, choice.weights.spec)
             if clicked:
                 if download_weights(choice.weights, prefix, slot):
                     st.rerun()
-            else:
-                failed = st.session_state.get(f"{prefix}_download_error")
-                if failed and failed.get("spec") == choice.weights.spec:
-                    show_unavailable(failed)
-            st.caption("Otherwise they are downloaded when you confirm, with the same progress bar.")
+            elif failed:
+                show_unavailable(failed, prefix)
+            if not failed and not clicked:
+                st.caption("Otherwise they are downloaded when you confirm, with the same progress bar.")
     if choice.spec is None:
         return None
     return choice
 
 
-def download_weights(source: WeightsSource, prefix: str, slot: Any = None) -> bool:
+def _failure(prefix: str, spec: str) -> dict[str, Any] | None:
+    """The last failed download of ``spec`` in this form, as kept for the page's later runs."""
+    failed = st.session_state.get(f"{prefix}_download_error")
+    return failed if failed and failed.get("spec") == spec else None
+
+
+def download_weights(source: WeightsSource, prefix: str, slot: Any = None, shown_above: bool = False) -> bool:
     """Download with a progress bar (bytes of total, speed), in ``slot`` when given; False, with the
     message and its fixes shown (and kept for the next run of the page), when the weights cannot
-    be had."""
+    be had. ``shown_above``: this run already shows the same failure in the encoder panel, so a
+    second failure says so in one line instead of repeating the whole message."""
     bar = (slot or st).progress(0.0, text=f"Downloading {lit(source.title)}: connecting…")
     last = [0.0]
 
@@ -269,18 +278,22 @@ def download_weights(source: WeightsSource, prefix: str, slot: Any = None) -> bo
         bar.empty()
         failed = {"spec": source.spec, "message": exc.message, "fixes": exc.fixes, "offline": exc.offline}
         st.session_state[f"{prefix}_download_error"] = failed
-        show_unavailable(failed)
+        if shown_above:
+            st.error("The weights still cannot be downloaded: the message above says why and what to do.")
+        else:
+            show_unavailable(failed, prefix)
         return False
     bar.progress(1.0, text=f"Downloaded {lit(source.title)} to {code(common.display_path(path))}")
     return True
 
 
-def show_unavailable(failed: dict[str, Any]) -> None:
-    """The reason the weights cannot be had, what can be done here, and what can be done elsewhere."""
+def show_unavailable(failed: dict[str, Any], prefix: str) -> None:
+    """The reason the weights cannot be had, what can be done here, and what can be done elsewhere
+    (``prefix``: the form, "settings" for a project that exists)."""
     title = "The weights cannot be downloaded: this machine seems to be offline." if failed.get("offline") \
         else "The weights could not be downloaded."
     st.error(f"**{title}** {lit(failed['message'])}")
-    st.info(PAGE_FIXES)
+    st.info(PAGE_FIXES + (KEPT if prefix == "settings" else ""))
     if failed.get("fixes"):
         st.markdown("Other ways:\n" + "\n".join(f"- {lit(f)}" for f in failed["fixes"]))
 
@@ -289,7 +302,7 @@ def ensure_weights(choice: EncoderChoice, prefix: str) -> bool:
     """Before a choice is used: its weights downloaded (with progress) when they are missing."""
     if not choice.needs_download or choice.weights is None:
         return True
-    return download_weights(choice.weights, prefix)
+    return download_weights(choice.weights, prefix, shown_above=_failure(prefix, choice.weights.spec) is not None)
 
 
 def _project_encoder(project: Project) -> tuple[str, str, dict[str, Any]]:
