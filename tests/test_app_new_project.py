@@ -143,8 +143,11 @@ def test_a_folder_named_unlabeled_can_still_be_made_a_class(projects_dir: Path, 
     decision_boxes(at)[3].set_value("class").run()
     # The coat image and its copy in unlabeled/ now carry two labels: imported once, without one.
     assert "4 classes, 26 labeled images, 1 unlabeled, 0 ignored, 1 identical copy skipped" in texts(at)
-    # A stale preview is never used: a new path asks for a new scan and hides the form.
+    # A stale preview is never used: a new path entered is scanned at once (Enter scans it), and an
+    # emptied path asks for a new scan and hides the form.
     at.text_input(key="new_source").input(str(tmp_path)).run()
+    assert "**photos** · 28 images" in texts(at) and "press Scan and preview again" not in texts(at)
+    at.text_input(key="new_source").input("").run()
     assert "press Scan and preview again" in texts(at)
     assert not [b for b in at.button if b.key == "new_create"]
     assert not projects_dir.exists() or not any(projects_dir.iterdir())

@@ -25,6 +25,7 @@ from ralif.ui.text import code, counted, lit
 
 PREVIEW_KEY = "ralif_new_preview"
 REPORT_KEY = "ralif_import_report"
+_SCAN_ASKED = "ralif_new_scan_asked"   # the path field was entered: scan it this run
 STRATEGY_HELP = {
     "ralif": "RALIF (recommended)",
     "random": "random (baseline)",
@@ -168,6 +169,13 @@ def show_plan(plan: ImportPlan) -> None:
             st.dataframe([{"image": text} for text in plan.label_conflicts], hide_index=True, width="stretch")
 
 
+def _path_entered() -> None:
+    """A new path typed and entered: scanned at once (an emptied field waits for a path)."""
+    if str(st.session_state.get("new_source") or "").strip():
+        st.session_state[_SCAN_ASKED] = True
+        _new_attempt()
+
+
 def _new_attempt() -> None:
     """A new scan or creation starts: the report of the project made before is no longer news, and
     left at the top of the page it would read as the outcome of this attempt. A button's callback
@@ -241,12 +249,15 @@ def create_section(root: Path) -> None:
     choice and the other settings, then "Create project"."""
     st.subheader("New project")
     name = st.text_input("Project name", placeholder="e.g. Street signs", key="new_name")
+    # Enter in the path (or leaving the field with a new path) scans it, as the button does.
     text = st.text_input(
         "Images", key="new_source", placeholder="/data/photos  or  /data/imagefolder  or  /data/list.csv",
+        on_change=_path_entered,
         help="A folder of images (searched recursively), an ImageFolder (one subfolder per class, "
              "optionally under train/ val/ test/), or a CSV manifest with a `path` column and an "
-             "optional `label` column.").strip()
+             "optional `label` column. Enter scans it.").strip()
     clicked = st.button("Scan and preview", key="new_scan", on_click=_new_attempt)
+    clicked = bool(st.session_state.pop(_SCAN_ASKED, False)) or clicked
     # Always there, so the page keeps the same shape while a scan or a download blocks the run
     # (Streamlit shows the previous run's elements by position until they are replaced).
     slot = st.empty()
