@@ -256,7 +256,7 @@ def test_unicode_and_spaces_in_names_round_trip(tmp_path, capsys):
     preds = {Path(r["path"]).name: r["prediction"] for r in csv.DictReader(out.open(encoding="utf-8"))}
     assert preds["photo 0, été (copy).png"] == "chat noir 🐈" and preds["犬 0 'q'.png"] == "犬 inu"
     exported = project.export_imagefolder(tmp_path / "export ü")
-    assert sorted(os.listdir(exported)) == ["chat noir 🐈", "犬 inu"]
+    assert sorted(os.listdir(exported)) == ["chat noir 🐈", "labels.csv", "犬 inu"]
 
 
 def test_manifest_unicode_forms_and_legacy_encodings(tmp_path):

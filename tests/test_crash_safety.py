@@ -553,7 +553,9 @@ class Session:
             path = exports / "imagefolder"
             if not path.exists():
                 return None
-            return {str(p.relative_to(path)): _sha(p) for p in path.rglob("*") if p.is_file()}
+            # The images; the manifest of their class names (labels.csv) is moved in with them.
+            return {str(p.relative_to(path)): _sha(p) for p in path.rglob("*")
+                    if p.is_file() and p != path / "labels.csv"}
         path = exports / "model"
         if not path.exists():
             return None

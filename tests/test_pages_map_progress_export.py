@@ -169,7 +169,8 @@ def test_export_page_writes_files(demo, monkeypatch):
     assert set(written) == {"CSV", "JSON", "ImageFolder", "Model"}
     assert written["CSV"].read_text().startswith("path,label,round,time,source,split,image_id")
     assert len(json.loads(written["JSON"].read_text())["labels"]) == demo.progress().labeled
-    links = [p for p in written["ImageFolder"].rglob("*") if p.is_file() or p.is_symlink()]
+    links = [p for p in written["ImageFolder"].rglob("*") if (p.is_file() or p.is_symlink())
+             and p != written["ImageFolder"] / "labels.csv"]
     assert links and all(p.is_symlink() for p in links)
     assert sorted(p.suffix for p in written["Model"].iterdir()) == [".json", ".safetensors"]
     assert all(str(demo.folder / "exports") in str(p) for p in written.values())

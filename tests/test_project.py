@@ -459,8 +459,9 @@ def test_exports_parse_and_imagefolder_stays_inside(tmp_path):
     before = set(os.listdir(tmp_path))
     dest = tmp_path / "out" / "tree"
     project.export_imagefolder(dest)
-    files = [Path(d) / f for d, _, fs in os.walk(dest) for f in fs]
-    assert len(files) == 7
+    # Every image, and the manifest of their class names at the root.
+    files = [Path(d) / f for d, _, fs in os.walk(dest) for f in fs if Path(d, f) != dest / "labels.csv"]
+    assert len(files) == 7 and (dest / "labels.csv").is_file()
     assert all(os.path.realpath(f).startswith(os.path.realpath(dest) + os.sep) for f in files)
     assert all(f.parent.parent == dest for f in files)
     assert set(os.listdir(tmp_path)) == before | {"out"}
@@ -470,7 +471,7 @@ def test_exports_parse_and_imagefolder_stays_inside(tmp_path):
     with pytest.raises(FileExistsError):
         project.export_imagefolder(dest)
     links = project.export_imagefolder(dest, mode="symlink", split_folders=True, overwrite=True)
-    linked = [Path(d) / f for d, _, fs in os.walk(links) for f in fs]
+    linked = [Path(d) / f for d, _, fs in os.walk(links) for f in fs if Path(d, f) != links / "labels.csv"]
     assert len(linked) == 7 and all(p.is_symlink() and p.parent.parent.name == "pool" for p in linked)
     assert not list(dest.parent.glob(".*"))  # no temporary leftovers
 

@@ -71,7 +71,8 @@ def test_class_names_cannot_escape_the_export_folder(tmp_path: Path) -> None:
     dest = tmp_path / "export" / "tree"
     project.export_imagefolder(dest)
     written = [p for p in dest.rglob("*") if p.is_file()]
-    assert len(written) == len(hostile)
+    # One file per image, and the manifest of their class names (labels.csv) at the root.
+    assert len(written) == len(hostile) + 1 and (dest / "labels.csv").is_file()
     real = dest.resolve()
     assert all(real in p.resolve().parents for p in written)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "p"]

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         "images": len(images.paths),
         "model": model.kind,
         "classes": model.class_names,
+        # A model trained before classes were renamed, merged or deleted: its columns' classes.
+        **({"trained_classes": model.meta.get("trained_class_names")} if model.column_map is not None else {}),
         "encoder": model.encoder_id,
         "out": str(args.out) if args.out else None,
         "bad_files": {"count": len(images.problems),

@@ -4,7 +4,11 @@ Every export is written under a temporary name and moved into place with ``os.re
 reader (or a crash) never sees a half-written file or folder; an existing export folder is swapped
 with the new one in one step where the system allows (:func:`ralif.atomic.replace_dir`), so a
 crash while replacing it does not leave it missing either. ImageFolder exports turn class names
-into safe folder names: nothing a user typed as a class name can reach outside the export folder.
+into safe folder names: nothing a user typed as a class name can reach outside the export folder;
+the tree's ``labels.csv`` (a manifest: ``path,label``) keeps each image's class name as it is, so
+importing that file (not the folders) gives back the same classes.
+An exported model speaks the project's current classes: its columns are mapped through the renames,
+merges and deletions made since its round (:func:`ralif.project.checkpoints.map_classes`).
 CSV files are opened in spreadsheets, which run a cell starting with ``=``, ``+``, ``-`` or ``@`` as
 a formula: such text cells get a leading ``'`` (:func:`ralif.csv_cells.spreadsheet_cell`), which the
 manifest and label readers take off again.
@@ -36,6 +40,10 @@ EXPORT_MODES = ("copy", "symlink")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 _MAX_NAME = 100
+# The manifest at the root of an ImageFolder export: every image's path in the tree and its class.
+IMAGEFOLDER_MANIFEST = "labels.csv"
+
+
 def safe_folder_name(name: str, fallback: str) -> str:
     """A folder name for ``name`` that is one path component on every common file system:
     no separators, no ``.``/``..``, no characters Windows forbids, no reserved device names."""
@@ -144,7 +152,9 @@ def export_imagefolder(project: Project, dest: str | os.PathLike[str] | None = N
     ``split_folders``) of every labeled image, as copies or symbolic links.
 
     Class folder names are sanitised (see :func:`safe_folder_name`); names that sanitise alike
-    get the class id appended. File names that collide get the image id appended.
+    get the class id appended. File names that collide get the image id appended. The tree's root
+    holds ``labels.csv`` (``path,label``: each file relative to the root and its class name as
+    written), a manifest that imports with the real class names.
     """
     if mode not in EXPORT_MODES:
         raise ValueError(f"mode must be one of {', '.join(EXPORT_MODES)}, not {mode!r}")
@@ -160,7 +170,8 @@ def _write_imagefolder(project: Project, dest: Path, mode: str, split_folders: b
         "SELECT i.id, i.path, i.split, l.class_id, c.name FROM labels l JOIN images i ON i.id = l.image_id"
         " JOIN classes c ON c.id = l.class_id WHERE l.state = 'labeled' ORDER BY i.id")
     folders: dict[int, str] = {}
-    taken: set[str] = set()
+    # The manifest beside the class folders keeps its name.
+    taken: set[str] = {IMAGEFOLDER_MANIFEST}
     for c in project.classes():
         base = safe_folder_name(c.name, f"class-{c.id}")
         # Case-insensitive file systems would merge "Cat" and "cat".
@@ -170,7 +181,8 @@ def _write_imagefolder(project: Project, dest: Path, mode: str, split_folders: b
     tmp = _temp_dir(dest)
     try:
         used: set[str] = set()
-        for image_id, src, split, class_id, _ in rows:
+        manifest: list[tuple[str, str]] = []
+        for image_id, src, split, class_id, class_name in rows:
             sub = Path(split) / folders[class_id] if split_folders else Path(folders[class_id])
             fname = os.path.basename(src)
             key = f"{sub}/{fname}".lower()
@@ -187,6 +199,12 @@ def _write_imagefolder(project: Project, dest: Path, mode: str, split_folders: b
                 os.symlink(os.path.abspath(src), target)
             else:
                 shutil.copy2(src, target)
+            manifest.append(((sub / fname).as_posix(), class_name))
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["path", "label"])
+        writer.writerows([spreadsheet_cell(path), spreadsheet_cell(name)] for path, name in manifest)
+        (tmp / IMAGEFOLDER_MANIFEST).write_text(buf.getvalue(), encoding="utf-8", newline="")
         _replace_dir(tmp, dest, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -194,16 +212,50 @@ def _write_imagefolder(project: Project, dest: Path, mode: str, split_folders: b
     return dest
 
 
+def model_classes_note(project: Project) -> str | None:
+    """One plain sentence (no user text in it) when the current model was trained before the latest
+    class change, else None."""
+    from ralif.project.checkpoints import project_mapping, read_sidecar
+
+    weights = project.current_model_path()
+    try:
+        meta = None if weights is None else read_sidecar(weights.with_suffix(".json"))
+    except (OSError, ValueError):
+        return None  # the export itself says what is wrong with the file
+    try:
+        mapping = None if meta is None else project_mapping(project.store, meta)
+    except ValueError:
+        return ("The model was trained on classes that are now deleted or merged into one, so it cannot be "
+                "exported; the next round trains a model on the current classes.")
+    if mapping is None or not mapping.changed:
+        return None
+    added = len(mapping.unknown)
+    unknown = (f", except the {added} added since, which it cannot predict" if added > 1
+               else ", except the one added since, which it cannot predict" if added else "")
+    return (f"The model was trained before the latest class changes: the export maps its predictions to the "
+            f"current classes{unknown}, and the next round trains a model on them.")
+
+
 def export_model(project: Project, dest: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Path:
     """A folder with the current model's weights and JSON (class names, encoder id), loadable with
-    :func:`ralif.project.rounds.load_model` and ``ralif predict --model``."""
+    :func:`ralif.project.rounds.load_model` and ``ralif predict --model``.
+
+    The model predicts the project's current classes: where classes were renamed, merged or deleted
+    since its round, the JSON maps its columns to them (:func:`ralif.project.checkpoints.map_classes`).
+    A model that cannot be mapped (fewer than two of its classes left) is refused."""
+    from ralif.project.checkpoints import project_mapping, read_sidecar
     from ralif.project.errors import ProjectError
 
     weights = project.current_model_path()
     if weights is None:
         raise ProjectError("no model has been trained yet: label images of at least two classes and run a round")
     sidecar = weights.with_suffix(".json")
-    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    meta = read_sidecar(sidecar)
+    try:
+        mapping = project_mapping(project.store, meta)
+    except ValueError as exc:
+        raise ProjectError(f"the model cannot be exported: {exc}") from exc
+    out_meta = meta if mapping is None else mapping.sidecar(meta)
     dest = Path(dest) if dest is not None else _default_dest(project, f"model-round-{meta.get('round', 0):04d}")
     dest = dest.expanduser().absolute()
     with _writing(dest):
@@ -211,7 +263,11 @@ def export_model(project: Project, dest: str | os.PathLike[str] | None = None, o
         tmp = _temp_dir(dest)
         try:
             shutil.copy2(weights, tmp / weights.name)
-            shutil.copy2(sidecar, tmp / sidecar.name)
+            if out_meta is meta:
+                shutil.copy2(sidecar, tmp / sidecar.name)
+            else:
+                (tmp / sidecar.name).write_text(json.dumps(out_meta, indent=2, ensure_ascii=False) + "\n",
+                                                encoding="utf-8")
             _replace_dir(tmp, dest, overwrite)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

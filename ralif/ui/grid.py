@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,23 +352,32 @@ def _label_fields(label: LabelState) -> dict[str, Any]:
 
 
 def batch_items(batch: Sequence[BatchItem], px: int, classes: Sequence[ClassInfo] | None = None,
-                audit: Collection[int] = ()) -> list[dict[str, Any]]:
-    """Tiles of the batch. A guess for a class that no longer exists (``classes``: the live ones)
-    is not offered: the tile shows none and says why when ``a`` is pressed. Neither is the guess
-    for an image drawn to measure the model (``audit``): seen, it would sway the answer it is
-    measured against."""
-    live = None if classes is None else {c.id for c in classes}
+                audit: Collection[int] = (), truth: Mapping[int, int] | None = None) -> list[dict[str, Any]]:
+    """Tiles of the batch. A guess for a class merged away since the round shows the class it was
+    merged into (``truth``: every class id -> the live class it counts as now,
+    :meth:`ralif.project.Project.truth_map`); a guess for a class that no longer exists
+    (``classes``: the live ones) is not offered: the tile shows none and says why when ``a`` is
+    pressed. Neither is the guess for an image drawn to measure the model (``audit``): seen, it
+    would sway the answer it is measured against."""
+    live = None if classes is None else {c.id: c.name for c in classes}
     items = []
     for b in batch:
-        gone = live is not None and b.predicted_class_id is not None and b.predicted_class_id not in live
+        guess_id, guess = b.predicted_class_id, b.predicted_class
+        if live is not None and guess_id is not None and guess_id not in live and truth is not None:
+            # Merged away: the guess counts as the merge target (its confidence is the merged-away
+            # class's share, a lower bound of the target's).
+            target = truth.get(guess_id)
+            if target in live:
+                guess_id, guess = target, live[target]
+        gone = live is not None and guess_id is not None and guess_id not in live
         hidden = b.image_id in audit
         # Batches computed before audit reasons left the guess out still carry it.
         reason = b.reason.split(GUESS_MARK, 1)[0] if hidden and b.reason else b.reason
         items.append({
             "id": b.image_id, "src": thumbnail(b.path, px), "title": f"#{b.rank}",
             "subtitle": Path(b.path).name, "alt": f"image {b.rank} of the batch",
-            "predicted": None if gone or hidden else b.predicted_class,
-            "predicted_class_id": None if gone or hidden else b.predicted_class_id,
+            "predicted": None if gone or hidden else guess,
+            "predicted_class_id": None if gone or hidden else guess_id,
             "guess_gone": b.predicted_class if gone and not hidden else None,
             "confidence": None if gone or hidden else b.confidence,
             "no_prediction": ("guess hidden: audit" if hidden

@@ -121,7 +121,8 @@ if batch:
     with grid_slot:
         px = TILE_PX.get(tile_size, TILE_PX["medium"])
         number = project.pending_round()
-        label_grid(key="label_grid", items=batch_items(batch, px, classes, audit=project.audit_images(number)),
+        label_grid(key="label_grid", items=batch_items(batch, px, classes, audit=project.audit_images(number),
+                                                      truth=project.truth_map()),
                    classes=classes, mode="batch", batch_id=number, acked=main.acked,
                    memory=memory, project=project, focus_hint=main.focus_hint, capture_page_keys=True,
                    image_px=px, sticky=True, accept=audit.accept)

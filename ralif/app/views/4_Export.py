@@ -15,6 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ralif.project.exports import model_classes_note
 from ralif.ui import common, errors
 from ralif.ui.state import require_project
 from ralif.ui.text import code, lit
@@ -115,7 +116,8 @@ with labels_col:
         _run("ImageFolder", lambda: project.export_imagefolder(target, mode=mode or "copy", split_folders=split))
     _written("ImageFolder")
     st.caption("One folder per class (names made safe for every file system), ready for torchvision's "
-               "ImageFolder.")
+               "ImageFolder, and labels.csv with every image's class as named here: import that file to "
+               "get the same class names back.")
 
 with model_col:
     st.subheader("Model")
@@ -125,6 +127,10 @@ with model_col:
     else:
         st.caption(f"The model of the last round: {code(weights.name)}. The export holds its weights and a JSON "
                    f"description (classes, encoder), loadable with `ralif predict --model <folder>`.")
+        # Classes renamed, merged or deleted since that round: the export maps to the current ones.
+        note = model_classes_note(project)
+        if note is not None:
+            st.info(note)
         if st.button("Export model", type="primary", key="export_model", wrap=True):
             _run("Model", lambda: project.export_model())
         _written("Model")
