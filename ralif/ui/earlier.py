@@ -93,7 +93,8 @@ def panel(project: Project, memory: TabMemory, applied: Applied, expanded: bool)
     # (the round's status, the notes, the box saying there is no batch), so the browser keeps it
     # open or closed as the user left it instead of drawing a new, closed one.
     expanded = bool(st.session_state.pop(_OPEN_KEY, False)) or expanded
-    with st.expander("Relabel earlier images", expanded=expanded, key="earlier_panel"):
+    # One key per project: a panel left open in one project does not open itself in the next.
+    with st.expander("Relabel earlier images", expanded=expanded, key=f"earlier_panel:{project.folder}"):
         # The view's start lives in the session state (not default=): open_on_held_out sets it too.
         st.session_state.setdefault(_VIEW_KEY, "Recent (this tab)")
         view = st.segmented_control("View", ["Recent (this tab)", "Browse all"], key=_VIEW_KEY,
