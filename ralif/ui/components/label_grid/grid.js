@@ -17,6 +17,7 @@ const S = {
   focus: 0, selected: new Set(), anchor: null, batchId: null,
   outbox: [], seq: 0, counter: 0, nonce: Math.random().toString(36).slice(2, 10),
   storeKey: null, byClass: new Map(), message: "", messageKind: "", sayTimer: null, lastSent: 0, resendTimer: null,
+  messageHolds: null, classShape: "",
   appliedHints: new Set(), lastHeight: 0, confirmSubmit: null, confirmAccept: null, prompt: null, thumb: null,
   caption: "",
   finder: {open: false, text: "", index: 0}, pageKeys: false, heldUntil: 0,
@@ -133,8 +134,33 @@ function setFocus(i, scroll) {
   if (!S.items.length) return;
   S.focus = Math.max(0, Math.min(S.items.length - 1, i));
   drawAll();
+  followFocus(true);
   const tile = S.tiles.get(S.items[S.focus].id);
   if (tile && scroll !== false) keepInView(tile);
+}
+
+// The tile with the ring is the one with the keyboard focus, so that a screen reader says which
+// image a key will answer. The focus follows the ring when the grid has it (on a tile, or on
+// nothing after a click on the grid), and after a move (``moved``) also from a tile's box or from
+// a page that has it on nothing; a button of the grid or of the page keeps it (Enter presses it).
+// The page scrolls as keepInView decides, never by the focus itself.
+function followFocus(moved) {
+  const it = S.items[S.focus];
+  const tile = it ? S.tiles.get(it.id) : null;
+  const active = document.activeElement;
+  if (!tile || !tile.isConnected || active === tile) return;
+  let take = false;
+  if (document.hasFocus()) {
+    take = !active || active === document.body || active === document.documentElement ||
+           active.classList.contains("tile") || (moved && !!active.closest(".tile"));
+  } else if (moved && S.pageKeys) {
+    try {
+      const pd = window.parent.document;
+      const onPage = pd.activeElement;
+      take = !onPage || onPage === pd.body || onPage === pd.documentElement;
+    } catch (e) { /* another origin: the page's focus is not the grid's to take */ }
+  }
+  if (take) tile.focus({preventScroll: true});
 }
 
 function columns() {
@@ -151,9 +177,12 @@ function submit(confirmed) {
   const left = remaining();
   if (left.length && !confirmed) {
     const ranks = left.slice(0, 8).map((it) => "#" + it.rank).join(", ");
-    say(`${left.length} of ${S.items.length} images have no answer yet ` +
-        `(${ranks}${left.length > 8 ? ", …" : ""}): they would stay unlabeled. ` +
-        "Press Enter again to submit anyway, or answer them first.", "warn");
+    // Answers that come from the page (a button that fills the batch) end the question too.
+    const batch = S.batchId;
+    sayWhile(() => S.batchId === batch && remaining().length === left.length,
+             `${left.length} of ${S.items.length} images have no answer yet ` +
+             `(${ranks}${left.length > 8 ? ", …" : ""}): they would stay unlabeled. ` +
+             "Press Enter again to submit anyway, or answer them first.", "warn");
     ask("submit", S.batchId);
     setFocus(S.items.indexOf(left[0]));
     return;
@@ -174,6 +203,7 @@ function undo() {
 function say(text, kind, thumb, caption) {
   // A question whose text gives way to another message no longer holds.
   if (S.prompt) { S.confirmAccept = null; S.confirmSubmit = null; S.prompt = null; }
+  S.messageHolds = null;
   S.message = text;
   S.messageKind = kind || "";
   S.thumb = thumb || null;
@@ -184,6 +214,37 @@ function say(text, kind, thumb, caption) {
   S.sayTimer = null;
   const keep = {"": 5000, warn: 15000}[S.messageKind];
   if (text && keep) S.sayTimer = setTimeout(() => { S.message = ""; drawMessage(); }, keep);
+}
+
+// A message that holds only while its cause does (``holds()``: a key no class has, the image it
+// is about still focused, images still unanswered): it goes as soon as that changes, whatever
+// changed it (a key, a click, the classes or answers the app sends).
+function sayWhile(holds, text, kind) {
+  say(text, kind);
+  S.messageHolds = holds;
+}
+
+function checkMessage() {
+  if (!S.message || !S.messageHolds || S.messageHolds()) return;
+  S.messageHolds = null;
+  // A question goes with its text (see withdraw).
+  if (S.prompt) withdraw(); else say("", "");
+}
+
+// What a message about the classes depends on: their names and keys (not their counts or colours).
+function classShape(classes) {
+  return JSON.stringify(classes.map((c) => [c.id, c.name, c.key || null]));
+}
+
+function sameClasses() {
+  const shape = S.classShape;
+  return () => S.classShape === shape;
+}
+
+function sameImage() {
+  const it = S.items[S.focus];
+  const id = it ? it.id : null;
+  return () => { const now = S.items[S.focus]; return (now ? now.id : null) === id; };
 }
 
 // ---------------------------------------------------------------------------------- drawing
@@ -329,9 +390,12 @@ function drawHelp() {
 }
 
 function makeTile(it) {
+  // An option of the list of images (its name: number, file and answer; see tileName): focused,
+  // it puts a screen reader in the mode where the grid's keys reach the grid. The selection box
+  // is for the mouse; the option's selected state says the same.
   const t = el("div", "tile");
   t.tabIndex = -1;
-  t.setAttribute("role", "gridcell");
+  t.setAttribute("role", "option");
   t.dataset.imageId = it.id;
   const box = el("div", "img");
   const img = document.createElement("img");
@@ -352,9 +416,12 @@ function makeTile(it) {
   lab.append(cb, el("span", "ttl"));
   labRow.append(lab, el("span", "answer"));
   const conf = el("div", "conf");
+  conf.id = `tile-${it.id}-conf`;
   const meter = el("div", "meter");
   meter.append(el("i"));
   const why = el("div", "why");
+  why.id = `tile-${it.id}-why`;
+  t.setAttribute("aria-describedby", `${conf.id} ${why.id}`);
   t.append(box, labRow, conf, meter, why);
   t.addEventListener("click", (e) => onTileClick(e, it.id));
   return t;
@@ -386,10 +453,28 @@ function onTileClick(e, id) {
   drawAll();
 }
 
+// What a screen reader says of a tile: "Image 3 of 20, dog_01.jpg, labeled cat".
+function tileName(it, index, view) {
+  const title = it.title && it.title !== `#${index + 1}` ? ` (${it.title})` : "";
+  const file = it.subtitle || String(it.tooltip || "").split(/[\\/]/).pop() || it.alt || "";
+  let answer = "no label yet";
+  if (view.state === "labeled") {
+    const c = classById(view.class_id);
+    answer = `labeled ${c ? c.name : (it.class_name || "deleted class")}`;
+  } else if (view.state === "unsure") {
+    answer = "skipped";
+  }
+  return [`Image ${index + 1} of ${S.items.length}${title}`, file, answer].filter(Boolean).join(", ");
+}
+
 function updateTile(t, it, index) {
   const view = shown(it);
   t.classList.toggle("focus", index === S.focus);
   t.classList.toggle("sel", S.selected.has(it.id));
+  // One tile in the order of Tab: the one with the ring.
+  t.tabIndex = index === S.focus ? 0 : -1;
+  t.setAttribute("aria-selected", String(S.selected.has(it.id)));
+  t.setAttribute("aria-label", tileName(it, index, view));
   t.querySelector("input").checked = S.selected.has(it.id);
   t.querySelector(".ttl").textContent = it.title;
   const img = t.querySelector("img");
@@ -448,12 +533,22 @@ function drawGrid() {
     const e = grid.querySelector(".empty");
     if (e) e.remove();
   }
+  // A list of images while there are some (a list with no option in it is no list).
+  if (S.items.length) {
+    grid.setAttribute("role", "listbox");
+    grid.setAttribute("aria-multiselectable", "true");
+    grid.setAttribute("aria-label", S.args.mode === "batch" ? "Images of the batch" : "Images");
+  } else {
+    ["role", "aria-multiselectable", "aria-label"].forEach((a) => grid.removeAttribute(a));
+  }
 }
 
 function drawAll() {
   if (!S.args) return;
   drawGrid();
   drawStatus();
+  followFocus(false);
+  checkMessage();
   fitHeight();
 }
 
@@ -482,6 +577,9 @@ function onRender(args) {
   document.documentElement.style.setProperty("--tile-w", ((args.image_px || 160) + 16) + "px");
   S.classes = args.classes || [];
   S.byClass = new Map(S.classes.map((c) => [c.id, c]));
+  const shape = classShape(S.classes);
+  const reclassed = !first && shape !== S.classShape;
+  S.classShape = shape;
   const oldFocusId = S.items[S.focus] ? S.items[S.focus].id : null;
   S.items = args.items || [];
   const acked = new Set(args.acked || []);
@@ -529,6 +627,8 @@ function onRender(args) {
   }
   S.classKey = JSON.stringify(S.classes);
   if (!first) drawHelp();
+  // An open finder lists the classes there are now.
+  if (reclassed && S.finder.open) drawFinder();
   drawAll();
   if (first && S.pageKeys) claimKeys();
   watchScroll();

@@ -35,7 +35,12 @@ function finderKey(key) {
   if (key === "Escape") closeFinder();
   else if (key === "Enter") {
     const m = matches[Math.min(S.finder.index, matches.length - 1)];
-    if (m) { closeFinder(); assign(m.c.id); } else say("No class matches; Backspace to edit, Esc to close.", "warn");
+    if (m) { closeFinder(); assign(m.c.id); }
+    else {
+      const text = S.finder.text, classes = sameClasses();
+      sayWhile(() => S.finder.open && S.finder.text === text && classes(),
+               "No class matches; Backspace to edit, Esc to close.", "warn");
+    }
   }
   else if (key === "ArrowDown" || key === "ArrowRight" || key === "Tab") {
     S.finder.index = Math.min(S.finder.index + 1, Math.max(0, matches.length - 1)); drawFinder();
@@ -51,7 +56,7 @@ function drawFinder() {
   const f = document.getElementById("finder");
   f.className = "finder" + (S.finder.open ? " show" : "");
   f.replaceChildren();
-  if (!S.finder.open) { fitHeight(); return; }
+  if (!S.finder.open) { checkMessage(); fitHeight(); return; }
   const q = el("div", "q");
   q.append(document.createTextNode("Class: " + S.finder.text), el("span", "caret"));
   const hint = el("span", "none", "  type a name or number · ↑↓ choose · Enter label · Esc close");
@@ -67,6 +72,7 @@ function drawFinder() {
   if (!matches.length) list.append(el("li", "none", "no class matches"));
   else if (matches.length > 24) list.append(el("li", "none", `… ${matches.length - 24} more: type more`));
   f.append(q, list);
+  checkMessage();
   fitHeight();
 }
 
@@ -78,28 +84,41 @@ function acceptGuess(confirming) {
   const known = guess !== null && guess !== undefined;
   const gone = it && (it.guess_gone || (known && !classById(guess)));
   const rule = (S.args && S.args.accept) || {mode: "allow", reason: ""};
+  // Each warning is about the focused image (or the selection): it goes once that changes.
+  const here = sameImage();
   if (S.selected.size) {
-    say("a accepts the suggestion of the focused image only; press a class key to label the selection.", "warn");
+    sayWhile(() => S.selected.size > 0,
+             "a accepts the suggestion of the focused image only; press a class key to label the selection.", "warn");
   } else if (!it) {
     return;
   } else if (it.audit) {
-    say("This image was drawn at random to measure the model, so its answer has to be yours: " +
-        "press a class key.", "warn");
+    sayWhile(here, "This image was drawn at random to measure the model, so its answer has to be yours: " +
+                   "press a class key.", "warn");
   } else if (gone) {
-    say(`The model's guess for this image (${it.guess_gone || it.predicted || "a class"}) is a class that ` +
-        "no longer exists, so there is no suggestion to accept: press a class key instead.", "warn");
+    const classes = sameClasses();
+    sayWhile(() => here() && classes(),
+             `The model's guess for this image (${it.guess_gone || it.predicted || "a class"}) is a class that ` +
+             "no longer exists, so there is no suggestion to accept: press a class key instead.", "warn");
   } else if (!known) {
-    say("No suggestion for this image yet (no model): press a class key.", "warn");
+    sayWhile(() => here() && !hasGuess(S.items[S.focus]),
+             "No suggestion for this image yet (no model): press a class key.", "warn");
   } else if (rule.mode === "off") {
-    say(`Accepting the model's guess is off for now: ${rule.reason}. Press a class key.`, "warn");
+    sayWhile(() => ((S.args && S.args.accept) || {}).mode === "off",
+             `Accepting the model's guess is off for now: ${rule.reason}. Press a class key.`, "warn");
   } else if (rule.mode === "confirm" && confirming !== it.id) {
     const why = rule.reason.charAt(0).toUpperCase() + rule.reason.slice(1);
-    say(`Accept "${classById(guess).name}" for this image? ${why}. ` +
-        "Press a again to accept, or a class key.", "warn");
+    // The question holds for the next key only, and only while its image and class are there.
+    sayWhile(() => here() && !!classById(guess),
+             `Accept "${classById(guess).name}" for this image? ${why}. ` +
+             "Press a again to accept, or a class key.", "warn");
     ask("accept", it.id);
   } else {
     assign(guess);
   }
+}
+
+function hasGuess(it) {
+  return !!it && it.predicted_class_id !== null && it.predicted_class_id !== undefined;
 }
 
 // Keys that write an answer for the focused (or selected) images.
@@ -132,8 +151,8 @@ function heldBack(e, fromPage) {
   if (held && inSight(tile)) return true;
   withdraw();
   takeKeys();
-  say(`Keys go to ${S.args.mode === "batch" ? "the batch" : "these images"}: ${it.title} is focused. ` +
-      "Press the key again to answer it.", "warn");
+  sayWhile(sameImage(), `Keys go to ${S.args.mode === "batch" ? "the batch" : "these images"}: ${it.title} is ` +
+                        "focused. Press the key again to answer it.", "warn");
   keepInView(tile);
   return true;
 }
@@ -163,7 +182,7 @@ function onKey(e, fromPage = false) {
   const submitting = S.confirmSubmit === S.batchId;
   withdraw();
   if (keyed) assign(keyed.id);
-  else if (ki >= 0) say(`No class has the key ${key}; press / to find a class.`, "warn");
+  else if (ki >= 0) sayWhile(sameClasses(), `No class has the key ${key}; press / to find a class.`, "warn");
   else if (key === "x" || key === "X" || key === " ") assign(null);
   else if (key === "a" || key === "A") acceptGuess(confirming);
   else if (key === "u" || key === "U" || key === "Backspace") undo();
