@@ -458,13 +458,18 @@ def failure_reason(exc: BaseException) -> str:
     project file is said plainly with the file or folder; other errors keep their type."""
     if isinstance(exc, RoundCancelled):
         return "cancelled on request"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C) before the round finished; run it again"
+    if isinstance(exc, SystemExit):
+        return f"the process running the round exited (code {exc.code}) before the round finished; run it again"
     if isinstance(exc, StoreError):
         return str(exc)
     if isinstance(exc, OSError):
         mapped = file_fault(exc, exc.filename or "a file of the project")
         if mapped is not None:
             return str(mapped)
-    return f"{type(exc).__name__}: {exc}"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def project_rounds(project: Any) -> RoundBook:

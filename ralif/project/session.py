@@ -58,6 +58,7 @@ from ralif.project.validation import (
     DEFAULT_ENCODER,
     FOLDERS,
     KNOWN_LABELS,
+    LAYOUTS,
     MODEL_KINDS,
     UNDOABLE,
     clean_name,
@@ -173,20 +174,25 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
         batch_size = validate_batch(batch_size)
         path = Path(folder).expanduser().resolve()
         if (path / DB_NAME).exists():
-            raise ProjectError(f"{path} already holds a project; open it with Project.open")
+            raise ProjectError(f"{path} already holds a project; open it (Project.open) or choose a new folder")
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise ProjectError(f"{path} exists and is not an empty folder; choose a new folder")
+        fraction: float | None = None
+        if isinstance(test, (int, float)) and not isinstance(test, bool):
+            # Checked before the source is read: reading decodes every image.
+            fraction = float(test)
+            if not 0 < fraction < 1:
+                raise ProjectError(f"a held-out fraction must be between 0 and 1, got {test}")
+        elif isinstance(test, (str, os.PathLike)) and not Path(os.fspath(test)).expanduser().exists():
+            raise FileNotFoundError(f"test source not found: {Path(os.fspath(test)).expanduser()}")
+        if layout not in LAYOUTS:
+            raise ProjectError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
         # Sources are read (and every file checked) before anything is written, and a failure after
         # that removes what was made, so a bad source never leaves a half-made project behind.
         lists = read_source(images, layout, decode)
         pool_lists = [v for k, v in lists.items() if k != "test"]
         test_lists: list[ImageList] = []
-        fraction: float | None = None
-        if isinstance(test, (int, float)) and not isinstance(test, bool):
-            fraction = float(test)
-            if not 0 < fraction < 1:
-                raise ProjectError(f"a held-out fraction must be between 0 and 1, got {test}")
-        elif test is not None:
+        if fraction is None and test is not None:
             test_lists = list(read_source(test, layout, decode).values())
         if "test" in lists:
             if test is not None:
@@ -285,7 +291,22 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
         return project
 
     # -- reading -----------------------------------------------------------------------------
+    def _reap_dead_runners(self) -> None:
+        """Mark failed a round whose runner died (killed, crashed) before a status is read, so
+        it reads as failed with the reason instead of running forever. A project that cannot be
+        written now is read as it stands."""
+        if self.store.readonly:
+            return
+        with contextlib.suppress(StoreError, sqlite3.Error):
+            self.round_book.reap()
+
     def progress(self) -> Progress:
+        """Counts of images and labels, and the latest round (a round whose runner died is marked
+        failed first)."""
+        self._reap_dead_runners()
+        return self._read_progress()
+
+    def _read_progress(self) -> Progress:
         names = self._class_names(include_deleted=False)
         with self.store.read() as conn:
             # Trigger-kept counts: a few rows, however large the pool and however many labels.
@@ -497,8 +518,10 @@ class Project(ImportMixin, SettingsMixin, ClassesMixin, LabelsMixin, RoundFlowMi
         return export_model(self, dest, overwrite)
 
     def info(self) -> dict[str, Any]:
-        """A JSON-able summary: settings, progress, classes and rounds."""
-        prog = asdict(self.progress())
+        """A JSON-able summary: settings, progress, classes and rounds (a round whose runner died
+        is marked failed first, with the reason)."""
+        self._reap_dead_runners()
+        prog = asdict(self._read_progress())
         return {"folder": str(self.folder), "settings": self.settings, "progress": prog,
                 "classes": [asdict(c) for c in self.classes()],
                 "rounds": [{k: r[k] for k in ("number", "status", "strategy", "batch_size", "labeled_count",
