@@ -67,28 +67,74 @@ def load_feature_splits(path: str | Path) -> FeatureSplits:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"features file not found: {path}")
+    _require_npz(path)
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises several types for a damaged archive
-        raise ValueError(f"cannot read {path} as a .npz archive: {exc}") from exc
+        # numpy's own text may suggest allow_pickle, which would be unsafe advice: it is never shown.
+        reason = "it is damaged or truncated" + ("" if is_object_array_error(exc) else f" ({exc})")
+        raise ValueError(f"cannot read {path} as a NumPy .npz archive: {reason}") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"cannot read {path}: it is not a NumPy .npz archive. {_SAVE_HINT}")
     keys = set(data.files)
     with data:
         return _read_splits(path, data, keys)
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip archive (one with entries, or empty)
+_NPY_MAGIC = b"\x93NUMPY"
+_SAVE_HINT = "Save the features with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+
+
+def _require_npz(path: Path) -> None:
+    """Refuse a file that is not a zip archive before numpy guesses it is a pickle."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if head.startswith(_ZIP_MAGIC):
+        return
+    if head.startswith(_NPY_MAGIC):
+        what = "it is a single .npy array"
+    elif not head:
+        what = "it is empty"
+    else:
+        what = "it does not start like one (an .npz is a zip archive)"
+    raise ValueError(f"cannot read {path}: it is not a NumPy .npz archive; {what}. {_SAVE_HINT}")
+
+
+_PLAIN_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_QUANT_KEYS = ("emb_train_uint8", "y_train", "emb_test_uint8", "y_test", "quant_scale", "quant_zero_point")
+
+
+def _layout_message(path: Path, keys: set[str]) -> str:
+    """What a features file lacks for a simulation, and what it needs."""
+    need = ("expected x_train, y_train, x_test, y_test (float features and integer class indices of a "
+            "train pool and a test set), or the quantised emb_train_uint8/emb_test_uint8 with quant_scale "
+            "and quant_zero_point plus y_train, y_test")
+    if "features" in keys and not keys & {*_PLAIN_KEYS, "emb_train_uint8", "emb_test_uint8"}:
+        # `ralif embed --output` writes features, paths and hashes: no labels, no split.
+        return (f"{path} holds embeddings only (keys {', '.join(sorted(keys))}, as `ralif embed --output` "
+                f"writes them): it has no labels (y_train, y_test) and no train/test split, which a "
+                f"simulation needs; {need}. For a labeled ImageFolder (train/<class>/..., "
+                f"test/<class>/...), run `ralif simulate --images FOLDER` instead: features are computed "
+                f"once and cached")
+    layout = _QUANT_KEYS if keys & {"emb_train_uint8", "emb_test_uint8"} else _PLAIN_KEYS
+    missing = [k for k in layout if k not in keys]
+    return f"{path} has keys {sorted(keys)} and lacks {', '.join(missing)}; {need}"
+
+
 def _read_splits(path: Path, npz: np.lib.npyio.NpzFile, keys: set[str]) -> FeatureSplits:
     data = _Checked(npz, path)
-    if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+    if set(_PLAIN_KEYS) <= keys:
         x_tr, x_te = data["x_train"].astype(np.float32), data["x_test"].astype(np.float32)
-    elif {"emb_train_uint8", "emb_test_uint8", "quant_scale", "quant_zero_point"} <= keys:
+    elif set(_QUANT_KEYS) <= keys:
         scale, zp = float(data["quant_scale"]), int(data["quant_zero_point"])
         x_tr = _dequantize(data["emb_train_uint8"], scale, zp)
         x_te = _dequantize(data["emb_test_uint8"], scale, zp)
     else:
-        raise ValueError(
-            f"{path} has keys {sorted(keys)}; expected x_train, y_train, x_test, y_test "
-            "(or the quantised emb_train_uint8/emb_test_uint8 with quant_scale and quant_zero_point)"
-        )
+        raise ValueError(_layout_message(path, keys))
     y_tr = np.asarray(data["y_train"]).reshape(-1)
     y_te = np.asarray(data["y_test"]).reshape(-1)
     for name, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):

@@ -60,6 +60,9 @@ def build_pool(data: FeatureSplits, recipe: PoolRecipe, source: str = "features"
     if recipe.pool_size < 0:
         raise ValueError("pool size must be positive (or 0 for the whole pool)")
     x_tr, y_tr, x_te, y_te, names = data.x_train, data.y_train, data.x_test, data.y_test, list(data.classes)
+    twice = sorted({c for c in recipe.classes if list(recipe.classes).count(c) > 1})
+    if twice:
+        raise ValueError(f"pool classes list {', '.join(map(repr, twice))} twice; name each class once")
     if recipe.classes:
         missing = [c for c in recipe.classes if c not in names]
         if missing:
@@ -75,6 +78,10 @@ def build_pool(data: FeatureSplits, recipe: PoolRecipe, source: str = "features"
     counts = np.bincount(y_tr, minlength=k)
     if (counts == 0).any():
         raise ValueError(f"{source}: class {names[int(np.argmin(counts))]!r} has no pool samples")
+    if recipe.pool_size and recipe.pool_size < k:
+        raise ValueError(f"pool size {recipe.pool_size} is below one sample per class: {source} has {k} "
+                         f"classes{' kept' if recipe.classes else ''}, and a stratified pool keeps at least "
+                         f"one sample of each; ask for at least {k}")
     if recipe.pool_size and recipe.pool_size < counts.sum():
         counts = np.maximum(1, np.floor(counts * recipe.pool_size / counts.sum())).astype(np.int64)
     if recipe.imbalance > 1.0:

@@ -133,7 +133,8 @@ def build_results(
             "accuracy": acc.tolist(),
             "auca_ratio": ratios.tolist(),
             "auca_ratio_mean": float(ratios.mean()),
-            "auca_ratio_std": float(ratios.std(ddof=0)),
+            # Sample standard deviation over seeds (ddof 1, as the interval uses); None with one seed.
+            "auca_ratio_std": _sample_std(ratios),
             # 95 % Student-t interval of the mean ratio over seeds (None with a single seed).
             "auca_ratio_ci95": None if not np.isfinite(lo) else [lo, hi],
             "seed_test": None if seed_test is None else {k: _finite_or_none(v) for k, v in seed_test.items()},
@@ -143,6 +144,11 @@ def build_results(
             "p_value": None if p_value is None else float(p_value),
         }
     return {"config": _plain(dict(config)), "strategies": strategies}
+
+
+def _sample_std(values: np.ndarray) -> float | None:
+    """Standard deviation over seeds with the n − 1 denominator; undefined (None) for a single seed."""
+    return float(values.std(ddof=1)) if values.size > 1 else None
 
 
 def _finite_or_none(v: float) -> float | None:
@@ -199,7 +205,9 @@ def _write_csv(path: Path, results: dict) -> None:
 
 
 def _pm(values: np.ndarray, scale: float, digits: int) -> str:
-    return f"{scale * values.mean():.{digits}f} ± {scale * values.std(ddof=0):.{digits}f}"
+    """Mean ± sample standard deviation (ddof 1, as in results.json); the mean alone for one seed."""
+    mean = f"{scale * values.mean():.{digits}f}"
+    return mean if values.size < 2 else f"{mean} ± {scale * values.std(ddof=1):.{digits}f}"
 
 
 def _format_p(p: float | None) -> str:
@@ -237,10 +245,12 @@ def _markdown(results: dict) -> str:
             f"| {_format_ci(s.get('auca_ratio_ci95'))} | {_format_seed_test(s.get('seed_test'))} "
             f"| {s['cycles_below_random']} of {s.get('cycles_compared', '?')} | {_format_p(s['p_value'])} |"
         )
+    spread = (f"Mean ± sample standard deviation (n − 1 denominator) over {n_seeds} seeds"
+              if n_seeds > 1 else "Mean over 1 seed (a standard deviation needs at least 2)")
     lines += [
         "",
         (
-            f"Mean ± standard deviation over {n_seeds} seed(s). AUCA ratio: area under the accuracy "
+            f"{spread}. AUCA ratio: area under the accuracy "
             "curve over the active-learning cycles, relative to Random on the same seed; 95 % CI: Student-t "
             "interval of its mean over seeds. Seeds paired p: two-sided tests of the per-seed AUCA against "
             "Random's on the same seed (exact sign-flip permutation / paired t). Cycles below "
@@ -249,6 +259,14 @@ def _markdown(results: dict) -> str:
             f"* marks p < {SIGNIFICANCE}."
         ),
     ]
+    partial = results.get("partial")
+    if partial:
+        done, asked = partial.get("seeds_done", []), partial.get("seeds_requested", [])
+        lines[:0] = [
+            f"**Partial result**: the simulation was interrupted after {len(done)} of {len(asked)} seeds; "
+            f"every figure covers only the finished seeds ({', '.join(map(str, done))}).",
+            "",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -257,7 +275,9 @@ def _curve_stats(results: dict) -> tuple[np.ndarray, str, dict[str, tuple[np.nda
     n_points = 0
     for name, s in results["strategies"].items():
         acc = 100.0 * np.asarray(s["accuracy"], dtype=np.float64)
-        stats[name] = (acc.mean(axis=0), acc.std(axis=0, ddof=0))
+        # Sample standard deviation, as in the table; no band with a single seed.
+        std = acc.std(axis=0, ddof=1) if acc.shape[0] > 1 else np.zeros(acc.shape[1])
+        stats[name] = (acc.mean(axis=0), std)
         n_points = acc.shape[1]
     x, label = _x_axis(results.get("config", {}), n_points)
     return x, label, stats

@@ -37,6 +37,22 @@ class SimulationConfig:
         }
 
 
+CYCLES_MESSAGE = "curves need cycle 0 plus at least 2 active-learning cycles"
+
+
+class SimulationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`simulate`: ``results`` covers the seeds every strategy finished (None if none).
+
+    ``results["partial"]`` says which seeds were done out of those asked for.
+    """
+
+    def __init__(self, results: dict | None, seeds_done: list[int], seeds_requested: list[int]) -> None:
+        super().__init__(f"interrupted after {len(seeds_done)} of {len(seeds_requested)} seeds")
+        self.results = results
+        self.seeds_done = seeds_done
+        self.seeds_requested = seeds_requested
+
+
 @dataclass
 class RunRecord:
     accuracy: list[float]
@@ -92,10 +108,9 @@ def simulate(
     """Run every strategy on every seed; returns the results dict of ``ralif.report.build_results``.
 
     ``data`` is a features file's splits (a linear probe is trained on them) or any learner, in which
-    case ``y_train`` gives the oracle's labels for the pool.
+    case ``y_train`` gives the oracle's labels for the pool. Ctrl-C raises :class:`SimulationInterrupted`
+    carrying the results of the seeds that finished.
     """
-    from ralif.report import build_results
-
     configure_threads()
     if isinstance(data, FeatureSplits):
         learner: Learner = LinearProbeLearner(data, l2=cfg.l2, device=cfg.device)
@@ -107,6 +122,14 @@ def simulate(
     specs = list(dict.fromkeys(["random", *cfg.strategies]))
     for spec in specs:
         make_strategy(spec)  # fail on a bad spec before hours of work
+    if cfg.cycles < 2:
+        raise ValueError(f"cycles must be at least 2, got {cfg.cycles}: {CYCLES_MESSAGE}")
+    if not len(cfg.seeds):
+        raise ValueError("no seeds to run")
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise ValueError(f"the pool has {len(present)} class{'' if len(present) == 1 else 'es'}; "
+                         f"a simulation needs at least 2 classes to compare strategies")
     n = len(y_train)
     if cfg.initial + cfg.budget * cfg.cycles > n:
         raise ValueError(
@@ -119,21 +142,42 @@ def simulate(
     correct: dict[str, list] = {s: [] for s in specs}
     fits: dict[str, list] = {s: [] for s in specs}
 
-    for seed in cfg.seeds:
-        init = initial_labeled_set(n, cfg.initial, seed)
-        for spec in specs:
-            def tick(spec: str = spec, seed: int = seed) -> None:
-                nonlocal done
-                done += 1
-                if progress:
-                    progress(done, total, f"{spec} seed {seed}")
+    seeds_done: list[int] = []
+    try:
+        for seed in cfg.seeds:
+            init = initial_labeled_set(n, cfg.initial, seed)
+            for spec in specs:
+                def tick(spec: str = spec, seed: int = seed) -> None:
+                    nonlocal done
+                    done += 1
+                    if progress:
+                        progress(done, total, f"{spec} seed {seed}")
 
-            rec = run_one(learner, y_train, spec, init, cfg, seed, on_cycle=tick)
-            accuracy[spec].append(rec.accuracy)
-            seconds[spec].append(rec.select_seconds)
-            correct[spec].append(rec.correct_last)
-            fits[spec].append(rec.fit_seconds)
-    results = build_results(cfg.as_dict(), accuracy, seconds, correct_last=correct)
+                rec = run_one(learner, y_train, spec, init, cfg, seed, on_cycle=tick)
+                accuracy[spec].append(rec.accuracy)
+                seconds[spec].append(rec.select_seconds)
+                correct[spec].append(rec.correct_last)
+                fits[spec].append(rec.fit_seconds)
+            seeds_done.append(int(seed))
+    except KeyboardInterrupt:
+        # Keep the seeds every strategy finished; a seed cut short is dropped whole (curves are paired).
+        k = len(seeds_done)
+        partial = None
+        if k:
+            partial = _collect(cfg, specs, {s: v[:k] for s, v in accuracy.items()},
+                               {s: v[:k] for s, v in seconds.items()}, {s: v[:k] for s, v in correct.items()},
+                               {s: v[:k] for s, v in fits.items()}, seeds_done)
+            partial["partial"] = {"interrupted": True, "seeds_done": seeds_done,
+                                  "seeds_requested": [int(s) for s in cfg.seeds]}
+        raise SimulationInterrupted(partial, seeds_done, [int(s) for s in cfg.seeds]) from None
+    return _collect(cfg, specs, accuracy, seconds, correct, fits, list(cfg.seeds))
+
+
+def _collect(cfg: SimulationConfig, specs: list[str], accuracy: dict, seconds: dict, correct: dict, fits: dict,
+             seeds: list[int]) -> dict:
+    from ralif.report import build_results
+
+    results = build_results({**cfg.as_dict(), "seeds": list(seeds)}, accuracy, seconds, correct_last=correct)
     for spec in specs:
         results["strategies"][spec]["fit_seconds"] = fits[spec]
     return results

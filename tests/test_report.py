@@ -49,7 +49,7 @@ def test_build_results_fields():
     ral = res["strategies"]["ralif"]
     assert ral["auca_ratio"] == pytest.approx([1.5, 1.0])
     assert ral["auca_ratio_mean"] == pytest.approx(1.25)
-    assert ral["auca_ratio_std"] == pytest.approx(0.25)  # population std of {1.5, 1.0}
+    assert ral["auca_ratio_std"] == pytest.approx(0.25 * 2**0.5)  # sample std (ddof 1) of {1.5, 1.0}
     assert ral["cycles_below_random"] == 0
     assert ral["p_value"] == pytest.approx(1 / 501)
     assert ral["select_seconds"] == SECONDS["ralif"]
@@ -58,7 +58,7 @@ def test_build_results_fields():
     ent = res["strategies"]["entropy"]
     assert ent["auca_ratio"] == pytest.approx([0.8125, 0.875])
     assert ent["auca_ratio_mean"] == pytest.approx(0.84375)
-    assert ent["auca_ratio_std"] == pytest.approx(0.03125)
+    assert ent["auca_ratio_std"] == pytest.approx(0.03125 * 2**0.5)  # sample std of {0.8125, 0.875}
     # seed 0: cycles 1, 2 below (cycle 3 tied); seed 1: cycles 2, 3 below (cycle 1 above).
     assert ent["cycles_below_random"] == 4
     assert ent["cycles_compared"] == 6
@@ -145,11 +145,12 @@ def test_write_results_files(tmp_path):
     md = paths["md"].read_text()
     for name in ACCURACY:
         assert f"| {name} |" in md
-    # ralif first cycle: seeds 30% and 20% -> 25.00 ± 5.00; AUCA ratio 1.250 ± 0.250; p < 0.05.
+    # ralif first cycle: seeds 30% and 20% -> 25.00 ± 7.07 (sample std, ddof 1); AUCA ratio 1.250 ± 0.354;
+    # p < 0.05.
     ralif_line = next(line for line in md.splitlines() if line.startswith("| ralif |"))
-    assert "25.00 ± 5.00" in ralif_line
-    assert "75.00 ± 15.00" in ralif_line
-    assert "1.250 ± 0.250" in ralif_line
+    assert "25.00 ± 7.07" in ralif_line
+    assert "75.00 ± 21.21" in ralif_line
+    assert "1.250 ± 0.354" in ralif_line
     assert ralif_line.rstrip(" |").endswith("*")
     entropy_line = next(line for line in md.splitlines() if line.startswith("| entropy |"))
     assert "| 4 of 6 |" in entropy_line and "*" not in entropy_line
