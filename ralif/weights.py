@@ -17,6 +17,7 @@ tests: ``HF_ENDPOINT`` (as for the hub client) and ``RALIF_TORCH_MODELS_URL``, o
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import os
 import re
@@ -186,20 +187,83 @@ def resnet18_source() -> WeightsSource:
                          size_bytes=round(RESNET18_MB * 1e6))
 
 
+_CLIP_KINDS = ("clip", "open_clip", "openclip")
+_RANDOM_WEIGHTS = ("none", "random")
+_RESNET18_IMAGENET = ("imagenet", "imagenet1k_v1")
+_SPEC_FORMS = ("clip:<model>:<tag|none|checkpoint file>, resnet18:<imagenet|none|file>, "
+               "resnet18-32:<imagenet|none|file>, precomputed:<file.npz> or pixels[:N]")
+_SHOW_CHOICES = 8
+# Shown first when an unknown open_clip model is named (the rest follow in open_clip's order).
+_COMMON_CLIP_MODELS = ("ViT-B-16", "ViT-B-32", "ViT-L-14", "ViT-H-14", "RN50", "convnext_base_w")
+
+
+def _choices(given: str, valid: list[str], what: str) -> str:
+    """``"did you mean 'x'? models: a, b, c, ... (144 in all)"``: the valid choices, briefly."""
+    lowered = {v.lower(): v for v in valid}
+    close = [lowered[m] for m in difflib.get_close_matches(given.lower(), list(lowered), n=3, cutoff=0.6)]
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    shown = ", ".join(valid[:_SHOW_CHOICES])
+    more = f", ... ({len(valid)} in all)" if len(valid) > _SHOW_CHOICES else ""
+    return f"{hint}{what}: {shown}{more}" if valid else f"{hint}{what}: none"
+
+
+def _is_local_file(weights: str) -> bool:
+    return os.path.isfile(os.path.expanduser(weights))
+
+
+def _looks_like_path(weights: str) -> bool:
+    return any(sep in weights for sep in ("/", "\\")) or weights.lower().endswith(
+        (".pt", ".pth", ".bin", ".ckpt", ".safetensors"))
+
+
 def source_for_spec(spec: str) -> WeightsSource | None:
     """The download behind an encoder spec, or None when it needs none (random weights, a local
-    file, precomputed features, pixels)."""
+    file, precomputed features, pixels).
+
+    ``ValueError`` for a spec that names nothing: an unknown kind, an unknown open_clip model, a tag
+    the model does not have, resnet18 weights that are neither ``imagenet``, ``none`` nor a file, or
+    a checkpoint file that does not exist; the message lists the valid choices briefly."""
     kind, _, rest = spec.strip().partition(":")
     kind = kind.lower()
-    if kind in ("clip", "open_clip", "openclip"):
+    if kind in _CLIP_KINDS:
         model_name, _, weights = rest.partition(":")
+        if not model_name:
+            raise ValueError(f"encoder spec {spec!r} needs an open_clip model name, e.g. clip:ViT-B-16:openai")
+        import open_clip
+
+        if open_clip.get_model_config(model_name) is None:
+            models = open_clip.list_models()
+            models = [m for m in _COMMON_CLIP_MODELS if m in models] + [m for m in models
+                                                                       if m not in _COMMON_CLIP_MODELS]
+            raise ValueError(f"unknown open_clip model {model_name!r} in {spec!r}; "
+                             f"{_choices(model_name, models, 'models')}")
         weights = weights or "openai"
-        if weights.lower() in ("none", "random") or os.path.isfile(os.path.expanduser(weights)):
+        if weights.lower() in _RANDOM_WEIGHTS or _is_local_file(weights):
             return None
+        if _looks_like_path(weights):
+            raise ValueError(f"checkpoint file not found: {os.path.expanduser(weights)} (encoder spec {spec!r})")
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if weights not in tags and not open_clip.get_pretrained_cfg(model_name, weights):
+            raise ValueError(f"{weights!r} is not an open_clip tag for {model_name} (nor a checkpoint file); "
+                             f"{_choices(weights, [*tags, 'none'], f'tags of {model_name}')}")
         return openclip_source(model_name, weights)
-    if kind.startswith("resnet18") and (rest or "imagenet").lower() in ("imagenet", "imagenet1k_v1"):
-        return resnet18_source()
-    return None
+    if kind.startswith("resnet18"):
+        size = kind.removeprefix("resnet18").lstrip("-_") or "224"
+        if not size.isdigit():
+            raise ValueError(f"unknown encoder {kind!r} in {spec!r}: expected resnet18 or resnet18-<size>, "
+                             f"e.g. resnet18-32")
+        weights = rest or "imagenet"
+        if weights.lower() in _RESNET18_IMAGENET:
+            return resnet18_source()
+        if weights.lower() in _RANDOM_WEIGHTS or _is_local_file(weights):
+            return None
+        if _looks_like_path(weights):
+            raise ValueError(f"resnet18 weights file not found: {os.path.expanduser(weights)} (encoder spec {spec!r})")
+        raise ValueError(f"unknown resnet18 weights {weights!r} in {spec!r}; "
+                         f"{_choices(weights, ['imagenet', 'none'], 'weights')} or a local state-dict file")
+    if kind in ("precomputed", "pixels"):
+        return None
+    raise ValueError(f"unknown encoder spec {spec!r}; use {_SPEC_FORMS}")
 
 
 def local_file(source: WeightsSource) -> Path | None:

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labeled", type=int, default=None, help="labeled set size (default max(B, 10·K))")
     parser.add_argument("--strategy", default="ralif", help="strategy spec (see `ralif strategies`)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the synthetic features, the labeled set and the selection (default: 0)")
     parser.add_argument("--features", default=None,
                         help="time on a real features .npz (its training split) instead of synthetic features; "
                              "--pool then takes the first N rows")
@@ -45,8 +46,53 @@ def with_options(spec: str, **options: object) -> str:
     return f"{spec[:-1]},{extra})" if spec.endswith(")") else f"{spec}({extra})"
 
 
+def _features_size(path: str) -> tuple[int, int] | None:
+    """(training rows, classes) of a features .npz from its labels alone (cheap), or None when it
+    cannot be read that way; the loader then says what is wrong with it."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            y = np.asarray(data["y_train"]).reshape(-1)
+            y_test = np.asarray(data["y_test"]).reshape(-1)
+            k = int(max(y.max(), y_test.max())) + 1 if len(y) and len(y_test) else 0
+            if "classes" in data.files:
+                k = max(k, len(data["classes"]))
+            return len(y), k
+    except Exception:  # any problem is reported, better, by load_feature_splits
+        return None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse arguments the benchmark cannot run with, in the options' own words, before any work."""
+    for option, value, least in (("--pool", args.pool, 2), ("--dim", args.dim, 1), ("--classes", args.classes, 2),
+                                 ("--budget", args.budget, 1), ("--seed", args.seed, 0), ("--naive", args.naive, 0),
+                                 ("--workers", args.workers, 0), ("--shards", args.shards, 0)):
+        if value < least:
+            raise ValueError(f"{option} must be at least {least}, not {value}")
+    if args.labeled is not None and args.labeled < 1:
+        raise ValueError(f"--labeled must be at least 1, not {args.labeled}")
+    pool, classes, where = args.pool, args.classes, f"--pool {args.pool}"
+    if args.features:
+        size = _features_size(args.features)
+        if size is None:
+            return
+        pool, classes = min(args.pool, size[0]), size[1]
+        if pool < args.pool:
+            where = f"the {size[0]} training rows of {args.features}"
+    labeled = args.labeled or max(args.budget, 10 * classes)
+    origin = "--labeled" if args.labeled else f"the default labeled set, max(--budget, 10 x {classes} classes)"
+    if labeled + args.budget > pool:
+        raise ValueError(
+            f"{where} is too small for {labeled} labeled samples ({origin}) plus a batch of "
+            f"--budget {args.budget}: the pool needs at least {labeled + args.budget} rows; give a larger "
+            f"--pool or a smaller --budget or --labeled")
+
+
 def run(args: argparse.Namespace) -> int:
     from ralif.benchmarking import selection_benchmark
+
+    check_arguments(args)
 
     strategy, start_seconds = args.strategy, None
     if args.engine == "dask":

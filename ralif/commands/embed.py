@@ -25,14 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or a local checkpoint file")
     parser.add_argument("--cache", default=None,
                         help="feature cache folder (default: ./.ralif-cache)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="images encoded at a time; lower it if the device runs out of memory "
+                             "(default: %(default)s)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="image decoding processes (default: a quarter of the CPUs, up to 4, on CPU; "
                              "all but one, up to 8, on CUDA)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when available")
     parser.add_argument("--output", default=None,
-                        help="also write the features to this .npz (features, paths, hashes)")
+                        help="also write the features to this .npz (features, paths, hashes); '.npz' is "
+                             "added to a name without it, and the summary's 'output' gives the path written")
 
 
 def _with_weights(spec: str, weights: str) -> str:
@@ -45,6 +48,20 @@ def _with_weights(spec: str, weights: str) -> str:
     return f"{kind}:{weights}"
 
 
+def output_path(output: str) -> str:
+    """The file ``--output`` writes: absolute, with ``.npz`` added as ``np.savez`` would."""
+    path = os.path.abspath(os.path.expanduser(output))
+    return path if path.lower().endswith(".npz") else path + ".npz"
+
+
+def _write_npz(path: str, features: np.ndarray, paths: np.ndarray, hashes: np.ndarray) -> None:
+    from ralif.atomic import atomic_write
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    # Into a temporary file beside it, then renamed over it: never a half-written archive.
+    atomic_write(path, lambda f: np.savez(f, features=features, paths=paths, hashes=hashes))
+
+
 def run(args: argparse.Namespace) -> int:
     from ralif.encoders import build_encoder
     from ralif.feature_cache import default_cache_root, fill_cache
@@ -52,6 +69,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
+    output = output_path(args.output) if args.output else None
+    if output is not None:
+        from ralif.project.exports import check_output_path
+
+        # Refused before the images are scanned and encoded, not after; a folder given as --output
+        # is refused as such (not written beside it as <folder>.npz).
+        given = os.path.abspath(os.path.expanduser(args.output))
+        check_output_path(given if os.path.isdir(given) else output, what="the features file (--output)")
     if args.device == "cuda":
         import torch
 
@@ -70,9 +95,9 @@ def run(args: argparse.Namespace) -> int:
     cache_root = args.cache or default_cache_root()
     result = fill_cache(encoder, images, cache_root=cache_root, batch_size=args.batch_size,
                         num_workers=args.num_workers)
-    if args.output:
-        np.savez(args.output, features=result.features, paths=np.array(images.paths),
-                 hashes=np.array(images.hashes))
+    if output is not None:
+        _write_npz(output, features=result.features, paths=np.array(images.paths),
+                   hashes=np.array(images.hashes))
 
     seconds = time.perf_counter() - start
     summary = {
@@ -80,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         "encoder": encoder.id,
         "dim": encoder.dim,
         "cache": os.path.abspath(cache_root),
+        "output": output,
         "hits": result.hits,
         "misses": result.misses,
         "computed": result.computed,

@@ -37,8 +37,13 @@ def _cache_root(model: Path) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from ralif.csv_cells import spreadsheet_cell
     from ralif.images import load_manifest, scan_images
+    from ralif.project.exports import check_output_path
     from ralif.project.rounds import load_model
 
+    if args.out is not None:
+        # A destination that cannot take the CSV is refused before the model and images are loaded.
+        args.out = args.out.expanduser()
+        check_output_path(args.out, what="the predictions CSV (--out)")
     model = load_model(args.model, device=args.device)
     source = args.images.expanduser()
     images = load_manifest(source) if source.is_file() and source.suffix.lower() == ".csv" else scan_images(source)

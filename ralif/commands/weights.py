@@ -16,9 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lst.add_argument("--clip", default="ViT-B-16:openai", metavar="MODEL:TAG",
                      help="the CLIP model and pretrained tag to describe (default: %(default)s)")
     lst.add_argument("--labels", type=int, default=None, help="labels you will start with (for advice)")
-    lst.add_argument("--json", action="store_true")
+    lst.add_argument("--json", action="store_true",
+                     help="print the choices as a JSON list (key, spec, weights_present, weights_path, "
+                          "download_bytes, status, ...) instead of text")
     dl = sub.add_parser("download", help="download the weights of an encoder spec")
-    dl.add_argument("spec", help="clip:<model>:<tag> or resnet18:imagenet")
+    dl.add_argument("spec", help="clip:<model>:<tag> or resnet18:imagenet (an unknown spec, model or tag is "
+                                 "refused with the valid choices)")
     dl.add_argument("--endpoint", default=None,
                     help="server to download from (default: HF_ENDPOINT for CLIP tags, "
                          "RALIF_TORCH_MODELS_URL for torchvision files, else the official hosts)")

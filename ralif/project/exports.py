@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ralif.atomic import atomic_write, replace_dir, sweep_temps, temp_path
 from ralif.csv_cells import spreadsheet_cell
 from ralif.project.dbfile import file_fault
+from ralif.project.errors import ProjectError
 
 if TYPE_CHECKING:
     from ralif.project.session import Project
@@ -83,6 +85,33 @@ def _writing(path: Path) -> Iterator[None]:
         raise
 
 
+def check_output_path(path: str | os.PathLike[str], *, folder: bool = False, overwrite: bool = True,
+                      what: str = "the export") -> None:
+    """Refuse, before any work is done, a destination ``what`` cannot be written to: for a file
+    (``folder=False``) an existing folder; for a folder an existing file, or an existing folder
+    without ``overwrite``; and, for both, a place whose nearest existing folder above is a file or is
+    not writable (missing folders below it are created by the export). Raises :class:`ProjectError`,
+    ``FileExistsError`` or :class:`~ralif.project.store.ReadOnlyError`, each naming the path."""
+    path = Path(path)
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise ProjectError(f"{path} is a file, and {what} is a folder: choose a folder name")
+        if path.is_dir() and not overwrite:
+            raise FileExistsError(f"{path} exists; choose another destination or pass overwrite=True")
+    elif path.is_dir():
+        raise ProjectError(f"{path} is a folder, and {what} is a file: give a file name "
+                           f"(a new one inside that folder, for example)")
+    # The nearest existing folder above the destination must take new entries.
+    above = path.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ProjectError(f"{path} cannot be written: {above} is a file, not a folder")
+    if not os.access(above, os.W_OK | os.X_OK):
+        denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(above))
+        raise file_fault(denied, path) or denied
+
+
 def _atomic_text(path: Path, text: str) -> Path:
     data = text.encode("utf-8")
     with _writing(path):
@@ -106,6 +135,7 @@ def export_labels_csv(project: Project, dest: str | os.PathLike[str] | None = No
     """CSV with ``path, label, round, time, source, split, image_id`` (time in UTC, ISO 8601);
     text cells a spreadsheet would run as a formula are written as :func:`spreadsheet_cell` says."""
     path = Path(dest) if dest is not None else _default_dest(project, "labels", ".csv")
+    check_output_path(path, what="the CSV export")
     buf = io.StringIO()
     fields = ["path", "label", "round", "time", "source", "split", "image_id"]
     if include_unsure:
@@ -120,6 +150,7 @@ def export_labels_json(project: Project, dest: str | os.PathLike[str] | None = N
                        include_unsure: bool = False) -> Path:
     """JSON: project name, class names in order, and one record per label."""
     path = Path(dest) if dest is not None else _default_dest(project, "labels", ".json")
+    check_output_path(path, what="the JSON export")
     doc = {"project": project.name, "exported_at": _iso(time.time()),
            "classes": [c.name for c in project.classes()], "labels": label_rows(project, include_unsure)}
     return _atomic_text(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
@@ -160,6 +191,7 @@ def export_imagefolder(project: Project, dest: str | os.PathLike[str] | None = N
         raise ValueError(f"mode must be one of {', '.join(EXPORT_MODES)}, not {mode!r}")
     dest = Path(dest) if dest is not None else _default_dest(project, "imagefolder")
     dest = dest.expanduser().absolute()
+    check_output_path(dest, folder=True, overwrite=overwrite, what="the ImageFolder export")
     with _writing(dest):
         return _write_imagefolder(project, dest, mode, split_folders, overwrite)
 
@@ -258,6 +290,7 @@ def export_model(project: Project, dest: str | os.PathLike[str] | None = None, o
     out_meta = meta if mapping is None else mapping.sidecar(meta)
     dest = Path(dest) if dest is not None else _default_dest(project, f"model-round-{meta.get('round', 0):04d}")
     dest = dest.expanduser().absolute()
+    check_output_path(dest, folder=True, overwrite=overwrite, what="the model export")
     with _writing(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temp_dir(dest)

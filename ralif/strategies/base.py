@@ -8,6 +8,7 @@ diversity so each can be swapped and tested alone.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from ralif.compute import as_index
-from ralif.head import LinearHead
+from ralif.head import LinearHead, nonfinite_message, nonfinite_rows
 
 
 @dataclass
@@ -31,9 +32,13 @@ class Strategy:
 
     def select(
         self, head: LinearHead | None, features: np.ndarray, labeled: np.ndarray, unlabeled: np.ndarray,
-        budget: int, rng: np.random.Generator,
+        budget: int, rng: np.random.Generator | int,
     ) -> np.ndarray:
+        """``budget`` indices of ``unlabeled`` (into ``features``) to label next. ``budget`` may be an
+        integral float (``10.0``); ``rng`` a numpy Generator or an int seed."""
+        rng = as_generator(rng)
         labeled, unlabeled = check_request(features, labeled, unlabeled, budget)
+        budget = as_budget(budget)
         if self.needs_model and head is None:
             raise ValueError(f"strategy {self.name!r} needs a trained model; train the head first")
         self.last_info = {}
@@ -61,9 +66,38 @@ class Strategy:
         return head.device if head is not None else torch.device("cpu")
 
 
+def as_budget(budget: Any) -> int:
+    """A batch size as an int: an integer, or a float holding a whole number (``10.0``);
+    ``ValueError`` for anything else (``2.5``, ``0``, ``True``, ``"10"``)."""
+    if not isinstance(budget, (bool, np.bool_)):
+        try:
+            value = operator.index(budget)
+        except TypeError:
+            whole = isinstance(budget, (float, np.floating)) and float(budget).is_integer()
+            value = int(budget) if whole else 0
+        if value >= 1:
+            return value
+    raise ValueError(f"batch size must be a positive integer, got {budget}")
+
+
+def as_generator(rng: Any) -> np.random.Generator:
+    """``rng`` itself, or a Generator seeded with the int ``rng``; ``TypeError`` for anything else."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        if rng < 0:
+            raise ValueError(f"rng: a seed must be non-negative, got {rng}")
+        return np.random.default_rng(int(rng))
+    raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)) or an int seed, "
+                    f"not {type(rng).__name__}")
+
+
 def check_request(
     features: np.ndarray, labeled: np.ndarray, unlabeled: np.ndarray, budget: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Validated int64 ``(labeled, unlabeled)``; ``ValueError`` for indices out of range, repeated or
+    in both sets, a batch size that is not a positive integer or exceeds the pool, and NaN or inf
+    values in the rows a strategy reads (the labeled and unlabeled ones)."""
     labeled, unlabeled = as_index(labeled), as_index(unlabeled)
     n = features.shape[0]
     if features.ndim != 2:
@@ -80,10 +114,16 @@ def check_request(
         is_labeled[labeled] = True
         if is_labeled[unlabeled].any():
             raise ValueError("an index is both labeled and unlabeled")
-    if int(budget) != budget or budget < 1:
-        raise ValueError(f"batch size must be a positive integer, got {budget}")
+    budget = as_budget(budget)
     if budget > len(unlabeled):
         raise ValueError(f"batch size {budget} exceeds the {len(unlabeled)} unlabeled samples")
+    used = len(labeled) + len(unlabeled)
+    # One vectorised pass over the rows read (all of them for a whole pool, without a gather).
+    bad = nonfinite_rows(features, None if used == n else np.concatenate([labeled, unlabeled]))
+    if bad.size:
+        in_labeled = int(np.isin(bad, labeled).sum()) if labeled.size else 0
+        raise ValueError(nonfinite_message(bad, used, "rows the selection reads",
+                                           f"{in_labeled} labeled, {len(bad) - in_labeled} unlabeled"))
     return labeled, unlabeled
 
 
