@@ -127,8 +127,8 @@ def _missing_clip_weights(model_name: str, tag: str, detail: str) -> RuntimeErro
         f"In the app: open the project's encoder settings on the Projects page and download them "
         f"there, choose another encoder, or give the path of a weights file you have. From a "
         f"terminal: `ralif weights download clip:{model_name}:{tag}` where the hub is reachable, or "
-        f"a local checkpoint (--pretrained /path/to/open_clip_model.safetensors, or the encoder spec "
-        f"clip:{model_name}:/path/to/checkpoint). "
+        f"a local checkpoint as the encoder spec clip:{model_name}:/path/to/open_clip_model.safetensors "
+        f"(`ralif embed` also takes it as --pretrained). "
         f"The files live in the Hugging Face hub cache ({_hf_hub_cache_dir()}; HF_HOME or HF_HUB_CACHE "
         f"move it), so a cache filled on a machine with internet access can be copied here."
     )

@@ -137,7 +137,8 @@ class ImportMixin:
                     f"{_counted(len(unknown), 'label name')} {_are(unknown, 'not a class', 'not classes')} "
                     f"of this project: {', '.join(unknown[:20])}"
                     f"{' ...' if len(unknown) > 20 else ''}. Known classes: {', '.join(sorted(live))}. "
-                    f"Fix the labels, or pass add_unknown_classes=True (--add-classes) to add them.")
+                    f"Fix the labels, or add them as new classes (add_unknown_classes=True; --add-classes on "
+                    f"the command line).")
         if fraction is not None:
             pool_idx = [i for i, e in enumerate(kept) if e[2] == "pool"]
             n_test = round(fraction * len(pool_idx))
@@ -229,7 +230,7 @@ class ImportMixin:
             raise ProjectError(f"{_counted(len(unknown), 'label name')} in {csv_file.name} "
                                f"{_are(unknown, 'not a class', 'not classes')} of this project: "
                                f"{', '.join(unknown[:20])}. Known classes: {', '.join(sorted(live))}. "
-                               f"Pass add_unknown_classes=True to add them.")
+                               f"Fix the labels, or add them as new classes (add_unknown_classes=True).")
         ids = {r[1]: r[0] for r in self.store.query("SELECT id, path FROM images")}
         missing = [p for p in wanted if p not in ids]
         if missing:
