@@ -57,3 +57,30 @@ def test_the_panel_stays_open_when_there_is_no_batch(done_page: Any) -> None:
         time.sleep(0.5)
         assert browse.is_visible(), "the panel closed by itself"
     assert page.get_by_text("There is no batch to label").is_visible()
+
+
+def test_a_panel_left_open_does_not_open_itself_in_the_next_project(tmp_path: Path) -> None:
+    projects = tmp_path / "projects"
+    for name in ("first", "second"):
+        Project.create_demo(projects / name)
+    with AppServer(projects, log=str(tmp_path / "app.log")) as app, sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+            page.goto(f"{app.url}/Label?project=first")
+            page_idle(page)
+            page.get_by_text("Relabel earlier images").click()
+            page.get_by_text("Browse all").wait_for(timeout=10_000)
+            # To the other project the way a person goes, in the same session.
+            page.get_by_role("link", name="Projects").click()
+            page.get_by_role("button", name="Open", exact=True).first.click()
+            # Both are demos with one name: the sidebar's folder tells them apart.
+            wait_until(lambda: "second" in page.locator("[data-testid=stSidebar]").inner_text()
+                       and "Label ·" in page.locator("[data-testid=stMain]").inner_text(), 90,
+                       "the second project's Label page")
+            page_idle(page)
+            time.sleep(1.0)
+            assert page.get_by_text("Relabel earlier images").is_visible()
+            assert not page.get_by_text("Browse all").is_visible(), "the first project's open panel carried over"
+        finally:
+            browser.close()
