@@ -148,6 +148,20 @@ def test_the_tab_stays_and_its_question_and_names_are_current(classes_page: tupl
     screenshot(page, "classes-delete-question", full=False)
 
 
+def _enter(page: Page, box: str, text: str) -> None:
+    field = page.get_by_role("textbox", name=box)
+    field.fill(text)
+    field.press("Enter")
+
+
+def _message_in_view(page: Page, text: str) -> None:
+    """The outcome's message appears and is in the window, wherever the page was scrolled."""
+    message = page.get_by_text(text)
+    wait_until(message.is_visible, 30, f"the message {text!r}")
+    page_idle(page)
+    assert in_view(page, message), f"the message is out of view: {message.bounding_box()}"
+
+
 def test_each_outcome_shows_where_the_page_is_scrolled(classes_page: tuple[Page, Project]) -> None:
     page, demo = classes_page
 
@@ -158,32 +172,19 @@ def test_each_outcome_shows_where_the_page_is_scrolled(classes_page: tuple[Page,
         assert not in_view(page, page.get_by_role("heading", name="Change classes"))
 
     scroll_to_tabs()
-    field = page.get_by_role("textbox", name="New class name")
-    field.fill("fox")
-    field.press("Enter")
-    added = page.get_by_text("Added class 'fox'.")
-    wait_until(added.is_visible, 30, "the add's message")
-    page_idle(page)
-    assert in_view(page, added), f"the message is out of view: {added.bounding_box()}"
+    _enter(page, "New class name", "fox")
+    _message_in_view(page, "Added class 'fox'.")
     screenshot(page, "classes-added-scrolled", full=False)
 
     open_tab(page, "Rename")
     scroll_to_tabs()
-    field = page.get_by_role("textbox", name="New name")
-    field.fill("bold")
-    field.press("Enter")
-    renamed = page.get_by_text("Renamed '**bold**' to 'bold'")
-    wait_until(renamed.is_visible, 30, "the rename's message")
-    page_idle(page)
-    assert in_view(page, renamed), f"the message is out of view: {renamed.bounding_box()}"
+    _enter(page, "New name", "bold")
+    _message_in_view(page, "Renamed '**bold**' to 'bold'")
 
     open_tab(page, "Delete")
     scroll_to_tabs()
     page.get_by_text("Its labeled images become unlabeled").click()
     page.get_by_role("button", name="Delete", exact=True).click()
-    deleted = page.get_by_text("Deleted 'bold'")
-    wait_until(deleted.is_visible, 30, "the delete's message")
-    page_idle(page)
-    assert in_view(page, deleted), f"the message is out of view: {deleted.bounding_box()}"
+    _message_in_view(page, "Deleted 'bold'")
     assert "bold" not in [c.name for c in demo.classes()]
     screenshot(page, "classes-deleted-scrolled", full=False)

@@ -21,7 +21,7 @@ from ralif.ui.state import client_id, current_project, projects_root, set_projec
 from ralif.ui.text import code, counted, lit
 
 HERE = Path(__file__).resolve().parent
-LABEL_PAGE = "views/1_Label.py"
+LABEL_PAGE = common.LABEL_PAGE
 REPORT_KEY = new_project.REPORT_KEY
 DEMO_TRIED_KEY = "ralif_demo_tried"
 

@@ -16,6 +16,8 @@ from ralif.ui.text import code, lit
 from ralif.worker import FINAL_STATES
 
 _FLASH_KEY = "ralif_flash"
+# The Label page as st.switch_page names it (relative to the app's main script).
+LABEL_PAGE = "views/1_Label.py"
 # The home page as the navigation knows it (set by app.py on every run), for links back to it.
 _HOME: Any = None
 

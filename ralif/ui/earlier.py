@@ -16,6 +16,8 @@ from ralif.ui.text import code, lit
 
 PAGE_SIZE = 24
 _VIEW_KEY = "ralif_earlier_view"
+_WHICH_KEY = "earlier_which"
+_SPLIT_KEY = "earlier_split"
 _OPEN_KEY = "ralif_earlier_open"       # open the panel on the next Label page run, once
 _PAGES_KEY = "ralif_earlier_pages"      # keyset paging: the after_id of every page shown so far
 
@@ -43,9 +45,9 @@ def _rows_browse(project: Project) -> tuple[list[ImageRow], str]:
     """One page of the chosen images, and a name for that page (a new page resets the grid's focus)."""
     options = _which_options(project)
     cols = st.columns([3, 2, 2, 2])
-    label = cols[0].selectbox("Show", list(options), key="earlier_which")
+    label = cols[0].selectbox("Show", list(options), key=_WHICH_KEY)
     which = options[label] if label is not None else "labeled"
-    split = cols[1].selectbox("Split", ["pool", "test"], key="earlier_split",
+    split = cols[1].selectbox("Split", ["pool", "test"], key=_SPLIT_KEY,
                               help="The held-out test images can be labeled too; they score the model.") or "pool"
     jump = cols[2].number_input("Go to image id", min_value=0, step=1, value=0, key="earlier_jump",
                                 help="0 shows the list; an image id shows that image.")
@@ -83,8 +85,8 @@ def open_on_held_out() -> None:
     """The next Label page opens this panel on the held-out images that have no label (the
     Progress page's way to the labels that score the model)."""
     st.session_state[_VIEW_KEY] = "Browse all"
-    st.session_state["earlier_which"] = "Unlabeled"
-    st.session_state["earlier_split"] = "test"
+    st.session_state[_WHICH_KEY] = "Unlabeled"
+    st.session_state[_SPLIT_KEY] = "test"
     st.session_state[_OPEN_KEY] = True
 
 

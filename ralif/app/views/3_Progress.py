@@ -90,7 +90,7 @@ if not measured:
     st.info(no_accuracy_reason(progress))
     if progress.test > progress.test_labeled and st.button("Label the held-out images", key="label-held-out"):
         earlier.open_on_held_out()
-        st.switch_page("views/1_Label.py")
+        st.switch_page(common.LABEL_PAGE)
 else:
     counts = [int(r["labeled_count"]) for r in measured]
     acc = np.array([r["accuracy"] for r in measured])
