@@ -5,11 +5,11 @@ in the form above the grid. With ``RALIF_SCREENSHOTS=DIR`` the states are saved 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from test_e2e_browser import GRID, page_idle, pytestmark, settle, wait_until
+from test_label_grid_a11y_browser import grid_message, window_shot
 from test_label_keys_browser import demo_label_page
 
 from ralif.project import Project
@@ -20,17 +20,6 @@ __all__ = ["pytestmark"]
 FOCUS = """() => { const a = document.activeElement, r = document.querySelector('.tile.focus');
   return {active: a.dataset.imageId || a.tagName, ring: r && r.dataset.imageId,
           name: a.getAttribute('aria-label')}; }"""
-
-
-def _shot(page: Any, name: str) -> None:
-    folder = os.environ.get("RALIF_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"))
-
-
-def _message(grid: Any) -> str:
-    return grid.locator("#msg").evaluate("m => m.classList.contains('show') ? m.innerText : ''")
 
 
 def test_the_label_page_keys_move_the_focus_and_added_classes_end_the_key_warning(tmp_path: Path) -> None:
@@ -62,7 +51,7 @@ def test_the_label_page_keys_move_the_focus_and_added_classes_end_the_key_warnin
         assert grid.get_by_role("option", name=f"Image 3 of {len(batch)}, {Path(batch[2].path).name}, "
                                                 f"labeled {first.name}", exact=True).count() == 1
         page_idle(page)
-        _shot(page, "label-focus-moved")
+        window_shot(page, "label-focus-moved")
 
         # No classes: the form above the grid asks for some. A number key says no class has it.
         for c in project.classes():
@@ -74,14 +63,14 @@ def test_the_label_page_keys_move_the_focus_and_added_classes_end_the_key_warnin
         settle(page)
         page.keyboard.press("1")
         no_key = "No class has the key 1; press / to find a class."
-        wait_until(lambda: _message(grid) == no_key, 10, "the warning")
-        _shot(page, "label-no-classes-key-1")
+        wait_until(lambda: grid_message(grid) == no_key, 10, "the warning")
+        window_shot(page, "label-no-classes-key-1")
         form.fill("airplane, automobile")
         page.get_by_role("button", name="Add classes").click()
         grid.locator(".cls", has_text="airplane").wait_for(timeout=60_000)
         page_idle(page)
-        _shot(page, "label-classes-added")
-        assert _message(grid) == "", f"the warning outlived its cause: {_message(grid)!r}"
+        window_shot(page, "label-classes-added")
+        assert grid_message(grid) == "", f"the warning outlived its cause: {grid_message(grid)!r}"
         # The key does what the warning asked for now.
         settle(page)
         page.keyboard.press("1")

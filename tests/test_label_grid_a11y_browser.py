@@ -93,7 +93,7 @@ def _ax_focus(page: Any) -> tuple[str, str]:
     return inside[-1] if inside else ("", "")
 
 
-def _shot(page: Any, name: str) -> None:
+def window_shot(page: Any, name: str) -> None:
     """With ``RALIF_SCREENSHOTS=DIR``, what the window shows, into DIR."""
     folder = os.environ.get("RALIF_SCREENSHOTS")
     if folder:
@@ -101,7 +101,7 @@ def _shot(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
-def _message(frame: Any) -> str:
+def grid_message(frame: Any) -> str:
     return frame.locator("#msg").evaluate("m => m.classList.contains('show') ? m.innerText : ''")
 
 
@@ -163,38 +163,38 @@ def test_a_message_about_the_keys_goes_when_the_classes_change(host: str) -> Non
         browser, page, frame = _open(pw, host, _args([]))
         page.keyboard.press("1")
         no_key = "No class has the key 1; press / to find a class."
-        wait_until(lambda: _message(frame) == no_key, 5, "the message")
-        _shot(page, "grid-no-key-before")
+        wait_until(lambda: grid_message(frame) == no_key, 5, "the message")
+        window_shot(page, "grid-no-key-before")
         # Classes added in the form above the grid: the message about the keys goes with the old ones.
         airplane = {"id": 5, "name": "airplane", "count": 0, "key": "1", "color": "#1f77b4"}
         _render(page, _args([airplane]))
         frame.locator(".cls", has_text="airplane").wait_for(timeout=5_000)
         try:
-            wait_until(lambda: _message(frame) == "", 3, "the message gone")
+            wait_until(lambda: grid_message(frame) == "", 3, "the message gone")
         except AssertionError:
-            _shot(page, "grid-no-key-stale")
-            raise AssertionError(f"the message outlived its cause: {_message(frame)!r}") from None
-        _shot(page, "grid-no-key-after")
+            window_shot(page, "grid-no-key-stale")
+            raise AssertionError(f"the message outlived its cause: {grid_message(frame)!r}") from None
+        window_shot(page, "grid-no-key-after")
 
         # A key still without a class: the message stays through a render that changes no class
         # (an answer saved: a count changes), and goes once a class has that key.
         page.keyboard.press("2")
-        wait_until(lambda: _message(frame) == "No class has the key 2; press / to find a class.", 5, "the message")
+        wait_until(lambda: grid_message(frame) == "No class has the key 2; press / to find a class.", 5, "the message")
         _render(page, _args([{**airplane, "count": 1}], answered=1))
         wait_until(lambda: frame.locator(".tile .chip", has_text="airplane").count() == 1, 5, "the render")
-        assert _message(frame).startswith("No class has the key 2")
+        assert grid_message(frame).startswith("No class has the key 2")
         _render(page, _args([{**airplane, "count": 1}, {**DOG, "id": 6, "name": "bird"}], answered=1))
-        wait_until(lambda: _message(frame) == "", 3, "the message gone once a class has the key 2")
+        wait_until(lambda: grid_message(frame) == "", 3, "the message gone once a class has the key 2")
 
         # The class finder lists the classes the grid has now, and its "no match" goes with them.
         page.keyboard.press("/")
         page.keyboard.type("tru")
         page.keyboard.press("Enter")
-        wait_until(lambda: _message(frame).startswith("No class matches"), 5, "no match")
+        wait_until(lambda: grid_message(frame).startswith("No class matches"), 5, "no match")
         _render(page, _args([{**airplane, "count": 1}, {**DOG, "id": 6, "name": "bird"},
                              {"id": 7, "name": "truck", "count": 0, "key": "3", "color": "#2ca02c"}], answered=1))
         wait_until(lambda: frame.locator("#finder li", has_text="truck").count() == 1, 3, "the new class in the finder")
-        wait_until(lambda: _message(frame) == "", 3, "no match gone")
+        wait_until(lambda: grid_message(frame) == "", 3, "no match gone")
         browser.close()
 
 
@@ -202,9 +202,9 @@ def test_the_submit_question_goes_once_the_batch_is_answered_from_the_page(host:
     with sync_playwright() as pw:
         browser, page, frame = _open(pw, host, _args([CAT, DOG]))
         page.keyboard.press("Enter")
-        wait_until(lambda: "6 of 6 images have no answer yet" in _message(frame), 5, "the question")
+        wait_until(lambda: "6 of 6 images have no answer yet" in grid_message(frame), 5, "the question")
         # "Fill the rest with true labels", a button of the page: every image has its answer now.
         _render(page, _args([CAT, DOG], answered=6))
         wait_until(lambda: "6 of 6 answered" in frame.locator("#status").inner_text(), 5, "the render")
-        wait_until(lambda: "no answer" not in _message(frame), 3, "the question gone")
+        wait_until(lambda: "no answer" not in grid_message(frame), 3, "the question gone")
         browser.close()
