@@ -15,7 +15,7 @@ from helpers import make_images
 import ralif.project.exports as exports
 import ralif.project.rounds as rounds
 from ralif.cli import main
-from ralif.project import Project, ProjectError
+from ralif.project import DestinationExists, Project, ProjectError
 from ralif.project.dbfile import ReadOnlyError
 
 
@@ -87,8 +87,9 @@ def test_export_functions_check_their_destination_first(project, tmp_path, monke
     monkeypatch.setattr(exports.shutil, "copy2", lambda *a, **k: copied.append(a))
     with pytest.raises(ProjectError, match="is a file, and the ImageFolder export is a folder"):
         project.export_imagefolder(tmp_path / "file")
-    with pytest.raises(FileExistsError, match="exists"):
+    with pytest.raises(DestinationExists, match="exists") as refused:
         project.export_imagefolder(tmp_path / "d")
+    assert refused.value.path == str(tmp_path / "d") and isinstance(refused.value, FileExistsError)
     with pytest.raises(ProjectError, match="is a file, and the model export is a folder"):
         project.export_model(tmp_path / "file")
     with pytest.raises(ProjectError, match="is a file, not a folder"):

@@ -281,7 +281,7 @@ def _run_rounds(project: Any, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ralif.project import Project
+    from ralif.project import DestinationExists, Project
 
     if args.action == "create":
         # Options first, then the weights, then the scan: a mistake costs no image decoding.
@@ -324,9 +324,8 @@ def run(args: argparse.Namespace) -> int:
                                              split_folders=args.split_folders, overwrite=args.overwrite)
         else:
             out = project.export_model(args.out, overwrite=args.overwrite)
-    except FileExistsError as exc:
+    except DestinationExists as exc:
         # The library's text names its own parameter (overwrite=True); say the CLI's options.
-        dest = str(exc).partition(" exists;")[0] if " exists;" in str(exc) else str(exc)
-        raise ValueError(f"{dest} exists; choose another --out, or pass --overwrite to replace it") from exc
+        raise ValueError(f"{exc.path} exists; choose another --out, or pass --overwrite to replace it") from exc
     print(json.dumps({"format": args.format, "out": str(out)}))
     return 0

@@ -6,7 +6,7 @@ see :mod:`ralif.project.session` for the flow, :mod:`ralif.project.lifecycle` fo
 """
 
 from ralif.project.checkpoints import ProjectModel, load_model
-from ralif.project.errors import ProjectError, RoundBusy
+from ralif.project.errors import DestinationExists, ProjectError, RoundBusy
 from ralif.project.flow import ChangeMarks, Notice
 from ralif.project.insights import AucaSummary, auca_against_random, majority_guess
 from ralif.project.lifecycle import RoundState, RoundStatus
@@ -30,6 +30,7 @@ __all__ = [
     "BulkResult",
     "ChangeMarks",
     "ClassInfo",
+    "DestinationExists",
     "ImageRow",
     "ImportReport",
     "LabelResult",

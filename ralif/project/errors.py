@@ -9,3 +9,12 @@ class ProjectError(ValueError):
 
 class RoundBusy(ProjectError):
     """A round is already running for this project."""
+
+
+class DestinationExists(FileExistsError):
+    """An export's destination exists and overwriting was not asked for; ``path`` names it, so a caller
+    can word its own remedy (the command line's ``--overwrite``)."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"{path} exists; choose another destination or pass overwrite=True")
+        self.path = str(path)

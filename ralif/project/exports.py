@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ralif.atomic import atomic_write, replace_dir, sweep_temps, temp_path
 from ralif.csv_cells import spreadsheet_cell
 from ralif.project.dbfile import file_fault
-from ralif.project.errors import ProjectError
+from ralif.project.errors import DestinationExists, ProjectError
 
 if TYPE_CHECKING:
     from ralif.project.session import Project
@@ -97,7 +97,7 @@ def check_output_path(path: str | os.PathLike[str], *, folder: bool = False, ove
         if path.exists() and not path.is_dir():
             raise ProjectError(f"{path} is a file, and {what} is a folder: choose a folder name")
         if path.is_dir() and not overwrite:
-            raise FileExistsError(f"{path} exists; choose another destination or pass overwrite=True")
+            raise DestinationExists(path)
     elif path.is_dir():
         raise ProjectError(f"{path} is a folder, and {what} is a file: give a file name "
                            f"(a new one inside that folder, for example)")
@@ -165,7 +165,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 def _replace_dir(tmp: Path, dest: Path, overwrite: bool) -> None:
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} exists; choose another destination or pass overwrite=True")
+        raise DestinationExists(dest)
     replace_dir(tmp, dest)
 
 
