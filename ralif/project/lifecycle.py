@@ -337,7 +337,7 @@ class RoundBook:
                                 " WHERE status = 'running'")
         for number, job_path, pid, started, claimed_at in rows:
             reason = None
-            if job_path and not self._in_jobs_folder(job_path):
+            if job_path and not self.in_jobs_folder(job_path):
                 # The original's worker reports to the original's file and records its result in the
                 # original's database: nothing will ever finish this copy's round but a run of its own.
                 self._requeue(int(number), str(job_path))
@@ -359,9 +359,9 @@ class RoundBook:
             if reason:
                 self.fail(int(number), str(reason), only_if_running=True)
 
-    def _in_jobs_folder(self, job_path: str) -> bool:
-        """Whether a round's status file lies in this project's own jobs folder (a copied folder's
-        rounds name the original's)."""
+    def in_jobs_folder(self, job_path: str) -> bool:
+        """Whether a round's status file lies in this project's own jobs folder (a copied or moved
+        folder's rounds name the original's). The reaper and the round server both ask this."""
         parent = Path(job_path).parent
         try:
             return os.path.samefile(parent, self.folder / "jobs")

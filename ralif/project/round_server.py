@@ -240,21 +240,14 @@ def _record_owed(book: RoundBook, owed: dict[int, tuple[str, str]]) -> None:
         del owed[number]
 
 
-def _queued_here(book: RoundBook, job_path: str) -> bool:
-    """Whether the round's status file lies in this project's jobs folder. A round that waited when
-    the project folder was copied names the original's file: the original's server reports there."""
-    try:
-        return os.path.samefile(Path(job_path).parent, book.folder / "jobs")
-    except OSError:
-        return False
-
-
 def _take(book: RoundBook, number: int, job_path: str) -> bool:
     """Take the round, or fail it with why it cannot be taken (the database cannot be written, or
     it was queued in the folder this project was copied from)."""
     from ralif.project.rounds import failure_reason
 
-    if not _queued_here(book, job_path):
+    # A round that waited when the project folder was copied names the original's status file: the
+    # original's server reports there.
+    if not book.in_jobs_folder(job_path):
         with contextlib.suppress(StoreError, sqlite3.Error):
             book.fail(number, "the round was queued in the folder this project was copied from; run it again",
                       only_if_running=True, job_path=job_path)
