@@ -128,8 +128,10 @@ def test_grid_shows_a_merged_away_guess_as_its_target(trained: Project, tmp_path
         it = items[b.image_id]
         if b.predicted_class_id == source:
             assert it["predicted_class_id"] == target and it["predicted"] == target_name
-            assert it["guess_gone"] is None and it["confidence"] == b.confidence
-        elif b.predicted_class_id == deleted:
+            assert it["guess_gone"] is None and it["confidence"] == b.confidence and it["confidence_floor"]
+        else:
+            assert not it["confidence_floor"]
+        if b.predicted_class_id == deleted:
             assert it["predicted_class_id"] is None and it["no_prediction"] == "no guess: its class was removed"
 
 

@@ -291,3 +291,39 @@ def test_keys_typed_in_the_grid_answer_even_while_the_image_is_still_scrolling_i
         assert [(e["image_id"], e["class_id"]) for e in _events(page, "label")] == [(1, 1), (2, 1)]
         assert "Keys go to" not in _message(frame)
         browser.close()
+
+
+def _selected(frame: Any) -> list[int]:
+    return frame.locator(".tile[aria-selected=true]").evaluate_all(
+        "ts => ts.map(t => Number(t.dataset.imageId))")
+
+
+def test_shift_arrows_select_a_range_that_one_class_key_labels(host: str) -> None:
+    args = _unanswered(7, "store-main", n=6)
+    # A guess that counts as a merged class's target shows its stored share as a lower bound.
+    args["items"][1]["confidence_floor"] = True
+    with sync_playwright() as pw:
+        browser, page, frame = _open_grid(pw, host, args)
+        assert frame.locator(".tile[data-image-id='2'] .conf").inner_text() == "model: cat ≥ 60%"
+        assert frame.locator(".tile[data-image-id='1'] .conf").inner_text() == "model: cat 60%"
+        page.keyboard.press("Shift+ArrowRight")
+        page.keyboard.press("Shift+ArrowRight")
+        wait_until(lambda: _selected(frame) == [1, 2, 3], 10, "images 1-3 selected")
+        # Back one step shrinks the range towards the anchor, as in a file manager.
+        page.keyboard.press("Shift+ArrowLeft")
+        wait_until(lambda: _selected(frame) == [1, 2], 10, "images 1-2 selected")
+        page.keyboard.press("1")
+        wait_until(lambda: _events(page, "bulk"), 10, "the bulk answer")
+        assert [(sorted(e["image_ids"]), e["class_id"]) for e in _events(page, "bulk")] == [([1, 2], 1)]
+        assert _selected(frame) == [] and not _events(page, "label")
+        # The focus moved on to the first image without an answer; a new range starts there, and Esc
+        # clears it without writing anything.
+        page.keyboard.press("Shift+ArrowRight")
+        wait_until(lambda: _selected(frame) == [3, 4], 10, "images 3-4 selected")
+        page.keyboard.press("Escape")
+        wait_until(lambda: _selected(frame) == [], 10, "the selection cleared")
+        page.keyboard.press("x")
+        wait_until(lambda: _events(page, "label"), 10, "one answer")
+        assert [(e["image_id"], e["class_id"]) for e in _events(page, "label")] == [(4, None)]
+        assert len(_events(page, "bulk")) == 1
+        browser.close()

@@ -363,12 +363,13 @@ def batch_items(batch: Sequence[BatchItem], px: int, classes: Sequence[ClassInfo
     items = []
     for b in batch:
         guess_id, guess = b.predicted_class_id, b.predicted_class
+        merged = False
         if live is not None and guess_id is not None and guess_id not in live and truth is not None:
             # Merged away: the guess counts as the merge target (its confidence is the merged-away
             # class's share, a lower bound of the target's).
             target = truth.get(guess_id)
             if target in live:
-                guess_id, guess = target, live[target]
+                guess_id, guess, merged = target, live[target], True
         gone = live is not None and guess_id is not None and guess_id not in live
         hidden = b.image_id in audit
         # Batches computed before audit reasons left the guess out still carry it.
@@ -380,6 +381,8 @@ def batch_items(batch: Sequence[BatchItem], px: int, classes: Sequence[ClassInfo
             "predicted_class_id": None if gone or hidden else guess_id,
             "guess_gone": b.predicted_class if gone and not hidden else None,
             "confidence": None if gone or hidden else b.confidence,
+            # Only the top class's probability is stored: the merged target's is at least that.
+            "confidence_floor": merged and not hidden,
             "no_prediction": ("guess hidden: audit" if hidden
                               else "no guess: its class was removed" if gone else "no model yet"),
             "audit": hidden,

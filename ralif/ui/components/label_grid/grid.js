@@ -354,7 +354,7 @@ function drawHelp() {
   const parts = [["1–9, 0", "label"], ["/ or c", S.classes.length > KEYS.length ? "find any class" : "find a class"],
                  ["a", "accept suggestion"], ["← → ↑ ↓", "move"], ["x / space", "skip"], ["u / ⌫", "undo"]];
   if (S.args.mode === "batch") parts.push(["Enter", "submit"]);
-  parts.push(["shift+click", "select a range"], ["Esc", "clear selection"]);
+  parts.push(["shift+arrows / shift+click", "select a range"], ["Esc", "clear selection"]);
   h.replaceChildren();
   h.className = "help" + (helpOpen() ? " show" : "");
   parts.push(["?", "hide these keys"]);

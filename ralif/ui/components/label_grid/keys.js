@@ -187,10 +187,8 @@ function onKey(e, fromPage = false) {
   else if (key === "a" || key === "A") acceptGuess(confirming);
   else if (key === "u" || key === "U" || key === "Backspace") undo();
   else if (key === "Enter") submit(submitting);
-  else if (key === "ArrowRight") setFocus(S.focus + 1);
-  else if (key === "ArrowLeft") setFocus(S.focus - 1);
-  else if (key === "ArrowDown") setFocus(S.focus + columns());
-  else if (key === "ArrowUp") setFocus(S.focus - columns());
+  else if (key in STEPS && e.shiftKey) extendSelection(S.focus + STEPS[key]());
+  else if (key in STEPS) setFocus(S.focus + STEPS[key]());
   else if (key === "Home") setFocus(0);
   else if (key === "End") setFocus(S.items.length - 1);
   else if (key === "Escape") { S.selected.clear(); S.anchor = null; say("", ""); drawAll(); }
@@ -202,6 +200,21 @@ function onKey(e, fromPage = false) {
 }
 
 const MODIFIERS = ["Shift", "Control", "Alt", "Meta", "CapsLock", "AltGraph"];
+const STEPS = {ArrowRight: () => 1, ArrowLeft: () => -1, ArrowDown: () => columns(), ArrowUp: () => -columns()};
+
+// Shift+arrow selects the images from the anchor to the new focus, as shift+click does. One step at
+// a time (no shift+Home/End): every image it selects has come into view on the way, so a class key
+// never labels a selection with images nobody has seen.
+function extendSelection(to) {
+  if (!S.items.length) return;
+  const target = Math.max(0, Math.min(S.items.length - 1, to));
+  if (S.anchor === null || !S.selected.size) S.anchor = S.items[S.focus].id;
+  const a = Math.max(0, S.items.findIndex((x) => x.id === S.anchor));
+  const [lo, hi] = a < target ? [a, target] : [target, a];
+  S.selected.clear();
+  for (let j = lo; j <= hi; j++) S.selected.add(S.items[j].id);
+  setFocus(target);
+}
 
 // The questions put by `a` and by Enter with images left. Their text goes with them, so it never
 // stays on screen, stale, once the question no longer holds.

@@ -145,7 +145,8 @@ function updateTile(t, it, index) {
     conf.textContent = "model: no guess among the current classes";
     meter.parentElement.style.visibility = "hidden";
   } else if (guessed) {
-    const pct = it.confidence === null ? "" : ` ${Math.round(it.confidence * 100)}%`;
+    const floor = it.confidence_floor ? "≥ " : "";
+    const pct = it.confidence === null ? "" : ` ${floor}${Math.round(it.confidence * 100)}%`;
     conf.textContent = `model: ${it.predicted || "?"}${pct}`;
     meter.parentElement.style.visibility = "visible";
     meter.style.width = `${Math.round((it.confidence || 0) * 100)}%`;
