@@ -18,8 +18,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install -r requirements.txt && $(BIN)/pip install -e . --no-deps
 	touch $(STAMP)
 
+# Two workers: the suite's browser and subprocess tests spend much of their time waiting, and CI has
+# two cores. Tests pick free ports and temporary folders, so they do not share anything.
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 # From an installed package, `ralif app [PROJECTS] --port N` (ralif/commands/app.py) does the same.
 app: venv
