@@ -13,8 +13,8 @@ BASE_TAIL=${BASE_TAIL:-random,uncertainty,margin,coreset,badge,typiclust}
 BASE_LARGE=${BASE_LARGE:-random,margin,badge}
 BASE_TAIL_LARGE=${BASE_TAIL_LARGE:-random,margin,badge,coreset}
 BASE_DIGITS=${BASE_DIGITS:-random,uncertainty,margin,coreset,badge,gradnorm,typiclust}
-PAPER="ralif(reading=paper,candidates=score,weighting=uniform,diversity=kmeanspp,space=raw,cold=0)"
-EARLIER="ralif(candidates=score,weighting=uniform,diversity=kmeans,space=standardized,cold=0,representative=nearest)"
+PAPER="ralif(reading=paper,candidates=score,weighting=uniform,diversity=kmeanspp,space=raw,cold=0,gate=none)"
+EARLIER="ralif(candidates=score,weighting=uniform,diversity=kmeans,space=standardized,cold=0,representative=nearest,gate=none)"
 RALIF=${RALIF:-random,ralif,$EARLIER,$PAPER}
 ANIMALS="bird,cat,deer,dog,frog,horse"
 VEHICLES="airplane,automobile,ship,truck"

@@ -277,6 +277,11 @@ def test_texts_of_the_status_panel_and_tiles() -> None:
     coverage = "influence rank 40 of 1,240 candidates, k-center pick 2 of 20"
     assert short_reason(coverage) == "influence #40/1,240 · coverage pick 2/20"
     assert "far from every labeled image" in plain_reason(coverage) and "2 of 20" in plain_reason(coverage)
+    gated = ("influence rank 8 of 198 candidates among the 10% of images the model is least sure of, "
+             "k-means pick 1 of 20; model guess: cat (35%)")
+    assert short_reason(gated) == "influence #8/198 in the least-sure 10% · diverse pick 1/20"
+    assert plain_reason(gated) == ("chosen because the model is unsure of it and labeling it should help the "
+                                   "model most; 1 of 20 diverse picks")
     big = "influence rank 4 of 12,000 candidates, k-means pick 1234 of 2000"  # a batch of 2,000
     assert plain_reason(big).endswith("; 1,234 of 2,000 diverse picks")
 

@@ -44,9 +44,10 @@ SPECS = [
     "ralif(representative=central)",
     "ralif(damping=10)",
     "ralif(target=entropy)",
-    "ralif(gate=half)",
-    "ralif(gate=error)",
-    "ralif(gate=0.2)",
+    "ralif(gate=half,gate_from=0)",
+    "ralif(gate=error,gate_from=0)",
+    "ralif(gate=0.2,gate_from=0)",
+    "ralif(gate=auto,gate_from=0)",
     "ralif(space=pca)",
     "ralif(space=cosine)",
     "ralif(diversity=kmeanspp,space=pca)",
@@ -203,9 +204,9 @@ def test_specs_round_trip():
         ("ralif(damping=0)", "damping must be positive"),
         ("ralif(damping=10,step=newton)", "need step=first and engine=single"),
         ("ralif(target=entropy,engine=dask)", "need step=first and engine=single"),
-        ("ralif(gate=all)", "unknown gate 'all'; choose from none, half, error"),
+        ("ralif(gate=all)", "unknown gate 'all'; choose from none, auto, half, error"),
         ("ralif(gate=1.5)", r"or a share in \(0, 1\]"),
-        ("ralif(gate=half,engine=dask)", "engine=dask supports gate=none only"),
+        ("ralif(gate=half,engine=dask)", "engine=dask supports gate=none|auto only"),
     ],
 )
 def test_make_strategy_errors(spec, match):
@@ -309,7 +310,7 @@ def test_batch_comes_from_the_candidate_set(fraction, budget, diversity, data):
 @pytest.mark.parametrize("gate", ["half", "error"])
 def test_gated_candidates_are_the_best_scored_among_the_least_sure(gate, data):
     x, _, labeled, unlabeled, head = data
-    strategy = RalifStrategy(gate=gate, diversity="none")
+    strategy = RalifStrategy(gate=gate, gate_from=0, diversity="none")
     picked = strategy.select(head, x, labeled, unlabeled, 5, np.random.default_rng(0))
     probs = head.predict_proba(x[unlabeled])
     top2 = np.sort(probs, axis=1)[:, -2:]
@@ -321,10 +322,30 @@ def test_gated_candidates_are_the_best_scored_among_the_least_sure(gate, data):
     cand = strategy.last_info["candidates"]
     assert np.isin(cand, unsure).all() and np.isin(picked, cand).all()
     # Among the unsure, the candidates are exactly the lowest plain scores.
-    scores = RalifStrategy().scores(head, x, labeled, unlabeled).numpy()
+    scores = RalifStrategy(gate="none").scores(head, x, labeled, unlabeled).numpy()
     pos = np.searchsorted(unlabeled, unsure)
     best = unsure[np.argsort(scores[pos], kind="stable")[: len(cand)]]
     assert set(cand.tolist()) == set(best.tolist())
+
+
+def test_gate_from_applies_the_gate_only_from_that_many_labels_per_class(data):
+    x, _, labeled, unlabeled, head = data
+    per_class = len(labeled) / head.num_classes
+    plain = RalifStrategy(gate="none").scores(head, x, labeled, unlabeled)
+    gated = RalifStrategy(gate="0.2", gate_from=0).scores(head, x, labeled, unlabeled)
+    assert int(gated.isnan().sum()) > 0
+    # Fewer labels per class than gate_from: the plain scores; at or above it: the gated ones.
+    early = RalifStrategy(gate="0.2", gate_from=per_class + 1).scores(head, x, labeled, unlabeled)
+    late = RalifStrategy(gate="0.2", gate_from=per_class).scores(head, x, labeled, unlabeled)
+    assert torch.equal(early, plain)
+    assert torch.equal(late.isnan(), gated.isnan())
+    with pytest.raises(ValueError, match="gate_from"):
+        RalifStrategy(gate="0.2", gate_from=-1)
+    # The default gate (auto) keeps the least-sure 10 % once the labels per class reach gate_from.
+    auto = RalifStrategy(gate_from=per_class).scores(head, x, labeled, unlabeled)
+    assert int((~auto.isnan()).sum()) == math.ceil(0.1 * len(unlabeled))
+    assert torch.equal(RalifStrategy().scores(head, x, labeled, unlabeled), plain)  # < 100 labels per class
+    assert RalifStrategy(engine="dask", gate_from=0).gate == "auto"  # resolves to no gate there
 
 
 def test_kmeanspp_batch_is_more_spread_than_top_scores(data):

@@ -177,8 +177,10 @@ def _select(head: LinearHead, feats: np.ndarray, inputs: RoundInputs, budget: in
         cand = np.asarray(cand)
         rank_of = np.full(len(feats), -1, dtype=np.int64)
         rank_of[cand] = np.arange(len(cand))
+        gate = strategy.last_info.get("gate_share")
+        among = f" among the {gate:.0%} of images the model is least sure of" if gate else ""
         for j, p in enumerate(picked):
-            text = f"influence rank {rank_of[p] + 1} of {len(cand):,} candidates"
+            text = f"influence rank {rank_of[p] + 1} of {len(cand):,} candidates{among}"
             if diversity in pick_word:
                 text += f", {pick_word[diversity]} {j + 1} of {budget}"
             reasons.append(text)
