@@ -370,6 +370,21 @@ def test_full_round_on_demo_assets(tmp_path):
         project.oracle_answer(batch[0].image_id)
 
 
+def test_a_batch_picked_through_the_least_sure_gate_says_so(tmp_path):
+    # The default gate applies from 100 labels per class; a lower gate_from reaches it on the demo.
+    project = _demo(tmp_path / "p", initial_labels=40, batch_size=20, run_first_round=False)
+    project.update_settings(strategy="ralif(gate_from=3)")
+    project.run_round()
+    picked = [b for b in project.pending_batch() if "influence rank" in b.reason]
+    assert picked and all("among the 10% of images the model is least sure of" in b.reason for b in picked)
+    project.update_settings(strategy="ralif")  # 4 labels per class: below the default's 100
+    project.oracle_label_batch()
+    project.submit_batch()
+    project.run_round()
+    picked = [b for b in project.pending_batch() if "influence rank" in b.reason]
+    assert picked and not any("least sure" in b.reason for b in picked)
+
+
 def test_failed_round_keeps_labels_and_model_and_can_be_retried(tmp_path, monkeypatch):
     project = _demo(tmp_path / "p", initial_labels=10)
     first_model = project.current_model_path()
