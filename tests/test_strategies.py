@@ -348,6 +348,23 @@ def test_gate_from_applies_the_gate_only_from_that_many_labels_per_class(data):
     assert RalifStrategy(engine="dask", gate_from=0).gate == "auto"  # resolves to no gate there
 
 
+@pytest.mark.parametrize(("spec", "budget"), [("candidates=balanced", 20), ("multiple=8", 40),
+                                              ("candidates=score", 60), ("candidates=score", 150)])
+def test_the_gate_keeps_every_candidate_it_needs_and_no_other(spec, budget, data):
+    # A class's equal share, a multiple of the batch or a batch larger than the least-sure 10 % never
+    # reach images the gate left out: the gate keeps as many as the selection takes.
+    x, _, labeled, unlabeled, head = data
+    strategy = make_strategy(f"ralif(gate=auto,gate_from=0,{spec})")
+    picked = strategy.select(head, x, labeled, unlabeled, budget, np.random.default_rng(0))
+    probs = head.predict_proba(x[unlabeled])
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    keep = round(strategy.last_info["gate_share"] * len(unlabeled))
+    assert keep >= max(budget, math.ceil(0.1 * len(unlabeled)))
+    unsure = unlabeled[np.argsort(top2[:, 1] - top2[:, 0], kind="stable")[:keep]]
+    assert np.isin(strategy.last_info["candidates"], unsure).all() and np.isin(picked, unsure).all()
+    assert len(picked) == budget
+
+
 def test_kmeanspp_batch_is_more_spread_than_top_scores(data):
     x, _, labeled, unlabeled, head = data
     div = RalifStrategy(fraction=0.5, diversity="kmeanspp", space="raw").select(

@@ -91,7 +91,8 @@ def check_output_path(path: str | os.PathLike[str], *, folder: bool = False, ove
     (``folder=False``) an existing folder; for a folder an existing file, or an existing folder
     without ``overwrite``; and, for both, a place whose nearest existing folder above is a file or is
     not writable (missing folders below it are created by the export). Raises :class:`ProjectError`,
-    ``FileExistsError`` or :class:`~ralif.project.store.ReadOnlyError`, each naming the path."""
+    :class:`~ralif.project.errors.DestinationExists` or :class:`~ralif.project.store.ReadOnlyError`,
+    each naming the path."""
     path = Path(path)
     if folder:
         if path.exists() and not path.is_dir():

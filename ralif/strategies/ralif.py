@@ -51,6 +51,8 @@ GATES = ("none", "auto", "half", "error")
 # gate=auto: the least-sure share it keeps (the candidates are then exactly that share, ordered by
 # influence for the diversity step).
 AUTO_GATE = 0.1
+# ... from this many labels per class on (gate_from's default for gate=auto).
+AUTO_GATE_FROM = 100.0
 
 
 @dataclass
@@ -106,8 +108,9 @@ class RalifStrategy(Strategy):
                 f"auto ({AUTO_GATE:g} with engine=single, none with engine=dask) | half (the less sure half of "
                 "the pool) | error (as many as the head expects to get wrong, Σ(1 − max p); never fewer than "
                 "the candidates) | a share in (0, 1]",
-        "gate_from": "labels per class (mean) from which the gate applies (0 = always): the head's doubt "
-                     "misleads while it has seen few labels",
+        "gate_from": "labels per class (mean) from which the gate applies (0 = always; default 100 for "
+                     "gate=auto, 0 for a gate given explicitly): the head's doubt misleads while it has "
+                     "seen few labels",
         "cold": "labels per class below which the batch is picked by typicality (TypiClust) instead (0 = never)",
     }
     rule: str = "truncated"
@@ -156,7 +159,7 @@ class RalifStrategy(Strategy):
     # per class": the weak features at 1,000 labels +0.009 on report seeds, pairs below Random 20 -> 5
     # of 25; within +-0.0015 elsewhere; at 30-90 labels per class -0.002 to -0.003 on development seeds).
     gate: str = "auto"
-    gate_from: float = 100.0
+    gate_from: float | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -206,7 +209,7 @@ class RalifStrategy(Strategy):
             raise ValueError("engine=dask supports step=first only")
         if float(self.multiple) < 0 or float(self.cold) < 0 or float(self.cover) < 0:
             raise ValueError("multiple, cold and cover must be 0 (off) or positive")
-        if not float(self.gate_from) >= 0:
+        if self.gate_from is not None and not float(self.gate_from) >= 0:
             raise ValueError("gate_from must be 0 (always) or positive")
         if self.engine == "dask" and "balanced" in (self.candidates, self.weighting):
             raise ValueError("engine=dask supports candidates=score|auto and weighting=uniform|auto only")
@@ -255,8 +258,10 @@ class RalifStrategy(Strategy):
 
     def _gate_applies(self, labeled, head) -> bool:
         # The sharded engine has no gate: gate=auto resolves to none there.
-        return (self.gate != "none" and not (self.gate == "auto" and self.engine == "dask")
-                and len(labeled) >= float(self.gate_from) * head.num_classes)
+        if self.gate == "none" or (self.gate == "auto" and self.engine == "dask"):
+            return False
+        start = self.gate_from if self.gate_from is not None else AUTO_GATE_FROM if self.gate == "auto" else 0
+        return len(labeled) >= float(start) * head.num_classes
 
     def _gated(self, scores: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """``scores`` with every image outside the least-sure share of the pool set to NaN (never a candidate)."""
@@ -264,8 +269,10 @@ class RalifStrategy(Strategy):
         margin = top2[:, 0] - top2[:, 1]
         share = {"auto": AUTO_GATE, "half": 0.5, "error": float((1 - top2[:, 0]).mean())}.get(self.gate)
         share = _share(self.gate) if share is None else share
-        # Never fewer than the fraction's candidates; a larger batch fills from the NaNs, ranked last.
-        keep = min(len(scores), math.ceil(max(share, self.fraction) * len(scores)))
+        # Never fewer than the candidates the selection takes (the fraction's, a multiple of the batch,
+        # the batch itself): the images outside the gate are never candidates.
+        floor = max(math.ceil(max(share, self.fraction) * len(scores)), int(self.last_info.get("min_candidates", 0)))
+        keep = min(len(scores), floor)
         self.last_info["gate_share"] = keep / len(scores)
         out = torch.full_like(scores, float("nan"))
         unsure = torch.argsort(margin)[:keep]
@@ -283,6 +290,7 @@ class RalifStrategy(Strategy):
             head = self._calibrated(head, features)
         n_cand = max(budget, math.ceil(self.fraction * len(unlabeled)), math.ceil(self.multiple * budget))
         n_cand = min(len(unlabeled), n_cand)
+        self.last_info["min_candidates"] = n_cand
         t0 = time.perf_counter()
         if self.engine == "dask":
             cand = self._sharded_candidates(head, features, labeled, unlabeled, n_cand, rng)
@@ -296,6 +304,9 @@ class RalifStrategy(Strategy):
             self.last_info["score_seconds"] = time.perf_counter() - t0
             if self._resolve(self.candidates, "balanced", "score") == "balanced":
                 order = top_k_lowest(scores, len(unlabeled), rng)
+                # Images the gate left out (NaN) are never candidates, whatever a class's share.
+                finite = order[torch.isfinite(scores[torch.as_tensor(order, device=scores.device)]).cpu().numpy()]
+                order = finite if len(finite) >= n_cand else order
                 pred = self.last_info["pseudo_labels"]
                 cand = unlabeled[class_balanced_take(order, pred[order], n_cand, head.num_classes)]
             else:

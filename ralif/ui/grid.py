@@ -314,7 +314,7 @@ def short_reason(reason: str) -> str:
     if m:
         return f"typical pick {m.group(1)}/{m.group(2)}, few labels yet"
     head = head.replace(" candidates", "").replace("influence rank ", "influence #")
-    head = re.sub(r" among the (\d+%) of images the model is least sure of", r" in the least-sure \1", head)
+    head = re.sub(r" among the ([\d.]+%) of images the model is least sure of", r" in the least-sure \1", head)
     head = re.sub(r"k-means(\+\+)? pick", "diverse pick", head).replace("k-center pick", "coverage pick")
     # Parts are split at ", " only: counts of 1,000 and more carry a thousands comma.
     return " · ".join(_OF.sub(r"\1/\2", part.strip()) for part in head.split(", "))
@@ -337,13 +337,12 @@ def plain_reason(reason: str) -> str:
     if _TYPICAL.search(head):
         return (f"chosen as a typical image of a group that has few labels, while the model has too few "
                 f"labels per class to be trusted{of}")
+    unsure = "the model is unsure of it and " if "least sure" in head else ""
     if "influence" in head and "k-center" in head:
-        return (f"chosen because labeling it should help the model most, and far from every labeled image: "
-                f"some class has few labels yet{of}")
-    if "influence" in head and "least sure" in head:
-        return f"chosen because the model is unsure of it and labeling it should help the model most{of}"
+        return (f"chosen because {unsure}labeling it should help the model most, and far from every labeled "
+                f"image: some class has few labels yet{of}")
     if "influence" in head:
-        return f"chosen because labeling it should help the model most{of}"
+        return f"chosen because {unsure}labeling it should help the model most{of}"
     if "random" in head.lower():
         return "chosen at random"
     return short_reason(reason)
