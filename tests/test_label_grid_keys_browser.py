@@ -327,3 +327,19 @@ def test_shift_arrows_select_a_range_that_one_class_key_labels(host: str) -> Non
         assert [(e["image_id"], e["class_id"]) for e in _events(page, "label")] == [(4, None)]
         assert len(_events(page, "bulk")) == 1
         browser.close()
+
+
+def test_shift_arrows_extend_a_shift_click_range_and_restart_where_the_focus_left_it(host: str) -> None:
+    with sync_playwright() as pw:
+        browser, page, frame = _open_grid(pw, host, _unanswered(7, "store-main", n=6))
+        frame.locator(".tile[data-image-id='3'] .img").click(modifiers=["Shift"])
+        wait_until(lambda: _selected(frame) == [1, 2, 3], 10, "images 1-3 selected by shift+click")
+        page.keyboard.press("Shift+ArrowRight")
+        wait_until(lambda: _selected(frame) == [1, 2, 3, 4], 10, "the same range extended to image 4")
+        # The focus jumps away from the range: the next shift+arrow starts a new range there, never
+        # one that spans images passed over without being seen.
+        page.keyboard.press("End")
+        page.keyboard.press("Shift+ArrowLeft")
+        wait_until(lambda: _selected(frame) == [5, 6], 10, "a new range at the end")
+        assert not _events(page, "bulk") and not _events(page, "label")
+        browser.close()

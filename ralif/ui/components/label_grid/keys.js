@@ -187,7 +187,7 @@ function onKey(e, fromPage = false) {
   else if (key === "a" || key === "A") acceptGuess(confirming);
   else if (key === "u" || key === "U" || key === "Backspace") undo();
   else if (key === "Enter") submit(submitting);
-  else if (key in STEPS && e.shiftKey) extendSelection(S.focus + STEPS[key]());
+  else if (key in STEPS && e.shiftKey) { if (!e.repeat) extendSelection(S.focus + STEPS[key]()); }
   else if (key in STEPS) setFocus(S.focus + STEPS[key]());
   else if (key === "Home") setFocus(0);
   else if (key === "End") setFocus(S.items.length - 1);
@@ -202,13 +202,14 @@ function onKey(e, fromPage = false) {
 const MODIFIERS = ["Shift", "Control", "Alt", "Meta", "CapsLock", "AltGraph"];
 const STEPS = {ArrowRight: () => 1, ArrowLeft: () => -1, ArrowDown: () => columns(), ArrowUp: () => -columns()};
 
-// Shift+arrow selects the images from the anchor to the new focus, as shift+click does. One step at
-// a time (no shift+Home/End): every image it selects has come into view on the way, so a class key
-// never labels a selection with images nobody has seen.
+// Shift+arrow selects the images from the anchor to the new focus, as shift+click does. One step per
+// key press (no shift+Home/End, a held key does not repeat it, and a range restarts at the focus when
+// the focus has left it): every image it selects has come into view on the way, so a class key never
+// labels a selection with images nobody has seen.
 function extendSelection(to) {
   if (!S.items.length) return;
   const target = Math.max(0, Math.min(S.items.length - 1, to));
-  if (S.anchor === null || !S.selected.size) S.anchor = S.items[S.focus].id;
+  if (S.anchor === null || !S.selected.has(S.items[S.focus].id)) S.anchor = S.items[S.focus].id;
   const a = Math.max(0, S.items.findIndex((x) => x.id === S.anchor));
   const [lo, hi] = a < target ? [a, target] : [target, a];
   S.selected.clear();

@@ -80,7 +80,10 @@ function onTileClick(e, id) {
   if (i < 0) return;
   withdraw();
   if (e.shiftKey) {
-    const a = S.anchor === null ? S.focus : Math.max(0, S.items.findIndex((x) => x.id === S.anchor));
+    // The range starts at the anchor, or at the focus when there is none; it becomes the anchor, so a
+    // shift+arrow afterwards extends the same range.
+    if (S.anchor === null) S.anchor = S.items[Math.max(0, Math.min(S.items.length - 1, S.focus))].id;
+    const a = Math.max(0, S.items.findIndex((x) => x.id === S.anchor));
     const [lo, hi] = a < i ? [a, i] : [i, a];
     for (let j = lo; j <= hi; j++) S.selected.add(S.items[j].id);
   } else if (e.ctrlKey || e.metaKey) {
