@@ -6,7 +6,7 @@
 set -euo pipefail
 F=${1:?features .npz}; OUT=${2:?output folder}; shift 2
 GROUPS_TO_RUN=${*:-main readings nodiv tau diversity large-a large-b}
-PAPER="diversity=kmeanspp,space=raw"   # the paper's diversity step: k-means++ over raw features
+PAPER="diversity=kmeanspp,space=raw,gate=none"   # the paper's diversity step (k-means++ over raw features), no gate
 sim() { local name=$1; shift; python -m ralif simulate --features "$F" --out "$OUT/$name" --quiet "$@"; }
 specs() { local IFS=,; echo "$*"; }
 small=(--initial 100 --budget 100 --cycles 9 --seeds 3)

@@ -128,7 +128,8 @@ def child(folder: Path, workers: int, chunk_mb: float, shards: int, budget: int,
         out["cluster_start_seconds"] = round(time.perf_counter() - t0, 3)
         spec = f"ralif(engine=dask,scheduler=local,workers={workers},shards={shards})"
     else:
-        spec = "ralif"
+        # The sharded engine has no least-sure gate: the single-process reference goes without it too.
+        spec = "ralif(gate=none)"
     strategy = make_strategy(spec)
     # Imports (torch) and the cluster's client alone take a few hundred MB; the peak is read against it.
     out["driver_rss_before_select_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
