@@ -105,7 +105,8 @@ class RalifStrategy(Strategy):
         "target": "the pool loss the influence lowers: pseudo (cross-entropy with the head's pseudo labels, "
                   "the paper) | entropy (the pool's mean prediction entropy)",
         "gate": "candidates only among the images the head is least sure of (smallest top-2 margin): none | "
-                f"auto ({AUTO_GATE:g} with engine=single, none with engine=dask) | half (the less sure half of "
+                f"auto (the least-sure {AUTO_GATE:.0%} from {AUTO_GATE_FROM:g} labels per class; none with "
+                "engine=dask) | half (the less sure half of "
                 "the pool) | error (as many as the head expects to get wrong, Σ(1 − max p); never fewer than "
                 "the candidates) | a share in (0, 1]",
         "gate_from": "labels per class (mean) from which the gate applies (0 = always; default 100 for "
