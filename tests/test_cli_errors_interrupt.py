@@ -51,8 +51,9 @@ import ralif.commands.strategies as strategies
 from ralif.cli import main
 
 def run(args):
-    Path({str(marker)!r}).write_text("x")
+    # The marker is written inside the try: a SIGINT that follows it at once still meets the finally.
     try:
+        Path({str(marker)!r}).write_text("x")
         time.sleep(60)
     finally:
         Path({str(cleaned)!r}).write_text("x")
