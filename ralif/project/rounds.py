@@ -177,11 +177,12 @@ def _select(head: LinearHead, feats: np.ndarray, inputs: RoundInputs, budget: in
         cand = np.asarray(cand)
         rank_of = np.full(len(feats), -1, dtype=np.int64)
         rank_of[cand] = np.arange(len(cand))
-        gate = strategy.last_info.get("gate_share")
-        share = f"{gate:.0%}" if gate is not None and gate >= 0.01 else f"{gate:.1%}" if gate else ""
-        # Only a pick from inside the gate (a finite score) was chosen among the least sure.
-        among = f" among the {share} of images the model is least sure of" if gate and gate < 1 else ""
+        # No gate, or one that kept the whole pool: nothing to say.
+        gate = strategy.last_info.get("gate_share") or 1.0
+        digits = 0 if gate >= 0.01 else 1
+        among = f" among the {gate:.{digits}%} of images the model is least sure of" if gate < 1 else ""
         for j, p in enumerate(picked):
+            # Only a pick from inside the gate (a finite score) was chosen among the least sure.
             inside = among if scores[j] is not None else ""
             text = f"influence rank {rank_of[p] + 1} of {len(cand):,} candidates{inside}"
             if diversity in pick_word:

@@ -261,7 +261,7 @@ class RalifStrategy(Strategy):
         # The sharded engine has no gate: gate=auto resolves to none there.
         if self.gate == "none" or (self.gate == "auto" and self.engine == "dask"):
             return False
-        start = self.gate_from if self.gate_from is not None else AUTO_GATE_FROM if self.gate == "auto" else 0
+        start = self.gate_from if self.gate_from is not None else (AUTO_GATE_FROM if self.gate == "auto" else 0)
         return len(labeled) >= float(start) * head.num_classes
 
     def _gated(self, scores: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:

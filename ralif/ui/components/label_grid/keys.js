@@ -210,10 +210,8 @@ function extendSelection(to) {
   if (!S.items.length) return;
   const target = Math.max(0, Math.min(S.items.length - 1, to));
   if (S.anchor === null || !S.selected.has(S.items[S.focus].id)) S.anchor = S.items[S.focus].id;
-  const a = Math.max(0, S.items.findIndex((x) => x.id === S.anchor));
-  const [lo, hi] = a < target ? [a, target] : [target, a];
   S.selected.clear();
-  for (let j = lo; j <= hi; j++) S.selected.add(S.items[j].id);
+  addRange(target);
   setFocus(target);
 }
 

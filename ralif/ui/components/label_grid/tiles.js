@@ -75,6 +75,13 @@ function toggle(id, on) {
   drawAll();
 }
 
+// Selects every image from the anchor to index ``to`` (the anchor itself included).
+function addRange(to) {
+  const a = Math.max(0, S.items.findIndex((x) => x.id === S.anchor));
+  const [lo, hi] = a < to ? [a, to] : [to, a];
+  for (let j = lo; j <= hi; j++) S.selected.add(S.items[j].id);
+}
+
 function onTileClick(e, id) {
   const i = S.items.findIndex((x) => x.id === id);
   if (i < 0) return;
@@ -83,9 +90,7 @@ function onTileClick(e, id) {
     // The range starts at the anchor, or at the focus when there is none; it becomes the anchor, so a
     // shift+arrow afterwards extends the same range.
     if (S.anchor === null) S.anchor = S.items[Math.max(0, Math.min(S.items.length - 1, S.focus))].id;
-    const a = Math.max(0, S.items.findIndex((x) => x.id === S.anchor));
-    const [lo, hi] = a < i ? [a, i] : [i, a];
-    for (let j = lo; j <= hi; j++) S.selected.add(S.items[j].id);
+    addRange(i);
   } else if (e.ctrlKey || e.metaKey) {
     if (S.selected.has(id)) S.selected.delete(id); else S.selected.add(id);
     S.anchor = id;
